@@ -1,0 +1,75 @@
+"""Errors that reach the user, each with its documented exit code.
+
+A user mistake or a problem with the vault raises a subclass of `ColdvaultError`;
+the CLI prints its message as one line (plus the hint, if any) and exits with
+`exit_code`. Anything else is a bug and keeps its traceback in the log.
+"""
+
+from __future__ import annotations
+
+
+class ExitCode:
+    OK = 0
+    ERROR = 1  # unexpected error (a bug): traceback in the log
+    USAGE = 2  # bad command line
+    PARTIAL = 3  # finished, but some source files could not be read
+    NO_VAULT = 10  # no vault at that URL / config missing
+    BAD_PASSWORD = 11
+    UNSUPPORTED = 12  # vault or object of a newer format version / unknown feature
+    DAMAGED = 13  # missing, truncated or corrupt object
+    COLD = 14  # data is in a cold tier and must be restored first
+    UNREACHABLE = 15  # store unreachable, or still failing after retries
+    LOCKED = 16  # another coldvault process holds the lock
+    PERMISSION = 17  # the store refused access
+
+
+class ColdvaultError(Exception):
+    """Base of all errors meant for people: one line, a hint, an exit code."""
+
+    exit_code = ExitCode.ERROR
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UserError(ColdvaultError):
+    """The command line or the input asks for something that cannot be done."""
+
+    exit_code = ExitCode.USAGE
+
+
+class NoVaultError(ColdvaultError):
+    exit_code = ExitCode.NO_VAULT
+
+
+class BadPasswordError(ColdvaultError):
+    exit_code = ExitCode.BAD_PASSWORD
+
+
+class UnsupportedFormatError(ColdvaultError):
+    exit_code = ExitCode.UNSUPPORTED
+
+
+class DamagedError(ColdvaultError):
+    """An object is missing, truncated or fails authentication. Names the object."""
+
+    exit_code = ExitCode.DAMAGED
+
+
+class ColdDataError(ColdvaultError):
+    """Data is in a cold tier; `objects` says which ones must be restored first."""
+
+    exit_code = ExitCode.COLD
+
+    def __init__(self, message: str, objects: list[str] | None = None, hint: str | None = None):
+        super().__init__(message, hint)
+        self.objects = objects or []
+
+
+class LockedError(ColdvaultError):
+    exit_code = ExitCode.LOCKED

@@ -1,0 +1,135 @@
+"""The store interface: six blocking calls that move bytes, and the errors they raise.
+
+Every store translates its own failures into these errors at its edge, so the
+layers above never see boto3 or OSError details. Stores are synchronous and
+thread-safe; async callers run them through `coldvault.store.aio.AsyncStore`.
+Retrying is a wrapper (`coldvault.store.retry.RetryingStore`), never inside a store.
+
+Object names are '/'-separated relative paths such as ``data/ab/abcd...``.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Iterator
+
+from coldvault.errors import ColdvaultError, ExitCode
+
+# Storage classes whose objects must be restored before a GET succeeds.
+COLD_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+HOT_CLASS = "STANDARD"
+RESTORE_TIERS = ("Bulk", "Standard", "Expedited")
+
+
+def is_cold_class(storage_class: str | None) -> bool:
+    return (storage_class or HOT_CLASS) in COLD_CLASSES
+
+
+class StoreError(ColdvaultError):
+    """Base of store errors; `name` is the object concerned, if any."""
+
+    exit_code = ExitCode.UNREACHABLE
+
+    def __init__(self, message: str, name: str | None = None, hint: str | None = None):
+        super().__init__(message, hint)
+        self.name = name
+
+
+class NotFoundError(StoreError):
+    exit_code = ExitCode.DAMAGED
+
+
+class ArchivedError(StoreError):
+    """The object is in a cold tier and no restored copy is readable."""
+
+    exit_code = ExitCode.COLD
+
+
+class RestoreInProgressError(ArchivedError):
+    """A restore was requested and is not finished yet."""
+
+
+class TransientError(StoreError):
+    """Worth retrying: connection errors, 5xx, throttling."""
+
+    exit_code = ExitCode.UNREACHABLE
+
+
+class PermissionDeniedError(StoreError):
+    exit_code = ExitCode.PERMISSION
+
+
+@dataclass(frozen=True)
+class RestoreState:
+    """Restore state of a cold object.
+
+    status: "none" (not requested), "in-progress", or "restored" (readable until `expiry`,
+    a unix timestamp, or None if unknown).
+    """
+
+    status: str = "none"
+    expiry: float | None = None
+    tier: str | None = None
+    ready_at: float | None = None  # when the store expects it to be ready, if it knows
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    name: str
+    size: int
+    storage_class: str = HOT_CLASS
+    restore: RestoreState = RestoreState()
+    mtime: float | None = None  # unix time the object was written, if the store knows
+
+    @property
+    def cold(self) -> bool:
+        return is_cold_class(self.storage_class)
+
+    @property
+    def readable(self) -> bool:
+        return not self.cold or self.restore.status == "restored"
+
+
+class Store(abc.ABC):
+    """A flat namespace of immutable objects."""
+
+    url: str = ""
+
+    @abc.abstractmethod
+    def put(self, name: str, data: bytes, storage_class: str | None = None) -> None:
+        """Write `data` under `name` (replacing it), in `storage_class` (None: hot)."""
+
+    @abc.abstractmethod
+    def get(self, name: str, start: int = 0, length: int | None = None) -> bytes:
+        """Read `length` bytes from `start` (all of it if None).
+
+        A range that runs past the end returns what there is. Raises NotFoundError,
+        ArchivedError or RestoreInProgressError.
+        """
+
+    @abc.abstractmethod
+    def head(self, name: str) -> ObjectInfo:
+        """Size, storage class and restore state, without reading the data."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object whose name starts with `prefix`, in no particular order.
+
+        Restore state in these infos may be unknown ("none"): call head for it.
+        """
+
+    @abc.abstractmethod
+    def delete(self, name: str) -> None:
+        """Remove `name`; removing an absent object is not an error."""
+
+    @abc.abstractmethod
+    def restore(self, name: str, days: int = 7, tier: str = "Bulk") -> bool:
+        """Ask for a readable copy of a cold object for `days` days at `tier`.
+
+        Returns True if a new request was made, False if one was already in
+        progress or the object is already readable (hot, or restored).
+        """
+
+    def close(self) -> None:
+        """Release connections; the store is not used afterwards."""

@@ -1,0 +1,166 @@
+"""A directory as a store: the embedded default, with a simulated cold tier.
+
+Each object is a file at ``<root>/<name>``, written to a temporary file and
+renamed into place, so a crash never leaves a partial object under its name.
+An object written with a cold storage class gets a sidecar ``<name>.cold``
+(JSON: storage class, restore request time, days, tier); reads are refused
+until a restore was requested and `restore_delay` seconds have passed.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import threading
+from typing import Iterator
+
+from coldvault.store.base import (
+    HOT_CLASS,
+    ArchivedError,
+    NotFoundError,
+    ObjectInfo,
+    PermissionDeniedError,
+    RestoreInProgressError,
+    RestoreState,
+    Store,
+    StoreError,
+    is_cold_class,
+)
+from coldvault.store.coldsim import ColdRecord
+
+COLD_SUFFIX = ".cold"
+TMP_PREFIX = ".tmp-"
+
+
+def _check_name(name: str) -> None:
+    parts = name.split("/")
+    if not name or any(p in ("", ".", "..") for p in parts) or "\0" in name or name.endswith(COLD_SUFFIX):
+        raise StoreError(f"invalid object name {name!r}", name)
+
+
+class LocalStore(Store):
+    def __init__(self, root: str, restore_delay: float = 0.0, fsync: bool = True):
+        self.root = os.path.abspath(root)
+        self.url = self.root
+        self.restore_delay = restore_delay
+        self.fsync = fsync
+        self._lock = threading.Lock()  # guards sidecar read-modify-write
+
+    def _path(self, name: str) -> str:
+        _check_name(name)
+        return os.path.join(self.root, *name.split("/"))
+
+    def _os_error(self, exc: OSError, name: str) -> StoreError:
+        if exc.errno == errno.ENOENT:
+            return NotFoundError(f"object {name} does not exist", name)
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return PermissionDeniedError(f"cannot access object {name}: {exc.strerror}", name)
+        return StoreError(f"cannot access object {name} in {self.root}: {exc.strerror}", name)
+
+    def _cold(self, path: str) -> ColdRecord | None:
+        try:
+            with open(path + COLD_SUFFIX) as f:
+                return ColdRecord.from_json(json.load(f))
+        except FileNotFoundError:
+            return None
+
+    def _write_file(self, path: str, data: bytes) -> None:
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        tmp = os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{threading.get_ident()}-{os.path.basename(path)}")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                if self.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+
+    def put(self, name, data, storage_class=None):
+        path = self._path(name)
+        try:
+            if is_cold_class(storage_class):
+                self._write_file(path + COLD_SUFFIX, json.dumps(ColdRecord(storage_class).to_json()).encode())
+            else:
+                try:
+                    os.unlink(path + COLD_SUFFIX)
+                except FileNotFoundError:
+                    pass
+            self._write_file(path, data)
+        except OSError as exc:
+            raise self._os_error(exc, name) from exc
+
+    def get(self, name, start=0, length=None):
+        path = self._path(name)
+        cold = self._cold(path)
+        if cold is not None:
+            state = cold.state(self.restore_delay)
+            if state.status == "in-progress":
+                raise RestoreInProgressError(f"object {name} is being restored", name)
+            if state.status != "restored":
+                raise ArchivedError(f"object {name} is in {cold.storage_class} and must be restored first", name)
+        try:
+            with open(path, "rb") as f:
+                if start:
+                    f.seek(start)
+                return f.read() if length is None else f.read(length)
+        except OSError as exc:
+            raise self._os_error(exc, name) from exc
+
+    def head(self, name):
+        path = self._path(name)
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise self._os_error(exc, name) from exc
+        cold = self._cold(path)
+        if cold is None:
+            return ObjectInfo(name, st.st_size, HOT_CLASS, RestoreState(), st.st_mtime)
+        return ObjectInfo(name, st.st_size, cold.storage_class, cold.state(self.restore_delay), st.st_mtime)
+
+    def list(self, prefix=""):
+        # Walk only the directory the prefix points into.
+        base, _, _ = prefix.rpartition("/")
+        top = os.path.join(self.root, *base.split("/")) if base else self.root
+        for dirpath, dirnames, filenames in os.walk(top):
+            rel = os.path.relpath(dirpath, self.root)
+            rel = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+            for fn in filenames:
+                if fn.startswith(TMP_PREFIX) or fn.endswith(COLD_SUFFIX):
+                    continue
+                name = rel + fn
+                if not name.startswith(prefix):
+                    continue
+                try:
+                    yield self.head(name)
+                except NotFoundError:
+                    continue  # deleted while listing
+
+    def delete(self, name):
+        path = self._path(name)
+        for p in (path, path + COLD_SUFFIX):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise self._os_error(exc, name) from exc
+
+    def restore(self, name, days=7, tier="Bulk"):
+        path = self._path(name)
+        with self._lock:
+            cold = self._cold(path)
+            if cold is None:
+                if not os.path.exists(path):
+                    raise NotFoundError(f"object {name} does not exist", name)
+                return False
+            new = cold.request(days, tier, self.restore_delay)
+            self._write_file(path + COLD_SUFFIX, json.dumps(cold.to_json()).encode())
+            return new
