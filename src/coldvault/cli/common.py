@@ -1,0 +1,104 @@
+"""What every command shares: the vault URL, the password, sizes and times for people."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import os
+import subprocess
+import sys
+import time
+
+from coldvault.errors import BadPasswordError, UserError
+from coldvault.store.url import open_store
+from coldvault.vault import Vault
+
+STORAGE_CLASSES = (
+    "STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "REDUCED_REDUNDANCY",
+    "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE",
+)
+
+
+def repo_url(args) -> str:
+    url = getattr(args, "repo", None) or os.environ.get("COLDVAULT_REPO")
+    if not url:
+        raise UserError("no vault given", hint="pass --repo URL or set COLDVAULT_REPO")
+    return url
+
+
+def open_store_for(args):
+    return open_store(repo_url(args), endpoint_url=getattr(args, "endpoint_url", None))
+
+
+def read_password(confirm: bool = False) -> bytes:
+    """From COLDVAULT_PASSWORD_FILE, COLDVAULT_PASSWORD_COMMAND, COLDVAULT_PASSWORD, or a prompt."""
+    path = os.environ.get("COLDVAULT_PASSWORD_FILE")
+    if path:
+        try:
+            with open(path, "rb") as f:
+                pw = f.read().rstrip(b"\r\n")
+        except OSError as exc:
+            raise UserError(f"cannot read password file {path}: {exc.strerror}") from None
+        if not pw:
+            raise BadPasswordError(f"password file {path} is empty")
+        return pw
+    cmd = os.environ.get("COLDVAULT_PASSWORD_COMMAND")
+    if cmd:
+        r = subprocess.run(cmd, shell=True, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        if r.returncode != 0:
+            raise BadPasswordError(f"password command exited with status {r.returncode}")
+        pw = r.stdout.rstrip(b"\r\n")
+        if not pw:
+            raise BadPasswordError("password command printed nothing")
+        return pw
+    if os.environ.get("COLDVAULT_PASSWORD"):
+        return os.environ["COLDVAULT_PASSWORD"].encode()
+    if not sys.stdin.isatty():
+        raise BadPasswordError(
+            "the vault needs a password and there is no terminal to ask for it",
+            hint="set COLDVAULT_PASSWORD_FILE or COLDVAULT_PASSWORD_COMMAND",
+        )
+    pw = getpass.getpass("vault password: ").encode()
+    if confirm and getpass.getpass("again: ").encode() != pw:
+        raise BadPasswordError("the passwords do not match")
+    if not pw:
+        raise BadPasswordError("empty password")
+    return pw
+
+
+def open_vault(args, load_index: bool = True) -> Vault:
+    vault = Vault.open(open_store_for(args), read_password)
+    if load_index:
+        vault.load_index()
+    return vault
+
+
+def parse_time(s: str | None) -> int:
+    """ISO 8601 to unix nanoseconds; a time without a zone is UTC; None is now."""
+    if s is None:
+        return time.time_ns()
+    try:
+        t = dt.datetime.fromisoformat(s)
+    except ValueError:
+        raise UserError(f"--time {s!r} is not an ISO 8601 time (like 2021-03-01T12:00:00Z)") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)
+    return int(t.timestamp()) * 1_000_000_000 + t.microsecond * 1000
+
+
+def size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def iso(ns: int) -> str:
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")

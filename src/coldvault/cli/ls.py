@@ -1,0 +1,68 @@
+"""`coldvault ls SNAPSHOT [PATH]`: list a directory of a snapshot (from hot objects only)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+
+from coldvault.cli.common import iso, open_vault, print_json
+from coldvault.index import tree
+from coldvault.restore.dirrestore import resolve
+
+TYPE_CHAR = {tree.FILE: "-", tree.DIR: "d", tree.SYMLINK: "l", tree.FIFO: "p", tree.CHARDEV: "c", tree.BLOCKDEV: "b"}
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser("ls", parents=[common], help="list files in a snapshot")
+    p.add_argument("snapshot", metavar="SNAPSHOT", help="snapshot id (a prefix will do) or 'latest'")
+    p.add_argument("path", nargs="?", default="", metavar="PATH")
+    p.add_argument("--source", help="with 'latest': the newest snapshot of this source")
+    p.add_argument("--recursive", "-R", action="store_true", help="list subdirectories too")
+    p.add_argument("--json", action="store_true", help="machine-readable output, one object per entry")
+    p.set_defaults(func=run)
+
+
+def _line(e: tree.Entry, path: bytes) -> str:
+    mode = TYPE_CHAR[e.type] + stat.filemode(e.mode)[1:]
+    name = os.fsdecode(path)
+    if e.type == tree.SYMLINK:
+        name += " -> " + os.fsdecode(e.target)
+    return f"{mode} {e.uid:>5} {e.gid:>5} {e.size:>12} {iso(e.mtime)} {name}"
+
+
+def _json(e: tree.Entry, path: bytes) -> dict:
+    d = {"path": os.fsdecode(path), "type": e.type, "mode": e.mode, "uid": e.uid, "gid": e.gid,
+         "size": e.size, "mtime": iso(e.mtime), "mtime_ns": e.mtime}
+    if e.type == tree.SYMLINK:
+        d["target"] = os.fsdecode(e.target)
+    return d
+
+
+def run(args) -> int:
+    vault = open_vault(args)
+    rec = vault.find_snapshot(args.snapshot, args.source)
+    entry = resolve(vault, rec, args.path)
+    out = []
+    prefix = os.fsencode(args.path.strip("/"))
+
+    def walk(node_id, rel: bytes):
+        for e in vault.load_tree(node_id).entries:
+            p = rel + b"/" + e.name if rel else e.name
+            out.append((e, p))
+            if args.recursive and e.type == tree.DIR:
+                walk(e.tree, p)
+
+    if entry is None:
+        walk(rec.tree, b"")
+    elif entry.type == tree.DIR:
+        walk(entry.tree, prefix)
+    else:
+        out.append((entry, prefix))
+    if args.json:
+        print_json([_json(e, p) for e, p in out])
+    else:
+        write = sys.stdout.write
+        for e, p in out:
+            write(_line(e, p) + "\n")
+    return 0

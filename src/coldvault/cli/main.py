@@ -1,0 +1,74 @@
+"""`coldvault` entry point: parse, set up logging, run one command, map errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from coldvault import __version__
+from coldvault.errors import ColdvaultError, ExitCode
+
+log = logging.getLogger("coldvault")
+
+
+def _common(p: argparse.ArgumentParser, default) -> None:
+    """Options every command takes, before or after the command name."""
+    p.add_argument("--repo", "-r", default=default(None), help="vault URL: a path, file:///path or s3://bucket/prefix (env COLDVAULT_REPO)")
+    p.add_argument("--endpoint-url", default=default(None), help="S3 endpoint (env COLDVAULT_S3_ENDPOINT)")
+    p.add_argument("--verbose", "-v", action="count", default=default(0), help="more log output (-vv for debug)")
+    p.add_argument("--quiet", "-q", action="store_true", default=default(False), help="only errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from coldvault.cli import backup, init, ls, restore, snapshots
+
+    parser = argparse.ArgumentParser(prog="coldvault", description="Backups to (cold) object storage, mountable.")
+    parser.add_argument("--version", action="version", version=f"coldvault {__version__}")
+    _common(parser, lambda v: v)
+    common = argparse.ArgumentParser(add_help=False)
+    _common(common, lambda v: argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (init, backup, snapshots, ls, restore):
+        module.register(sub, common)
+    return parser
+
+
+def _setup_logging(args) -> None:
+    level = logging.WARNING
+    if args.quiet:
+        level = logging.ERROR
+    elif args.verbose >= 2:
+        level = logging.DEBUG
+    elif args.verbose == 1:
+        level = logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("coldvault: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args)
+    try:
+        code = args.func(args)
+    except ColdvaultError as exc:
+        print(f"coldvault: error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"coldvault: hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("coldvault: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return ExitCode.OK
+    return code or ExitCode.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""`coldvault snapshots`: list what the vault holds."""
+
+from __future__ import annotations
+
+from coldvault.cli.common import open_vault, print_json, size
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser("snapshots", parents=[common], help="list snapshots")
+    p.add_argument("--source", help="only this source")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def as_json(r) -> dict:
+    return {
+        "id": r.id,
+        "short_id": r.short_id,
+        "kind": r.kind,
+        "source": r.source,
+        "time": r.time_str,
+        "time_ns": r.time,
+        "hostname": r.hostname,
+        "paths": r.paths,
+        "parent": r.parent,
+        "incomplete": r.incomplete,
+        "summary": r.summary,
+        "zfs": r.zfs,
+    }
+
+
+def run(args) -> int:
+    vault = open_vault(args, load_index=False)
+    recs = vault.snapshots()
+    if args.source:
+        recs = [r for r in recs if r.source == args.source]
+    if args.json:
+        print_json([as_json(r) for r in recs])
+        return 0
+    if not recs:
+        if not args.quiet:
+            print("no snapshots")
+        return 0
+    rows = [("ID", "TIME", "SOURCE", "KIND", "FILES", "SIZE", "")]
+    for r in recs:
+        s = r.summary
+        rows.append((
+            r.short_id, r.time_str, r.source, r.kind, str(s.get("files", "")),
+            size(s.get("bytes_total", 0)), "incomplete" if r.incomplete else "",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    return 0

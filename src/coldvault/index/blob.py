@@ -1,0 +1,98 @@
+"""Blobs: one chunk of file data, one tree node or one chunk list, as stored in a pack.
+
+    blob      := flags:u8 || body
+    flags     := bit 0 zstd-compressed, bit 1 encrypted (other bits must be 0)
+    body      := payload                                   (not encrypted)
+               | nonce:12 || ChaCha20-Poly1305(payload)    (encrypted; AAD = blob id || flags)
+    payload   := zstd(plaintext) if compressed else plaintext
+
+The blob id is computed over the plaintext (see ids.blob_id) and checked on
+every read, so a wrong or damaged blob never passes as good data.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import zstandard
+
+from coldvault.index.crypto import Sealer
+from coldvault.index.errors import AuthenticationError, FormatError
+from coldvault.index.ids import BlobId, blob_id
+
+COMPRESSED = 0x01
+ENCRYPTED = 0x02
+KNOWN_FLAGS = COMPRESSED | ENCRYPTED
+
+# Blob types, as stored in pack headers and indexes.
+DATA = 0
+TREE = 1
+CHUNK_LIST = 2
+BLOB_TYPES = (DATA, TREE, CHUNK_LIST)
+
+MAX_BLOB_PLAINTEXT = 512 * 1024 * 1024
+
+_tls = threading.local()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    cache = getattr(_tls, "cctx", None)
+    if cache is None:
+        cache = _tls.cctx = {}
+    c = cache.get(level)
+    if c is None:
+        c = cache[level] = zstandard.ZstdCompressor(level=level)
+    return c
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    d = getattr(_tls, "dctx", None)
+    if d is None:
+        d = _tls.dctx = zstandard.ZstdDecompressor()
+    return d
+
+
+def encode(plaintext, bid: BlobId, sealer: Sealer, level: int | None) -> bytes:
+    """Compress (if it shrinks by at least 1/32 and level is not None) and seal one blob."""
+    flags = 0
+    payload = plaintext
+    if level is not None and len(plaintext) >= 64:
+        packed = _compressor(level).compress(plaintext)
+        if len(packed) < len(plaintext) - (len(plaintext) >> 5):
+            payload = packed
+            flags |= COMPRESSED
+    if sealer.encrypted:
+        flags |= ENCRYPTED
+        return bytes((flags,)) + sealer.seal(payload, bid + bytes((flags,)))
+    return bytes((flags,)) + bytes(payload)
+
+
+def decode(stored, bid: BlobId, sealer: Sealer, what: str, raw_length: int | None = None) -> bytes:
+    """Open one stored blob and check its id; `what` names it in errors."""
+    if len(stored) < 1:
+        raise FormatError(f"{what}: empty blob")
+    flags = stored[0]
+    if flags & ~KNOWN_FLAGS:
+        raise FormatError(f"{what}: unknown blob flags {flags:#x}")
+    body = memoryview(stored)[1:]
+    if flags & ENCRYPTED:
+        if not sealer.encrypted:
+            raise FormatError(f"{what}: encrypted blob in an unencrypted vault")
+        payload = sealer.open(body, bid + bytes((flags,)), what)
+    else:
+        if sealer.encrypted:
+            raise AuthenticationError(f"{what}: unencrypted blob in an encrypted vault")
+        payload = body
+    if flags & COMPRESSED:
+        limit = raw_length if raw_length is not None else MAX_BLOB_PLAINTEXT
+        try:
+            plaintext = _decompressor().decompress(payload, max_output_size=limit)
+        except zstandard.ZstdError as exc:
+            raise FormatError(f"{what}: bad compressed data ({exc})") from None
+    else:
+        plaintext = bytes(payload)
+    if raw_length is not None and len(plaintext) != raw_length:
+        raise FormatError(f"{what}: {len(plaintext)} bytes, index says {raw_length}")
+    if blob_id(plaintext, sealer.id_key) != bid:
+        raise AuthenticationError(f"{what}: content does not match its id")
+    return plaintext

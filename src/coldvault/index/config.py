@@ -1,0 +1,133 @@
+"""The vault config: the one object read before anything else.
+
+    config := envelope(kind "config", never encrypted) of
+      {"version": 1, "features": [], "vault_id": bin16, "created": int ns,
+       "encryption": "chacha20-poly1305" | "none",
+       "key": {"kdf": "scrypt", "n", "r", "p", "salt": bin32, "wrapped": bin} | nil,
+       "settings": bin}     -- an envelope(kind "settings"), sealed with the master keys
+
+    settings := {"version": 1,
+                 "chunker": {"algorithm": "fastcdc2020", "min": int, "avg": int, "max": int, "seed": int},
+                 "compression": {"algorithm": "zstd", "level": int},
+                 "storage_classes": {"data": str, "tree": str, "index": str, "snapshots": str},
+                 "pack_size": {"data": int, "tree": int}}
+
+The settings are authenticated by the master keys, so nobody without the
+password can change how the vault is written (a weaker chunker, a hot class).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from coldvault.index import FORMAT_VERSION, crypto, envelope, limits
+from coldvault.index.crypto import MasterKeys, Sealer
+from coldvault.index.errors import FormatError
+
+ENCRYPTION = "chacha20-poly1305"
+MiB = 1024 * 1024
+
+
+@dataclass
+class Settings:
+    chunker_min: int = 256 * 1024
+    chunker_avg: int = 1 * MiB
+    chunker_max: int = 4 * MiB
+    chunker_seed: int = 0
+    compression_level: int = 3
+    data_class: str = "STANDARD"
+    tree_class: str = "STANDARD"
+    index_class: str = "STANDARD"
+    snapshot_class: str = "STANDARD"
+    data_pack_size: int = 16 * MiB
+    tree_pack_size: int = 4 * MiB
+
+    def to_map(self) -> dict:
+        return {
+            "version": 1,
+            "chunker": {
+                "algorithm": "fastcdc2020",
+                "min": self.chunker_min,
+                "avg": self.chunker_avg,
+                "max": self.chunker_max,
+                "seed": self.chunker_seed,
+            },
+            "compression": {"algorithm": "zstd", "level": self.compression_level},
+            "storage_classes": {
+                "data": self.data_class,
+                "tree": self.tree_class,
+                "index": self.index_class,
+                "snapshots": self.snapshot_class,
+            },
+            "pack_size": {"data": self.data_pack_size, "tree": self.tree_pack_size},
+        }
+
+    @classmethod
+    def from_map(cls, d: dict, what: str) -> "Settings":
+        limits.check_version(d, what, 1)
+        try:
+            ch, co, sc, ps = d["chunker"], d["compression"], d["storage_classes"], d["pack_size"]
+            if ch["algorithm"] != "fastcdc2020" or co["algorithm"] != "zstd":
+                raise FormatError(f"{what}: unknown chunker or compression")
+            s = cls(
+                ch["min"], ch["avg"], ch["max"], ch["seed"], co["level"],
+                sc["data"], sc["tree"], sc["index"], sc["snapshots"], ps["data"], ps["tree"],
+            )
+        except (KeyError, TypeError):
+            raise FormatError(f"{what}: incomplete settings") from None
+        for v in (s.chunker_min, s.chunker_avg, s.chunker_max, s.data_pack_size, s.tree_pack_size):
+            limits.expect(isinstance(v, int) and 0 < v <= 8 * 1024 * MiB, what, "bad size setting")
+        return s
+
+
+@dataclass
+class VaultConfig:
+    vault_id: bytes
+    created: int
+    encrypted: bool
+    key: dict | None
+    settings_blob: bytes
+    features: list[str] = field(default_factory=list)
+
+
+def encode(cfg: VaultConfig) -> bytes:
+    return envelope.seal(
+        {
+            "version": FORMAT_VERSION,
+            "features": cfg.features,
+            "vault_id": cfg.vault_id,
+            "created": cfg.created,
+            "encryption": ENCRYPTION if cfg.encrypted else "none",
+            "key": cfg.key,
+            "settings": cfg.settings_blob,
+        },
+        "config",
+        Sealer(None),
+        compress=False,
+    )
+
+
+def decode(data: bytes) -> VaultConfig:
+    d = envelope.open_(data, "config", Sealer(None), "config")
+    limits.check_version(d, "config", FORMAT_VERSION)
+    enc = d.get("encryption")
+    limits.expect(enc in (ENCRYPTION, "none"), "config", f"unknown encryption {enc!r}")
+    vid = d.get("vault_id")
+    limits.expect(isinstance(vid, bytes) and len(vid) == 16, "config", "bad vault id")
+    limits.expect(isinstance(d.get("settings"), bytes), "config", "no settings")
+    key = d.get("key")
+    limits.expect(enc == "none" or isinstance(key, dict), "config", "encrypted vault without a key")
+    return VaultConfig(vid, int(d.get("created", 0)), enc == ENCRYPTION, key, d["settings"], list(d.get("features", [])))
+
+
+def seal_settings(settings: Settings, keys: MasterKeys | None) -> bytes:
+    return envelope.seal(settings.to_map(), "settings", Sealer(keys))
+
+
+def open_settings(cfg: VaultConfig, keys: MasterKeys | None) -> Settings:
+    return Settings.from_map(envelope.open_(cfg.settings_blob, "settings", Sealer(keys), "config settings"), "config settings")
+
+
+def unlock(cfg: VaultConfig, password: bytes) -> MasterKeys | None:
+    assert cfg.key is not None
+    return crypto.unwrap_keys(cfg.key, password, cfg.vault_id)

@@ -1,0 +1,102 @@
+"""Keys and sealing: scrypt key wrapping, ChaCha20-Poly1305 blobs and envelopes.
+
+Master keys: `enc_key` (32 bytes, ChaCha20-Poly1305) and `id_key` (32 bytes,
+keys blob ids). They are random per vault and wrapped by a key derived from
+the password with scrypt.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from coldvault.index import limits
+from coldvault.index.errors import AuthenticationError, FormatError
+
+NONCE_LEN = 12
+TAG_LEN = 16
+KEY_LEN = 32
+
+# scrypt cost: about 0.1 s and 32 MiB on a small machine; stored per vault.
+DEFAULT_SCRYPT = {"n": 2**15, "r": 8, "p": 1}
+
+
+@dataclass(frozen=True)
+class MasterKeys:
+    enc_key: bytes
+    id_key: bytes
+
+    @classmethod
+    def generate(cls) -> "MasterKeys":
+        return cls(os.urandom(KEY_LEN), os.urandom(KEY_LEN))
+
+    def __repr__(self) -> str:  # never print key material
+        return "MasterKeys(<secret>)"
+
+
+class Sealer:
+    """Encrypts and authenticates with one key; None key means plaintext (unencrypted vault)."""
+
+    def __init__(self, keys: MasterKeys | None):
+        self.keys = keys
+        self._aead = ChaCha20Poly1305(keys.enc_key) if keys else None
+
+    @property
+    def encrypted(self) -> bool:
+        return self._aead is not None
+
+    @property
+    def id_key(self) -> bytes | None:
+        return self.keys.id_key if self.keys else None
+
+    def seal(self, plaintext, aad: bytes) -> bytes:
+        nonce = os.urandom(NONCE_LEN)
+        return nonce + self._aead.encrypt(nonce, bytes(plaintext) if not isinstance(plaintext, bytes) else plaintext, aad)
+
+    def open(self, sealed, aad: bytes, what: str) -> bytes:
+        if len(sealed) < NONCE_LEN + TAG_LEN:
+            raise FormatError(f"{what}: truncated ({len(sealed)} bytes)")
+        nonce = bytes(sealed[:NONCE_LEN])
+        try:
+            return self._aead.decrypt(nonce, bytes(sealed[NONCE_LEN:]), aad)
+        except InvalidTag:
+            raise AuthenticationError(f"{what}: authentication failed (corrupt or tampered)") from None
+
+
+def derive_kek(password: bytes, salt: bytes, params: dict) -> bytes:
+    return Scrypt(salt=salt, length=KEY_LEN, n=params["n"], r=params["r"], p=params["p"]).derive(password)
+
+
+def wrap_keys(keys: MasterKeys, password: bytes, vault_id: bytes, params: dict | None = None) -> dict:
+    """The `key` map stored in the vault config."""
+    params = dict(params or DEFAULT_SCRYPT)
+    salt = os.urandom(32)
+    kek = derive_kek(password, salt, params)
+    nonce = os.urandom(NONCE_LEN)
+    payload = limits.pack({"enc_key": keys.enc_key, "id_key": keys.id_key})
+    wrapped = nonce + ChaCha20Poly1305(kek).encrypt(nonce, payload, b"coldvault:key:" + vault_id)
+    return {"kdf": "scrypt", "n": params["n"], "r": params["r"], "p": params["p"], "salt": salt, "wrapped": wrapped}
+
+
+def unwrap_keys(key: dict, password: bytes, vault_id: bytes) -> MasterKeys | None:
+    """The master keys, or None if the password is wrong."""
+    limits.expect(key.get("kdf") == "scrypt", "config", f"unknown key derivation {key.get('kdf')!r}")
+    for k in ("n", "r", "p"):
+        limits.expect(isinstance(key.get(k), int) and 0 < key[k] <= 2**24, "config", f"bad scrypt parameter {k}")
+    limits.expect(isinstance(key.get("salt"), bytes) and isinstance(key.get("wrapped"), bytes), "config", "bad key")
+    kek = derive_kek(password, key["salt"], key)
+    wrapped = key["wrapped"]
+    try:
+        payload = ChaCha20Poly1305(kek).decrypt(wrapped[:NONCE_LEN], wrapped[NONCE_LEN:], b"coldvault:key:" + vault_id)
+    except (InvalidTag, ValueError):
+        return None
+    d = limits.unpack(payload, "key")
+    limits.expect(isinstance(d, dict), "key", "not a map")
+    enc, idk = d.get("enc_key"), d.get("id_key")
+    limits.expect(isinstance(enc, bytes) and len(enc) == KEY_LEN, "key", "bad enc_key")
+    limits.expect(isinstance(idk, bytes) and len(idk) == KEY_LEN, "key", "bad id_key")
+    return MasterKeys(enc, idk)

@@ -1,0 +1,79 @@
+"""Bounds on everything decoded from a vault, so hostile bytes cannot exhaust memory."""
+
+from __future__ import annotations
+
+import msgpack
+
+from coldvault.index.errors import FormatError
+
+MAX_OBJECT = 512 * 1024 * 1024  # largest msgpack document we decode (a huge tree node)
+MAX_BIN = 64 * 1024 * 1024
+MAX_STR = 1024 * 1024
+MAX_ARRAY = 16 * 1024 * 1024
+MAX_MAP = 4096
+MAX_DEPTH = 32
+
+
+def unpack(data: bytes, what: str):
+    """msgpack-decode `data` with hard limits; names `what` in the error."""
+    if len(data) > MAX_OBJECT:
+        raise FormatError(f"{what}: {len(data)} bytes is larger than any valid object")
+    try:
+        obj = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            max_bin_len=MAX_BIN,
+            max_str_len=MAX_STR,
+            max_array_len=MAX_ARRAY,
+            max_map_len=MAX_MAP,
+            max_ext_len=0,
+            use_list=True,
+        )
+    except (ValueError, msgpack.UnpackException, TypeError, RecursionError) as exc:
+        raise FormatError(f"{what}: not valid msgpack ({exc})") from None
+    _check_depth(obj, what)
+    return obj
+
+
+def _check_depth(obj, what: str) -> None:
+    stack = [(obj, 0)]
+    while stack:
+        o, d = stack.pop()
+        if d > MAX_DEPTH:
+            raise FormatError(f"{what}: nested deeper than {MAX_DEPTH} levels")
+        if isinstance(o, dict):
+            stack.extend((v, d + 1) for v in o.values())
+        elif isinstance(o, list):
+            stack.extend((v, d + 1) for v in o if isinstance(v, (list, dict)))
+
+
+def pack(obj) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def expect(cond: bool, what: str, msg: str) -> None:
+    if not cond:
+        raise FormatError(f"{what}: {msg}")
+
+
+def check_version(doc: dict, what: str, version: int, known_features: frozenset[str] = frozenset()) -> None:
+    """Refuse a structure of a newer version or with features this reader does not know."""
+    from coldvault.index.errors import UnknownVersionError
+
+    expect(isinstance(doc, dict), what, "not a map")
+    v = doc.get("version")
+    expect(isinstance(v, int), what, "no version")
+    if v > version:
+        raise UnknownVersionError(
+            f"{what} is format version {v}; this coldvault reads up to version {version}",
+            hint="upgrade coldvault",
+        )
+    features = doc.get("features", [])
+    expect(isinstance(features, list), what, "features is not a list")
+    unknown = sorted(set(map(str, features)) - known_features)
+    if unknown:
+        raise UnknownVersionError(
+            f"{what} uses features this coldvault does not know: {', '.join(unknown)}",
+            hint="upgrade coldvault",
+        )

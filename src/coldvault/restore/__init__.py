@@ -1,0 +1,1 @@
+"""Getting data back out: directory trees (and, later, ZFS chains)."""

@@ -1,0 +1,398 @@
+"""S3 and S3-compatible services (AWS, MinIO, Ceph, B2, Wasabi, moto) as a store.
+
+One boto3 client per store, created once and shared by every thread (boto3
+clients are thread-safe; sessions are not, so the store owns its session).
+botocore's own retries are turned down to a minimum: `RetryingStore` does the
+retrying, with backoff and logging, for every store alike.
+
+Object ``name`` lives at key ``prefix + name``. Every botocore failure is
+translated here into the errors of `coldvault.store.base`; nothing above this
+module sees a ClientError. Messages name the bucket, the object and the
+endpoint, never credentials.
+
+Cold objects: a GET of a GLACIER or DEEP_ARCHIVE object without a restored
+copy fails with InvalidObjectState, which becomes ArchivedError (or
+RestoreInProgressError if a HEAD shows a restore running). HEAD reports the
+restore state from the ``x-amz-restore`` header::
+
+    ongoing-request="true"                                             in progress
+    ongoing-request="false", expiry-date="Fri, 21 Dec 2012 00:00:00 GMT"  restored
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import re
+import urllib.parse
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from coldvault.store.base import (
+    HOT_CLASS,
+    RESTORE_TIERS,
+    ArchivedError,
+    NotFoundError,
+    ObjectInfo,
+    PermissionDeniedError,
+    RestoreInProgressError,
+    RestoreState,
+    Store,
+    StoreError,
+    TransientError,
+)
+
+# Error codes (the <Code> of an S3 error body, or the bare HTTP status of a
+# HEAD, which has no body) grouped by what the caller can do about them.
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+_PERMISSION_CODES = frozenset(
+    {
+        "AccessDenied",
+        "403",
+        "Forbidden",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AllAccessDisabled",
+        "AccountProblem",
+        "ExpiredToken",
+        "InvalidToken",
+        "TokenRefreshRequired",
+    }
+)
+_TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "RequestTimeout",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "InternalError",
+        "ServiceUnavailable",
+        "OperationAborted",  # a conflicting bucket operation is in progress
+        "429",
+    }
+)
+
+# Failures of the connection rather than of the request: worth retrying.
+_CONNECTION_ERRORS = (
+    botocore.exceptions.ConnectionError,  # EndpointConnectionError, ConnectTimeoutError, ...
+    botocore.exceptions.HTTPClientError,  # ConnectionClosedError, ReadTimeoutError, ResponseStreamingError
+    botocore.exceptions.IncompleteReadError,
+)
+_CONNECTION_PROBLEMS = {
+    botocore.exceptions.EndpointConnectionError: "cannot connect to {}",
+    botocore.exceptions.ConnectTimeoutError: "connecting to {} timed out",
+    botocore.exceptions.ReadTimeoutError: "{} did not answer in time",
+    botocore.exceptions.ConnectionClosedError: "{} closed the connection",
+    botocore.exceptions.ResponseStreamingError: "the answer from {} broke off",
+    botocore.exceptions.IncompleteReadError: "the answer from {} was cut short",
+}
+
+_RESTORE_ONGOING = re.compile(r'ongoing-request\s*=\s*"(true|false)"', re.IGNORECASE)
+_RESTORE_EXPIRY = re.compile(r'expiry-date\s*=\s*"([^"]*)"', re.IGNORECASE)
+
+
+def parse_restore_header(value: str | None) -> RestoreState:
+    """RestoreState from the ``x-amz-restore`` header (``Restore`` in boto3); None: not requested."""
+    if not value:
+        return RestoreState()
+    ongoing = _RESTORE_ONGOING.search(value)
+    if ongoing is None:
+        return RestoreState()
+    if ongoing.group(1).lower() == "true":
+        return RestoreState("in-progress")
+    expiry = None
+    match = _RESTORE_EXPIRY.search(value)
+    if match:
+        try:
+            expiry = email.utils.parsedate_to_datetime(match.group(1)).timestamp()
+        except (TypeError, ValueError):
+            expiry = None
+    return RestoreState("restored", expiry)
+
+
+def _redact_endpoint(url: str) -> str:
+    """The endpoint URL without any user:password@ part, fit for a message."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def _error_code(exc: botocore.exceptions.ClientError) -> tuple[str, int]:
+    error = exc.response.get("Error", {})
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    return str(error.get("Code") or status), int(status)
+
+
+class S3Store(Store):
+    """Objects under ``prefix`` in one bucket of an S3-compatible service.
+
+    `prefix` is used as a folder: a trailing '/' is added when missing.
+    `endpoint_url` selects a non-AWS service (path-style addressing is then
+    used, as MinIO, Ceph and moto expect); `region` defaults to the AWS chain.
+    `max_pool` sizes the HTTP connection pool; size the caller's concurrency
+    limiter alike. `client_attempts` is botocore's own total attempts per call,
+    kept low because `RetryingStore` retries on top.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        max_pool: int = 16,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        client_attempts: int = 2,
+    ):
+        if not bucket:
+            raise StoreError("an S3 store needs a bucket name")
+        prefix = prefix.lstrip("/")
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        self.bucket = bucket
+        self.prefix = prefix
+        config = botocore.config.Config(
+            max_pool_connections=max_pool,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries={"total_max_attempts": max(1, client_attempts), "mode": "standard"},
+            s3={"addressing_style": "path"} if endpoint_url else None,
+        )
+        session = boto3.session.Session()
+        self._client = session.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+        self.endpoint = _redact_endpoint(endpoint_url or self._client.meta.endpoint_url)
+        self.url = f"s3://{bucket}/{prefix}"
+        self._bucket_seen = False  # a HEAD once found the bucket (see head)
+
+    # --- translation at the edge -----------------------------------------------------
+
+    def _subject(self, name: str | None, endpoint: bool = True) -> str:
+        """'object N in bucket B at E', or 'bucket B at E' for bucket-level calls."""
+        subject = f"object {name} in bucket {self.bucket}" if name else f"bucket {self.bucket}"
+        return f"{subject} at {self.endpoint}" if endpoint else subject
+
+    def _translate(self, exc: Exception, name: str | None, action: str) -> StoreError:
+        """A coldvault StoreError for a botocore failure while `action` (e.g. "reading") `name`."""
+        if isinstance(exc, botocore.exceptions.ClientError):
+            code, status = _error_code(exc)
+            if code == "NoSuchBucket":
+                return NotFoundError(
+                    f"bucket {self.bucket} does not exist at {self.endpoint}",
+                    name,
+                    hint="check the vault URL, or create the vault with 'coldvault init'",
+                )
+            if code in _NOT_FOUND_CODES:
+                return NotFoundError(f"{self._subject(name)} does not exist", name)
+            if code in _PERMISSION_CODES:
+                return PermissionDeniedError(
+                    f"{action} {self._subject(name)} was denied ({code})",
+                    name,
+                    hint="check the AWS credentials and the bucket policy",
+                )
+            if code in _TRANSIENT_CODES or status >= 500:
+                return TransientError(f"{action} {self._subject(name)} failed: {code} (HTTP {status})", name)
+            detail = exc.response.get("Error", {}).get("Message")
+            detail = f"{code}: {detail}" if detail else code
+            return StoreError(f"{action} {self._subject(name)} failed: {detail} (HTTP {status})", name)
+        if isinstance(exc, (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError)):
+            return PermissionDeniedError(
+                f"no usable AWS credentials for {self.endpoint}",
+                name,
+                hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE",
+            )
+        if isinstance(exc, botocore.exceptions.CredentialRetrievalError):
+            return TransientError(f"cannot fetch AWS credentials for {self.endpoint}", name)
+        if isinstance(exc, botocore.exceptions.SSLError):
+            # A bad certificate does not heal by retrying.
+            return StoreError(
+                f"{action} {self._subject(name, False)} failed: TLS to {self.endpoint} failed",
+                name,
+                hint="check the endpoint URL and its certificate",
+            )
+        if isinstance(exc, _CONNECTION_ERRORS):
+            problem = _CONNECTION_PROBLEMS.get(type(exc), "the connection to {} failed").format(self.endpoint)
+            return TransientError(
+                f"{action} {self._subject(name, False)} failed: {problem} ({type(exc).__name__})", name
+            )
+        return StoreError(f"{action} {self._subject(name)} failed: {type(exc).__name__}", name)
+
+    @contextlib.contextmanager
+    def _errors(self, action: str, name: str | None = None):
+        """Translate any botocore failure inside the block; StoreErrors pass through."""
+        try:
+            yield
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+            raise self._translate(exc, name, action) from exc
+
+    def _key(self, name: str) -> str:
+        return self.prefix + name
+
+    # --- the Store interface ------------------------------------------------------------
+
+    def put(self, name, data, storage_class=None):
+        kwargs = {"Bucket": self.bucket, "Key": self._key(name), "Body": bytes(data)}
+        if storage_class:
+            kwargs["StorageClass"] = storage_class
+        with self._errors("writing", name):
+            self._client.put_object(**kwargs)
+
+    def get(self, name, start=0, length=None):
+        if length is not None and length <= 0:
+            self.head(name)  # still report a missing object
+            return b""
+        kwargs = {"Bucket": self.bucket, "Key": self._key(name)}
+        if start or length is not None:
+            end = "" if length is None else str(start + length - 1)
+            kwargs["Range"] = f"bytes={start}-{end}"
+        with self._errors("reading", name):
+            try:
+                response = self._client.get_object(**kwargs)
+            except botocore.exceptions.ClientError as exc:
+                code, _ = _error_code(exc)
+                if code == "InvalidRange":
+                    return b""  # the range starts at or past the end: nothing there
+                if code == "InvalidObjectState":
+                    raise self._archived(name) from exc
+                raise
+            # The body streams from the connection: read it all here, in this thread.
+            with response["Body"] as body:
+                return body.read()
+
+    def _archived(self, name: str) -> ArchivedError:
+        """The error for a GET refused because the object is in a cold tier."""
+        try:
+            info = self.head(name)
+        except StoreError:
+            return ArchivedError(f"object {name} is archived and must be restored first", name)
+        if info.restore.status == "in-progress":
+            return RestoreInProgressError(f"object {name} is being restored from {info.storage_class}", name)
+        return ArchivedError(f"object {name} is in {info.storage_class} and must be restored first", name)
+
+    def head(self, name):
+        with self._errors("inspecting", name):
+            try:
+                response = self._client.head_object(Bucket=self.bucket, Key=self._key(name))
+            except botocore.exceptions.ClientError as exc:
+                code, _ = _error_code(exc)
+                if code in _NOT_FOUND_CODES and not self._bucket_seen:
+                    # A HEAD has no error body: a missing bucket also says only 404.
+                    self._check_bucket()
+                raise
+        self._bucket_seen = True
+        modified = response.get("LastModified")
+        return ObjectInfo(
+            name,
+            int(response.get("ContentLength", 0)),
+            response.get("StorageClass") or HOT_CLASS,
+            parse_restore_header(response.get("Restore")),
+            modified.timestamp() if modified else None,
+        )
+
+    def _check_bucket(self) -> None:
+        """Raise NotFoundError naming the bucket if it does not exist."""
+        try:
+            exists = self.bucket_exists()
+        except PermissionDeniedError:
+            return  # allowed to read objects but not to ask about the bucket
+        if not exists:
+            raise NotFoundError(
+                f"bucket {self.bucket} does not exist at {self.endpoint}",
+                hint="check the vault URL, or create the vault with 'coldvault init'",
+            )
+        self._bucket_seen = True
+
+    def list(self, prefix=""):
+        paginator = self._client.get_paginator("list_objects_v2")
+        skip = len(self.prefix)
+        with self._errors("listing"):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+                for item in page.get("Contents", ()):
+                    modified = item.get("LastModified")
+                    yield ObjectInfo(
+                        item["Key"][skip:],
+                        int(item.get("Size", 0)),
+                        item.get("StorageClass") or HOT_CLASS,
+                        RestoreState(),  # the listing does not say; head does
+                        modified.timestamp() if modified else None,
+                    )
+
+    def delete(self, name):
+        with self._errors("deleting", name):
+            self._client.delete_object(Bucket=self.bucket, Key=self._key(name))
+
+    def restore(self, name, days=7, tier="Bulk"):
+        if tier not in RESTORE_TIERS:
+            raise StoreError(f"unknown restore tier {tier!r} (expected one of {', '.join(RESTORE_TIERS)})", name)
+        request = {"Days": int(days), "GlacierJobParameters": {"Tier": tier}}
+        with self._errors("restoring", name):
+            try:
+                response = self._client.restore_object(
+                    Bucket=self.bucket, Key=self._key(name), RestoreRequest=request
+                )
+            except botocore.exceptions.ClientError as exc:
+                code, _ = _error_code(exc)
+                if code == "RestoreAlreadyInProgress":
+                    return False
+                if code != "InvalidObjectState":
+                    raise
+                # Usually: the object is not in an archive class, so it is readable
+                # as it is. If it is archived after all, S3 refused this request.
+                info = self.head(name)
+                if info.readable:
+                    return False
+                message = exc.response.get("Error", {}).get("Message") or "InvalidObjectState"
+                raise StoreError(
+                    f"restoring {self._subject(name)} from {info.storage_class} at tier {tier} "
+                    f"was refused: {message}",
+                    name,
+                ) from exc
+        # 202 Accepted: a new restore; 200 OK: already restored, expiry extended.
+        return response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 202
+
+    def close(self):
+        self._client.close()
+
+    # --- bucket administration (coldvault init) -------------------------------------
+
+    def bucket_exists(self) -> bool:
+        with self._errors("checking"):
+            try:
+                self._client.head_bucket(Bucket=self.bucket)
+            except botocore.exceptions.ClientError as exc:
+                code, _ = _error_code(exc)
+                if code in ("404", "NoSuchBucket", "NotFound"):
+                    return False
+                raise
+        self._bucket_seen = True
+        return True
+
+    def create_bucket_if_missing(self) -> bool:
+        """Create the bucket unless it exists (for `coldvault init`); True if it was created."""
+        if self.bucket_exists():
+            return False
+        kwargs = {"Bucket": self.bucket}
+        region = self._client.meta.region_name
+        if region and region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        with self._errors("creating"):
+            try:
+                self._client.create_bucket(**kwargs)
+            except botocore.exceptions.ClientError as exc:
+                code, _ = _error_code(exc)
+                if code == "BucketAlreadyOwnedByYou":
+                    return False
+                if code == "BucketAlreadyExists":
+                    raise StoreError(
+                        f"bucket {self.bucket} at {self.endpoint} belongs to someone else",
+                        hint="bucket names are global: choose another one",
+                    ) from exc
+                raise
+        return True

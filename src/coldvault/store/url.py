@@ -1,0 +1,89 @@
+"""Open the store a vault URL names.
+
+    /path/to/vault, vault, ~/vault   a local directory (LocalStore)
+    file:///path/to/vault            the same, as a URL
+    s3://bucket/prefix               S3 or an S3-compatible service (S3Store, retried)
+    memory://                        a fresh in-memory store, for tests
+
+The S3 endpoint comes from `endpoint_url` (``--endpoint-url``), else from
+COLDVAULT_S3_ENDPOINT, else AWS. The local store's simulated restore takes
+`restore_delay` seconds, else COLDVAULT_LOCAL_RESTORE_DELAY, else 2 seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import urllib.parse
+
+from coldvault.errors import UserError
+from coldvault.store.base import Store
+from coldvault.store.local import LocalStore
+from coldvault.store.memory import MemoryStore
+from coldvault.store.retry import RetryingStore
+
+ENDPOINT_ENV = "COLDVAULT_S3_ENDPOINT"
+RESTORE_DELAY_ENV = "COLDVAULT_LOCAL_RESTORE_DELAY"
+DEFAULT_LOCAL_RESTORE_DELAY = 2.0
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_URL_FORMS = "a path, file:///path, s3://bucket/prefix or memory://"
+
+
+def open_store(url: str, *, endpoint_url: str | None = None, restore_delay: float | None = None) -> Store:
+    """The store for `url`; raises UserError for a URL that names no store."""
+    if not url:
+        raise UserError("no vault given", hint="use --repo or set COLDVAULT_REPO")
+    match = _SCHEME.match(url)
+    scheme = match.group(1).lower() if match else None
+    if scheme is None:
+        return LocalStore(os.path.expanduser(url), restore_delay=_local_restore_delay(restore_delay))
+    if scheme == "file":
+        return LocalStore(_file_path(url), restore_delay=_local_restore_delay(restore_delay))
+    if scheme == "s3":
+        from coldvault.store.s3 import S3Store  # boto3 loads only when needed
+
+        bucket, prefix = parse_s3_url(url)
+        endpoint = endpoint_url or os.environ.get(ENDPOINT_ENV) or None
+        return RetryingStore(S3Store(bucket, prefix, endpoint_url=endpoint))
+    if scheme == "memory":
+        if url.lower() != "memory://":
+            raise UserError(f"invalid vault URL {url}: memory:// takes nothing after it")
+        return MemoryStore(restore_delay=restore_delay or 0.0)
+    raise UserError(f"unsupported vault URL scheme {scheme}:// in {url}", hint=f"use {_URL_FORMS}")
+
+
+def parse_s3_url(url: str) -> tuple[str, str]:
+    """(bucket, prefix) of ``s3://bucket/prefix``; the prefix may be empty."""
+    parts = urllib.parse.urlsplit(url)
+    bucket = parts.netloc
+    if not bucket:
+        raise UserError(f"invalid vault URL {url}: no bucket", hint="use s3://bucket/prefix")
+    if parts.query or parts.fragment or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", bucket):
+        raise UserError(f"invalid vault URL {url}: expected s3://bucket/prefix")
+    return bucket, urllib.parse.unquote(parts.path).strip("/")
+
+
+def _file_path(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise UserError(f"invalid vault URL {url}: file URLs name a local path", hint="use file:///path")
+    path = urllib.parse.unquote(parts.path)
+    if not path:
+        raise UserError(f"invalid vault URL {url}: no path", hint="use file:///path")
+    return path
+
+
+def _local_restore_delay(value: float | None) -> float:
+    if value is not None:
+        return value
+    text = os.environ.get(RESTORE_DELAY_ENV)
+    if not text:
+        return DEFAULT_LOCAL_RESTORE_DELAY
+    try:
+        delay = float(text)
+    except ValueError:
+        delay = -1.0
+    if not delay >= 0:  # also refuses nan
+        raise UserError(f"{RESTORE_DELAY_ENV} must be a number of seconds, not {text!r}")
+    return delay

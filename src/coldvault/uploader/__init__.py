@@ -1,0 +1,1 @@
+"""Sources (directory, stdin, ZFS) -> chunker -> packer -> store."""

@@ -1,0 +1,87 @@
+"""The end of every backup: upload packs, checkpoint the index, commit the snapshot.
+
+Write order (docs/format.md, "Write order"): each pack, then a checkpoint
+index naming it; at the end one index for the whole run, then the snapshot
+record (the commit point), then the checkpoints are deleted. A crash at any
+point leaves packs that the checkpoints make reusable by the next run.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from coldvault.index.pack import FinishedPack
+from coldvault.index.packindex import PackRecord
+from coldvault.index.snapshot import SnapshotRecord
+from coldvault.uploader.packer import Packer
+from coldvault.vault.blobindex import Deduper
+from coldvault.vault.vault import Vault
+
+log = logging.getLogger(__name__)
+
+
+class PackPipeline:
+    """Owns the packers and the upload tasks of one backup run."""
+
+    def __init__(self, vault: Vault, uploads: int = 3):
+        self.vault = vault
+        s = vault.settings
+        self.data_packer = Packer("data", vault.sealer, s.data_pack_size)
+        self.tree_packer = Packer("tree", vault.sealer, s.tree_pack_size)
+        self.deduper = Deduper(vault.index)
+        self.uploads = uploads
+        self.uploaded: list[PackRecord] = []
+        self.checkpoints: list[str] = []
+        self.bytes_uploaded = 0
+        self._send, self._recv = trio.open_memory_channel(1)
+        self._index_lock = trio.Lock()
+
+    async def run(self, task_status=trio.TASK_STATUS_IGNORED):
+        """Upload tasks; returns when `close` was called and every pack is stored."""
+        async with trio.open_nursery() as nursery:
+            async with self._recv:
+                for _ in range(self.uploads):
+                    nursery.start_soon(self._upload_worker, self._recv.clone())
+            task_status.started()
+
+    async def _upload_worker(self, recv):
+        async with recv:
+            async for pack in recv:
+                await trio.to_thread.run_sync(self.vault.put_pack, pack)
+                rec = PackRecord(pack.id, pack.kind, len(pack.data), pack.blobs)  # without the bytes
+                self.uploaded.append(rec)
+                self.bytes_uploaded += rec.size
+                async with self._index_lock:
+                    iid = await trio.to_thread.run_sync(self.vault.save_index, [rec])
+                    self.checkpoints.append(iid)
+
+    async def submit(self, pack: FinishedPack) -> None:
+        await self._send.send(pack)
+
+    def submitter(self):
+        """A blocking `submit` for any thread (worker or not) of this trio run."""
+        token = trio.lowlevel.current_trio_token()
+
+        def submit(pack: FinishedPack) -> None:
+            trio.from_thread.run(self._send.send, pack, trio_token=token)
+
+        return submit
+
+    async def close(self) -> None:
+        """Flush partial packs and let the upload tasks finish."""
+        for packer in (self.data_packer, self.tree_packer):
+            pack = packer.flush()
+            if pack is not None:
+                await self.submit(pack)
+        await self._send.aclose()
+
+    async def commit(self, rec: SnapshotRecord) -> str:
+        """After `run` returned: the run's index, the snapshot record, then drop checkpoints."""
+        if self.uploaded:
+            await trio.to_thread.run_sync(lambda: self.vault.save_index(self.uploaded, supersedes=self.checkpoints))
+        sid = await trio.to_thread.run_sync(self.vault.save_snapshot, rec)
+        for iid in self.checkpoints:
+            await trio.to_thread.run_sync(self.vault.delete_index, iid)
+        return sid

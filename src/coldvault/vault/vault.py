@@ -1,0 +1,277 @@
+"""Open, create, unlock and read a vault; write indexes and snapshot records.
+
+The methods here block; they are thread-safe and are called from worker
+threads by the trio code above (uploader, restore, mount).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+from coldvault.errors import BadPasswordError, ColdDataError, DamagedError, NoVaultError, UserError
+from coldvault.index import blob as blobfmt
+from coldvault.index import config as configfmt
+from coldvault.index import packindex, snapshot, tree
+from coldvault.index.crypto import MasterKeys, Sealer
+from coldvault.index.errors import FormatError
+from coldvault.index.ids import BlobId, content_id
+from coldvault.index.pack import FinishedPack
+from coldvault.store.base import ArchivedError, NotFoundError, RestoreInProgressError, Store
+from coldvault.vault.blobindex import BlobIndex, Location
+
+log = logging.getLogger(__name__)
+
+CONFIG = "config"
+INDEX_PREFIX = "index/"
+SNAPSHOT_PREFIX = "snapshots/"
+PARALLEL_GETS = 8
+
+
+class LRU:
+    """A small thread-safe LRU bounded by total size."""
+
+    def __init__(self, max_bytes: int, size: Callable = len):
+        self.max_bytes = max_bytes
+        self._size = size
+        self._items: OrderedDict = OrderedDict()
+        self._total = 0
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            v = self._items.get(key)
+            if v is not None:
+                self._items.move_to_end(key)
+            return v
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = value
+            self._total += self._size(value)
+            while self._total > self.max_bytes and len(self._items) > 1:
+                _, old = self._items.popitem(last=False)
+                self._total -= self._size(old)
+
+
+class Vault:
+    def __init__(self, store: Store, cfg: configfmt.VaultConfig, keys: MasterKeys | None):
+        self.store = store
+        self.config = cfg
+        self.keys = keys
+        self.sealer = Sealer(keys)
+        self.settings = configfmt.open_settings(cfg, keys)
+        self.index = BlobIndex()
+        self._tree_packs = LRU(256 * 1024 * 1024)
+        self._tree_nodes = LRU(64 * 1024 * 1024, size=lambda n: 200 * len(n.entries) + 64)
+        self._fetch_lock = threading.Lock()
+
+    # ---- creating and opening -------------------------------------------------
+
+    @classmethod
+    def init(cls, store: Store, password: bytes | None, settings: configfmt.Settings) -> "Vault":
+        """Write a new vault's config; refuses to overwrite an existing one."""
+        try:
+            store.head(CONFIG)
+        except NotFoundError:
+            pass
+        else:
+            raise UserError(f"a vault already exists at {store.url}")
+        vault_id = os.urandom(16)
+        if password is None:
+            keys, key = None, None
+        else:
+            keys = MasterKeys.generate()
+            key = configfmt.crypto.wrap_keys(keys, password, vault_id)
+            settings.chunker_seed = int.from_bytes(os.urandom(8), "little") & ((1 << 63) - 1)
+        cfg = configfmt.VaultConfig(
+            vault_id=vault_id,
+            created=time.time_ns(),
+            encrypted=password is not None,
+            key=key,
+            settings_blob=configfmt.seal_settings(settings, keys),
+        )
+        store.put(CONFIG, configfmt.encode(cfg))
+        return cls(store, cfg, keys)
+
+    @classmethod
+    def open(cls, store: Store, password: Callable[[], bytes] | None) -> "Vault":
+        """Read the config and unlock it; `password` is asked only if the vault is encrypted."""
+        try:
+            data = store.get(CONFIG)
+        except NotFoundError:
+            raise NoVaultError(
+                f"no vault at {store.url} (no config object)", hint="create one with 'coldvault init'"
+            ) from None
+        cfg = configfmt.decode(data)
+        keys = None
+        if cfg.encrypted:
+            if password is None:
+                raise BadPasswordError("the vault is encrypted and no password was given")
+            keys = configfmt.unlock(cfg, password())
+            if keys is None:
+                raise BadPasswordError(f"wrong password for the vault at {store.url}")
+        return cls(store, cfg, keys)
+
+    # ---- the index --------------------------------------------------------------
+
+    def _parallel(self, fn, items):
+        if len(items) <= 1:
+            return [fn(i) for i in items]
+        with ThreadPoolExecutor(PARALLEL_GETS) as ex:
+            return list(ex.map(fn, items))
+
+    def load_index(self) -> BlobIndex:
+        names = [o.name for o in self.store.list(INDEX_PREFIX)]
+        names = [n for n in names if n[len(INDEX_PREFIX):] not in self.index.index_ids]
+
+        def load(name):
+            return name, self._read_checked(name, lambda d: packindex.decode(d, self.sealer, name))
+
+        for name, doc in self._parallel(load, names):
+            for p in doc.packs:
+                self.index.add_pack(p)
+            self.index.index_ids.add(name[len(INDEX_PREFIX):])
+        return self.index
+
+    def _read_checked(self, name: str, decode):
+        """Get an object named by its content id, check the id, and decode it."""
+        data = self.store.get(name)
+        if content_id(data) != name.rsplit("/", 1)[-1]:
+            raise DamagedError(f"object {name} is damaged: its content does not match its name ({len(data)} bytes)")
+        try:
+            return decode(data)
+        except FormatError as exc:
+            raise DamagedError(f"object {name} is damaged: {exc}") from None
+
+    def save_index(self, packs: list, supersedes: list[str] = ()) -> str:
+        """Write an index object for `packs` (FinishedPack or PackRecord); returns its id."""
+        recs = [
+            p if isinstance(p, packindex.PackRecord) else packindex.PackRecord(p.id, p.kind, len(p.data), p.blobs)
+            for p in packs
+        ]
+        data = packindex.encode(packindex.IndexDoc(recs, list(supersedes)), self.sealer)
+        iid = content_id(data)
+        self.store.put(INDEX_PREFIX + iid, data, self.settings.index_class)
+        for r in recs:
+            self.index.add_pack(r)
+        self.index.index_ids.add(iid)
+        return iid
+
+    def delete_index(self, iid: str) -> None:
+        self.store.delete(INDEX_PREFIX + iid)
+        self.index.index_ids.discard(iid)
+
+    def put_pack(self, pack: FinishedPack) -> None:
+        cls = self.settings.data_class if pack.kind == "data" else self.settings.tree_class
+        self.store.put(pack.name, pack.data, cls)
+
+    # ---- snapshots --------------------------------------------------------------
+
+    def snapshot_ids(self) -> list[str]:
+        return [o.name[len(SNAPSHOT_PREFIX):] for o in self.store.list(SNAPSHOT_PREFIX)]
+
+    def load_snapshot(self, sid: str) -> snapshot.SnapshotRecord:
+        name = SNAPSHOT_PREFIX + sid
+        rec = self._read_checked(name, lambda d: snapshot.decode(d, self.sealer, name))
+        rec.id = sid
+        return rec
+
+    def snapshots(self) -> list[snapshot.SnapshotRecord]:
+        """All snapshot records, oldest first."""
+        recs = self._parallel(self.load_snapshot, self.snapshot_ids())
+        return sorted(recs, key=lambda r: (r.time, r.id))
+
+    def save_snapshot(self, rec: snapshot.SnapshotRecord) -> str:
+        data = snapshot.encode(rec, self.sealer)
+        sid = content_id(data)
+        self.store.put(SNAPSHOT_PREFIX + sid, data, self.settings.snapshot_class)
+        rec.id = sid
+        return sid
+
+    def find_snapshot(self, spec: str, source: str | None = None) -> snapshot.SnapshotRecord:
+        """A snapshot by id prefix, or `latest` (of `source`, if given)."""
+        recs = self.snapshots()
+        if source is not None:
+            recs = [r for r in recs if r.source == source]
+        if spec == "latest":
+            if not recs:
+                where = f" of source {source!r}" if source else ""
+                raise UserError(f"there are no snapshots{where} in the vault")
+            return recs[-1]
+        matches = [r for r in recs if r.id.startswith(spec.lower())]
+        if not matches:
+            raise UserError(f"no snapshot {spec!r} in the vault", hint="list them with 'coldvault snapshots'")
+        if len(matches) > 1:
+            raise UserError(f"snapshot id {spec!r} is ambiguous ({len(matches)} match); give more digits")
+        return matches[0]
+
+    # ---- reading blobs ------------------------------------------------------------
+
+    def locate(self, bid: BlobId, what: str = "blob") -> Location:
+        loc = self.index.lookup(bid)
+        if loc is None:
+            raise DamagedError(f"{what} {bid.hex()} is not in any index of the vault", hint="run 'coldvault check'")
+        return loc
+
+    def _get(self, name: str, start: int, length: int | None) -> bytes:
+        try:
+            return self.store.get(name, start, length)
+        except RestoreInProgressError:
+            raise ColdDataError(f"pack {name} is being restored from the cold tier; try again later", [name]) from None
+        except ArchivedError:
+            raise ColdDataError(
+                f"pack {name} is in a cold tier and must be restored first",
+                [name],
+                hint="request it with 'coldvault thaw'",
+            ) from None
+        except NotFoundError:
+            raise DamagedError(f"pack {name} is missing from the vault", hint="run 'coldvault check'") from None
+
+    def decode_stored(self, stored: bytes, bid: BlobId, loc: Location) -> bytes:
+        what = f"blob {bid.hex()[:16]} in pack {loc.object_name}"
+        if len(stored) != loc.length:
+            raise DamagedError(f"{what} is truncated ({len(stored)} of {loc.length} bytes)")
+        try:
+            return blobfmt.decode(stored, bid, self.sealer, what, loc.raw_length)
+        except FormatError as exc:
+            raise DamagedError(str(exc)) from None
+
+    def read_blob(self, bid: BlobId) -> bytes:
+        loc = self.locate(bid)
+        if loc.kind == "tree":
+            pack = self._tree_pack(loc)
+            stored = pack[loc.offset:loc.offset + loc.length]
+        else:
+            stored = self._get(loc.object_name, loc.offset, loc.length)
+        return self.decode_stored(stored, bid, loc)
+
+    def _tree_pack(self, loc: Location) -> bytes:
+        data = self._tree_packs.get(loc.pack)
+        if data is None:
+            with self._fetch_lock:
+                data = self._tree_packs.get(loc.pack)
+                if data is None:
+                    data = self._get(loc.object_name, 0, None)
+                    self._tree_packs.put(loc.pack, data)
+        return data
+
+    def load_tree(self, bid: BlobId) -> tree.TreeNode:
+        node = self._tree_nodes.get(bid)
+        if node is None:
+            data = self.read_blob(bid)
+            try:
+                node = tree.decode(data, f"tree node {bid.hex()[:16]}")
+            except FormatError as exc:
+                raise DamagedError(str(exc)) from None
+            for why in node.rejected:
+                log.warning("tree node %s: dropped an entry: %s", bid.hex()[:16], why)
+            self._tree_nodes.put(bid, node)
+        return node
