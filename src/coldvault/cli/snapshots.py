@@ -34,13 +34,17 @@ def run(args) -> int:
     recs = vault.snapshots()
     if args.source:
         recs = [r for r in recs if r.source == args.source]
+    code = 0
+    if vault.damaged_snapshots:
+        # Listed what could be read; the damaged ones were named in the log.
+        code = vault.damaged_snapshots[next(iter(vault.damaged_snapshots))].exit_code
     if args.json:
         print_json([as_json(r) for r in recs])
-        return 0
+        return code
     if not recs:
         if not args.quiet:
             print("no snapshots")
-        return 0
+        return code
     rows = [("ID", "TIME", "SOURCE", "KIND", "FILES", "SIZE", "")]
     for r in recs:
         s = r.summary
@@ -51,4 +55,4 @@ def run(args) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-    return 0
+    return code

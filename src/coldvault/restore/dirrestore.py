@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from coldvault.errors import ColdDataError, ColdvaultError, DamagedError, UserError
+from coldvault.errors import ColdDataError, DamagedError, UserError
 from coldvault.index import tree
 from coldvault.index.ids import BlobId
 from coldvault.index.snapshot import SnapshotRecord
@@ -73,6 +73,7 @@ class DirRestore:
         self.stats = RestoreStats()
         self.is_root = os.geteuid() == 0
         self.limiter = trio.CapacityLimiter(4)
+        self.damaged: list[str] = []
 
     # ---- planning ----------------------------------------------------------
 
@@ -136,27 +137,32 @@ class DirRestore:
         return self.target + b"/" + rel if rel else self.target
 
     def _write_file(self, rel: bytes, e: tree.Entry) -> None:
+        """Write to a temporary name and rename: a file that fails is never left half-written."""
         dest = self._dest(rel)
         if os.path.lexists(dest) and not os.path.isfile(dest):
             raise UserError(f"cannot restore {os.fsdecode(dest)}: something else is in the way")
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        head, _, base = dest.rpartition(b"/")
+        tmp = head + b"/.coldvault-restore-" + base[:200]
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         written = 0
         try:
-            for c in e.chunks:
-                try:
+            try:
+                for c in e.chunks:
                     data = self.vault.read_blob(c)
-                except ColdvaultError as exc:
-                    raise type(exc)(f"{os.fsdecode(rel)}: {exc.message}", hint=exc.hint) from None
-                view = memoryview(data)
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
-                written += len(data)
-        finally:
-            os.close(fd)
-        if written != e.size:
-            raise DamagedError(f"{os.fsdecode(rel)}: restored {written} bytes, the snapshot says {e.size}")
-        self._set_meta(dest, e)
+                    view = memoryview(data)
+                    while view:
+                        n = os.write(fd, view)
+                        view = view[n:]
+                    written += len(data)
+            finally:
+                os.close(fd)
+            if written != e.size:
+                raise DamagedError(f"restored {written} bytes, the snapshot says {e.size}")
+            self._set_meta(tmp, e)
+            os.replace(tmp, dest)
+        except BaseException:
+            os.unlink(tmp)
+            raise
         self.stats.files += 1
         self.stats.bytes += written
 
@@ -201,7 +207,12 @@ class DirRestore:
                 self.stats.dirs += 1
 
         async def one(rel, e):
-            await trio.to_thread.run_sync(self._write_file, rel, e, limiter=self.limiter)
+            try:
+                await trio.to_thread.run_sync(self._write_file, rel, e, limiter=self.limiter)
+            except DamagedError as exc:
+                # Damage is per file: say which, restore the rest, fail at the end.
+                log.error("cannot restore %s: %s", os.fsdecode(rel), exc.message)
+                self.damaged.append(f"{os.fsdecode(rel)}: {exc.message}")
 
         async with trio.open_nursery() as nursery:
             for rel, e in plan.files:
@@ -212,4 +223,10 @@ class DirRestore:
         for rel, e in sorted(plan.dirs, key=lambda t: t[0].count(b"/"), reverse=True):
             if e is not None:
                 self._set_meta(self._dest(rel), e)
+        if self.damaged:
+            raise DamagedError(
+                f"{len(self.damaged)} file(s) could not be restored because the vault is damaged; "
+                f"first: {self.damaged[0]}",
+                hint="the other files were restored; run 'coldvault check' to see what else is affected",
+            )
         return self.stats

@@ -25,6 +25,7 @@ from coldvault.store.retry import RetryingStore
 ENDPOINT_ENV = "COLDVAULT_S3_ENDPOINT"
 RESTORE_DELAY_ENV = "COLDVAULT_LOCAL_RESTORE_DELAY"
 DEFAULT_LOCAL_RESTORE_DELAY = 2.0
+RETRY_ENV = "COLDVAULT_RETRY_ATTEMPTS"
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _URL_FORMS = "a path, file:///path, s3://bucket/prefix or memory://"
@@ -45,7 +46,7 @@ def open_store(url: str, *, endpoint_url: str | None = None, restore_delay: floa
 
         bucket, prefix = parse_s3_url(url)
         endpoint = endpoint_url or os.environ.get(ENDPOINT_ENV) or None
-        return RetryingStore(S3Store(bucket, prefix, endpoint_url=endpoint))
+        return RetryingStore(S3Store(bucket, prefix, endpoint_url=endpoint), attempts=_retry_attempts())
     if scheme == "memory":
         if url.lower() != "memory://":
             raise UserError(f"invalid vault URL {url}: memory:// takes nothing after it")
@@ -72,6 +73,14 @@ def _file_path(url: str) -> str:
     if not path:
         raise UserError(f"invalid vault URL {url}: no path", hint="use file:///path")
     return path
+
+
+def _retry_attempts() -> int:
+    """Attempts per store call (COLDVAULT_RETRY_ATTEMPTS, default 6: about 30 s of backoff)."""
+    text = os.environ.get(RETRY_ENV, "6")
+    if not text.isdigit() or not 1 <= int(text) <= 100:
+        raise UserError(f"{RETRY_ENV} must be a whole number from 1 to 100, not {text!r}")
+    return int(text)
 
 
 def _local_restore_delay(value: float | None) -> float:

@@ -72,6 +72,7 @@ class Vault:
         self._tree_packs = LRU(256 * 1024 * 1024)
         self._tree_nodes = LRU(64 * 1024 * 1024, size=lambda n: 200 * len(n.entries) + 64)
         self._fetch_lock = threading.Lock()
+        self.damaged_snapshots: dict[str, DamagedError] = {}
 
     # ---- creating and opening -------------------------------------------------
 
@@ -185,8 +186,21 @@ class Vault:
         return rec
 
     def snapshots(self) -> list[snapshot.SnapshotRecord]:
-        """All snapshot records, oldest first."""
-        recs = self._parallel(self.load_snapshot, self.snapshot_ids())
+        """All readable snapshot records, oldest first.
+
+        A damaged record is left out with a warning and its error kept in
+        `damaged_snapshots`, so one bad object does not stop tonight's backup.
+        """
+
+        def load(sid):
+            try:
+                return self.load_snapshot(sid)
+            except DamagedError as exc:
+                log.warning("%s", exc.message)
+                self.damaged_snapshots[sid] = exc
+                return None
+
+        recs = [r for r in self._parallel(load, self.snapshot_ids()) if r is not None]
         return sorted(recs, key=lambda r: (r.time, r.id))
 
     def save_snapshot(self, rec: snapshot.SnapshotRecord) -> str:

@@ -1,0 +1,5 @@
+import sys
+
+from coldvault.cli.main import main
+
+sys.exit(main())
