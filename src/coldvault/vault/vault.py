@@ -235,7 +235,8 @@ class Vault:
             raise DamagedError(f"{what} {bid.hex()} is not in any index of the vault", hint="run 'coldvault check'")
         return loc
 
-    def _get(self, name: str, start: int, length: int | None) -> bytes:
+    def get_range(self, name: str, start: int = 0, length: int | None = None) -> bytes:
+        """Bytes of a pack, with cold and missing packs turned into errors for people."""
         try:
             return self.store.get(name, start, length)
         except RestoreInProgressError:
@@ -264,7 +265,7 @@ class Vault:
             pack = self._tree_pack(loc)
             stored = pack[loc.offset:loc.offset + loc.length]
         else:
-            stored = self._get(loc.object_name, loc.offset, loc.length)
+            stored = self.get_range(loc.object_name, loc.offset, loc.length)
         return self.decode_stored(stored, bid, loc)
 
     def _tree_pack(self, loc: Location) -> bytes:
@@ -273,7 +274,7 @@ class Vault:
             with self._fetch_lock:
                 data = self._tree_packs.get(loc.pack)
                 if data is None:
-                    data = self._get(loc.object_name, 0, None)
+                    data = self.get_range(loc.object_name, 0, None)
                     self._tree_packs.put(loc.pack, data)
         return data
 

@@ -1,0 +1,142 @@
+"""The pyfuse3 boundary: translate requests to VirtualFS calls and errors to errno.
+
+Handlers raise only FUSEError. Contents are immutable, so entries and
+attributes may be cached by the kernel for long, and open files keep the page
+cache across opens.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+
+import pyfuse3
+
+from coldvault.mount.vfs import Attr, FsError, Node, VirtualFS
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = 24 * 3600.0  # the tree never changes while mounted
+
+
+def _errors(fn):
+    @functools.wraps(fn)
+    async def wrapper(*args, **kwargs):
+        try:
+            return await fn(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except FsError as exc:
+            raise pyfuse3.FUSEError(exc.errno) from None
+        except Exception:
+            log.exception("unexpected error in %s", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+class FuseOps(pyfuse3.Operations):
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+
+    def __init__(self, fs: VirtualFS):
+        super().__init__()
+        self.fs = fs
+        self.uid, self.gid = os.getuid(), os.getgid()
+
+    def _entry(self, node: Node) -> pyfuse3.EntryAttributes:
+        a: Attr = node.attr()
+        e = pyfuse3.EntryAttributes()
+        e.st_ino = node.ino
+        e.generation = 0
+        e.entry_timeout = TIMEOUT
+        e.attr_timeout = TIMEOUT
+        e.st_mode = a.mode
+        e.st_nlink = a.nlink
+        e.st_uid = a.uid
+        e.st_gid = a.gid
+        e.st_rdev = a.rdev
+        e.st_size = a.size
+        e.st_blksize = 128 * 1024
+        e.st_blocks = (a.size + 511) // 512
+        e.st_atime_ns = a.mtime
+        e.st_mtime_ns = a.mtime
+        e.st_ctime_ns = a.ctime
+        return e
+
+    @_errors
+    async def lookup(self, parent_inode, name, ctx=None):
+        return self._entry(await self.fs.lookup(parent_inode, name))
+
+    @_errors
+    async def getattr(self, inode, ctx=None):
+        return self._entry(self.fs.node(inode))
+
+    @_errors
+    async def opendir(self, inode, ctx):
+        await self.fs.listdir(inode)  # ENOTDIR / EIO now rather than mid-listing
+        return inode
+
+    @_errors
+    async def readdir(self, fh, start_id, token):
+        entries = await self.fs.listdir(fh)
+        for i in range(start_id, len(entries)):
+            name, node = entries[i]
+            if not pyfuse3.readdir_reply(token, name, self._entry(node), i + 1):
+                break
+            node.nlookup += 1  # readdirplus: the kernel now holds a reference
+
+    async def releasedir(self, fh):
+        pass
+
+    @_errors
+    async def open(self, inode, flags, ctx):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
+            raise pyfuse3.FUSEError(errno.EROFS)
+        fh = await self.fs.open(inode, ctx.pid if ctx is not None else None)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
+
+    @_errors
+    async def read(self, fh, off, size):
+        return await self.fs.read(fh, off, size)
+
+    async def release(self, fh):
+        self.fs.release(fh)
+
+    @_errors
+    async def readlink(self, inode, ctx):
+        return self.fs.readlink(inode)
+
+    @_errors
+    async def getxattr(self, inode, name, ctx):
+        try:
+            return await self.fs.getxattr(inode, name)
+        except FsError as exc:
+            if exc.errno == errno.ENODATA:
+                raise pyfuse3.FUSEError(pyfuse3.ENOATTR) from None
+            raise
+
+    @_errors
+    async def listxattr(self, inode, ctx):
+        return self.fs.listxattr(inode)
+
+    async def forget(self, inode_list):
+        for inode, n in inode_list:
+            self.fs.forget(inode, n)
+
+    async def statfs(self, ctx):
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = 4096
+        s.f_blocks = s.f_bfree = s.f_bavail = 0
+        s.f_files = len(self.fs.nodes)
+        s.f_ffree = s.f_favail = 0
+        s.f_namemax = 255
+        return s
+
+    @_errors
+    async def access(self, inode, mode, ctx):
+        if mode & os.W_OK:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        return True

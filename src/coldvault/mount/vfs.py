@@ -1,0 +1,434 @@
+"""The virtual tree behind the mount: all the logic, no pyfuse3.
+
+    /files/<source>/snapshots/<YYYY-MM-DDTHH:MM:SSZ>/...   every snapshot, whole
+    /files/<source>/dates/<YYYY-MM-DD>/...                  the day's last snapshot
+    /files/<source>/changes/<YYYY-MM-DD>/...                created or modified that day
+    /files/<source>/latest -> snapshots/<newest>
+    /zfs/...                                                 (ZFS streams)
+
+Inode numbers are a hash of the node's path in the mount, so they are the same
+on every lookup, after the kernel forgets a node, and across mounts (a clash
+probes the next number). Directory listings are sorted and immutable, so
+readdir offsets are stable. Listing, stat and lookup read only tree nodes (hot);
+file contents are fetched chunk by chunk when read.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import logging
+import stat
+from dataclasses import dataclass
+
+import trio
+import xxhash
+
+from coldvault.errors import ColdDataError, ColdvaultError
+from coldvault.index import tree
+from coldvault.mount.chunkcache import ChunkSource
+from coldvault.mount.restore_manager import ColdFailError, InterruptedWaitError, RestoreManager
+from coldvault.mount.views import SourceView, group_sources, merge_changes
+from coldvault.vault.vault import Vault
+
+log = logging.getLogger(__name__)
+
+ROOT_INODE = 1
+DIR_MODE = stat.S_IFDIR | 0o555
+STATE_XATTR = b"user.coldvault.state"
+TYPE_BITS = {
+    tree.FILE: stat.S_IFREG, tree.DIR: stat.S_IFDIR, tree.SYMLINK: stat.S_IFLNK,
+    tree.FIFO: stat.S_IFIFO, tree.CHARDEV: stat.S_IFCHR, tree.BLOCKDEV: stat.S_IFBLK,
+}
+
+
+class FsError(Exception):
+    """An errno for the FUSE layer to return."""
+
+    def __init__(self, err: int):
+        super().__init__(errno.errorcode.get(err, str(err)))
+        self.errno = err
+
+
+@dataclass(slots=True)
+class Attr:
+    mode: int
+    size: int = 0
+    uid: int = 0
+    gid: int = 0
+    mtime: int = 0
+    ctime: int = 0
+    nlink: int = 1
+    rdev: int = 0
+
+
+def entry_attr(e: tree.Entry) -> Attr:
+    return Attr(TYPE_BITS[e.type] | e.mode, e.size, e.uid, e.gid, e.mtime, e.ctime,
+                2 if e.type == tree.DIR else 1, e.rdev)
+
+
+def dir_attr(time_ns: int) -> Attr:
+    return Attr(DIR_MODE, 0, 0, 0, time_ns, time_ns, 2)
+
+
+# ---- nodes ---------------------------------------------------------------------
+
+
+class Node:
+    __slots__ = ("ino", "key", "nlookup", "_attr")
+
+    def __init__(self, attr: Attr):
+        self._attr = attr
+        self.ino = 0
+        self.key = b""
+        self.nlookup = 0
+
+    def attr(self) -> Attr:
+        return self._attr
+
+    @property
+    def path(self) -> str:
+        return self.key.decode("utf-8", "backslashreplace")
+
+
+class LinkNode(Node):
+    __slots__ = ("target",)
+
+    def __init__(self, target: bytes, attr: Attr):
+        super().__init__(attr)
+        self.target = target
+
+
+class FileNode(Node):
+    """A regular file of a snapshot: contents are its chunks, in order."""
+
+    __slots__ = ("chunks",)
+
+    def __init__(self, chunks: list, attr: Attr):
+        super().__init__(attr)
+        self.chunks = chunks
+
+
+class DirNode(Node):
+    __slots__ = ("_children", "_by_name")
+
+    def __init__(self, attr: Attr):
+        super().__init__(attr)
+        self._children = None
+        self._by_name = None
+
+    async def _list(self, fs: "VirtualFS") -> list[tuple[bytes, object]]:
+        """(name, maker) pairs in listing order; maker() builds the child node."""
+        raise NotImplementedError
+
+    async def children(self, fs: "VirtualFS") -> list[tuple[bytes, Node]]:
+        if self._children is None:
+            made = [(name, fs.register(self.key + b"/" + name, make)) for name, make in await self._list(fs)]
+            self._children = made
+            self._by_name = {name: node for name, node in made}
+        return self._children
+
+    async def lookup(self, fs: "VirtualFS", name: bytes) -> Node | None:
+        await self.children(fs)
+        return self._by_name.get(name)
+
+
+class StaticDir(DirNode):
+    __slots__ = ("_items",)
+
+    def __init__(self, items: list[tuple[bytes, object]], attr: Attr):
+        super().__init__(attr)
+        self._items = items
+
+    async def _list(self, fs):
+        return self._items
+
+
+def _entry_maker(fs: "VirtualFS", e: tree.Entry):
+    if e.type == tree.DIR:
+        return lambda: TreeDir(e.tree, entry_attr(e))
+    if e.type == tree.FILE:
+        return lambda: FileNode(e.chunks, entry_attr(e))
+    if e.type == tree.SYMLINK:
+        return lambda: LinkNode(e.target, entry_attr(e))
+    return lambda: Node(entry_attr(e))
+
+
+class TreeDir(DirNode):
+    """A directory of a snapshot, backed by one tree node."""
+
+    __slots__ = ("tree_id",)
+
+    def __init__(self, tree_id: bytes, attr: Attr):
+        super().__init__(attr)
+        self.tree_id = tree_id
+
+    async def _list(self, fs):
+        node = await fs.load_tree(self.tree_id)
+        return [(e.name, _entry_maker(fs, e)) for e in node.entries]
+
+    async def lookup(self, fs, name):
+        if self._children is not None:
+            return self._by_name.get(name)
+        # Without listing the whole directory: one binary search in the tree node.
+        e = (await fs.load_tree(self.tree_id)).find(name)
+        if e is None:
+            return None
+        return fs.register(self.key + b"/" + name, _entry_maker(fs, e))
+
+
+class ChangesDir(DirNode):
+    """Entries created or modified in one day's snapshots, deletions not applied."""
+
+    __slots__ = ("pairs",)
+
+    def __init__(self, pairs, attr: Attr):
+        super().__init__(attr)
+        self.pairs = pairs
+
+    async def _list(self, fs):
+        merged = await trio.to_thread.run_sync(merge_changes, self.pairs, fs.vault.load_tree, limiter=fs.meta_limiter)
+        out = []
+        for e, sub in merged:
+            if e.type == tree.DIR:
+                out.append((e.name, (lambda e=e, sub=sub: ChangesDir(sub, entry_attr(e)))))
+            else:
+                out.append((e.name, _entry_maker(fs, e)))
+        return out
+
+
+# ---- the filesystem ------------------------------------------------------------
+
+
+class Handle:
+    __slots__ = ("node", "offsets", "size", "pid", "last_end", "ra_next")
+
+    def __init__(self, node: FileNode, offsets: list[int], size: int, pid: int | None):
+        self.node = node
+        self.offsets = offsets
+        self.size = size
+        self.pid = pid
+        self.last_end = 0
+        self.ra_next = 0
+
+
+class VirtualFS:
+    def __init__(self, vault: Vault, chunks: ChunkSource, cold: RestoreManager, readahead: int = 8 * 1024 * 1024):
+        self.vault = vault
+        self.chunks = chunks
+        self.cold = cold
+        self.readahead = readahead
+        self.meta_limiter = trio.CapacityLimiter(4)
+        self.nodes: dict[int, Node] = {}
+        self.keys: dict[bytes, int] = {}
+        self.handles: dict[int, Handle] = {}
+        self._next_fh = 1
+        self.nursery: trio.Nursery | None = None  # for readahead; set by the runner
+        self._damaged_logged: set[bytes] = set()
+        self.root = self._build_root()
+
+    # ---- structure ----
+
+    def _build_root(self) -> DirNode:
+        records = self.vault.snapshots()
+        mount_time = max((r.time for r in records), default=0)
+        sources = group_sources(records)
+        files = StaticDir([(name.encode(), (lambda v=v: self._source_dir(v))) for name, v in sources.items()],
+                          dir_attr(mount_time))
+        zfs = StaticDir([], dir_attr(mount_time))
+        root = StaticDir([(b"files", lambda: files), (b"zfs", lambda: zfs)], dir_attr(mount_time))
+        root.ino, root.key, root.nlookup = ROOT_INODE, b"", 1 << 62
+        self.nodes[ROOT_INODE] = root
+        self.keys[b""] = ROOT_INODE
+        return root
+
+    def _source_dir(self, view: SourceView) -> DirNode:
+        named = view.named()
+        newest = named[-1][1].time if named else 0
+        snaps = StaticDir(
+            [(n.encode(), (lambda r=r: TreeDir(r.tree, dir_attr(r.time)))) for n, r in named], dir_attr(newest)
+        )
+        days = view.days()
+        dates = StaticDir(
+            [(d.encode(), (lambda rs=rs: TreeDir(rs[-1].tree, dir_attr(rs[-1].time)))) for d, rs in days.items()],
+            dir_attr(newest),
+        )
+
+        def changes_for(day):
+            pairs = [(r.tree, p.tree if p is not None else None) for r, p in view.day_pairs(day)]
+            return ChangesDir(pairs, dir_attr(view.day_pairs(day)[-1][0].time))
+
+        changes = StaticDir([(d.encode(), (lambda d=d: changes_for(d))) for d in days], dir_attr(newest))
+        items = [(b"changes", lambda: changes), (b"dates", lambda: dates)]
+        if named:
+            target = b"snapshots/" + named[-1][0].encode()
+            items.append((b"latest", lambda: LinkNode(target, Attr(stat.S_IFLNK | 0o777, len(target), 0, 0, newest, newest))))
+        items.append((b"snapshots", lambda: snaps))
+        return StaticDir(items, dir_attr(newest))
+
+    def register(self, key: bytes, make) -> Node:
+        ino = self.keys.get(key)
+        if ino is not None:
+            return self.nodes[ino]
+        node = make()
+        ino = (xxhash.xxh3_64_intdigest(key) >> 1) or 2
+        while ino in self.nodes or ino == ROOT_INODE:  # a clash: probe on
+            ino = (ino + 1) & ((1 << 63) - 1) or 2
+        node.ino, node.key = ino, key
+        self.nodes[ino] = node
+        self.keys[key] = ino
+        return node
+
+    def node(self, ino: int) -> Node:
+        n = self.nodes.get(ino)
+        if n is None:
+            raise FsError(errno.ENOENT)
+        return n
+
+    async def load_tree(self, tree_id: bytes) -> tree.TreeNode:
+        cached = self.vault._tree_nodes.get(tree_id)
+        if cached is not None:
+            return cached
+        return await trio.to_thread.run_sync(self.vault.load_tree, tree_id, limiter=self.meta_limiter)
+
+    # ---- the operations the FUSE layer calls ----
+
+    async def lookup(self, parent_ino: int, name: bytes) -> Node:
+        parent = self.node(parent_ino)
+        if not isinstance(parent, DirNode):
+            raise FsError(errno.ENOTDIR)
+        if name == b".":
+            child = parent
+        elif name == b"..":
+            child = self.nodes[self.keys.get(parent.key.rpartition(b"/")[0], ROOT_INODE)]
+        else:
+            child = await self._guard(parent, parent.lookup(self, name))
+            if child is None:
+                raise FsError(errno.ENOENT)
+        child.nlookup += 1
+        return child
+
+    async def listdir(self, ino: int) -> list[tuple[bytes, Node]]:
+        d = self.node(ino)
+        if not isinstance(d, DirNode):
+            raise FsError(errno.ENOTDIR)
+        return await self._guard(d, d.children(self))
+
+    def forget(self, ino: int, n: int) -> None:
+        node = self.nodes.get(ino)
+        if node is None or ino == ROOT_INODE:
+            return
+        node.nlookup -= n
+        if node.nlookup <= 0 and not isinstance(node, StaticDir):
+            del self.nodes[ino]
+            del self.keys[node.key]
+
+    def readlink(self, ino: int) -> bytes:
+        n = self.node(ino)
+        if not isinstance(n, LinkNode):
+            raise FsError(errno.EINVAL)
+        return n.target
+
+    async def open(self, ino: int, pid: int | None = None) -> int:
+        n = self.node(ino)
+        if not isinstance(n, FileNode):
+            raise FsError(errno.EISDIR if isinstance(n, DirNode) else errno.EINVAL)
+        offsets, pos = [], 0
+        for c in n.chunks:
+            offsets.append(pos)
+            size = self.vault.index.raw_length(c)
+            if size is None:
+                self._log_damage(n, f"chunk {c.hex()[:16]} is not in any index of the vault")
+                raise FsError(errno.EIO)
+            pos += size
+        fh = self._next_fh
+        self._next_fh += 1
+        self.handles[fh] = Handle(n, offsets, pos, pid)
+        return fh
+
+    def release(self, fh: int) -> None:
+        self.handles.pop(fh, None)
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        h = self.handles.get(fh)
+        if h is None:
+            raise FsError(errno.EBADF)
+        end = min(off + size, h.size)
+        if off >= end:
+            return b""
+        i = bisect.bisect_right(h.offsets, off) - 1
+        parts = []
+        pos = off
+        while pos < end:
+            data = await self._chunk(h, i)
+            start = h.offsets[i]
+            parts.append(data[pos - start:min(end, start + len(data)) - start])
+            pos = start + len(data)
+            i += 1
+        if off == h.last_end:
+            self._read_ahead(h, i)
+        else:
+            h.ra_next = i  # a seek: readahead starts again once reads are sequential
+        h.last_end = end
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def _chunk(self, h: Handle, i: int) -> bytes:
+        bid = h.node.chunks[i]
+        while True:
+            try:
+                return await self.chunks.get(bid)
+            except ColdDataError:
+                try:
+                    await self.cold.make_readable(h.node.chunks, h.node.path, h.pid)
+                except ColdFailError:
+                    raise FsError(errno.EAGAIN) from None
+                except InterruptedWaitError:
+                    raise FsError(errno.EINTR) from None
+            except ColdvaultError as exc:
+                self._log_damage(h.node, exc.message)
+                raise FsError(errno.EIO) from None
+
+    def _read_ahead(self, h: Handle, next_index: int) -> None:
+        if self.nursery is None:
+            return
+        chunks = h.node.chunks
+        start = max(h.ra_next, next_index)
+        limit_pos = (h.offsets[next_index] if next_index < len(chunks) else h.size) + self.readahead
+        j = start
+        while j < len(chunks) and h.offsets[j] < limit_pos:
+            if self.chunks.cached(chunks[j]) is None:
+                self.nursery.start_soon(self._prefetch, chunks[j])
+            j += 1
+        h.ra_next = j
+
+    async def _prefetch(self, bid) -> None:
+        try:
+            await self.chunks.get(bid)
+        except Exception as exc:  # the real read reports it
+            log.debug("readahead of chunk %s failed: %s", bid.hex()[:16], exc)
+
+    def _log_damage(self, node: Node, message: str) -> None:
+        if node.key not in self._damaged_logged:
+            self._damaged_logged.add(node.key)
+            log.error("%s: %s", node.path, message)
+
+    async def _guard(self, node: Node, coro):
+        """Metadata reads: a damaged tree node gives EIO for that directory only."""
+        try:
+            return await coro
+        except ColdvaultError as exc:
+            self._log_damage(node, exc.message)
+            raise FsError(errno.EIO) from None
+
+    async def getxattr(self, ino: int, name: bytes) -> bytes:
+        n = self.node(ino)
+        if name != STATE_XATTR or not isinstance(n, FileNode):
+            raise FsError(errno.ENODATA)
+        try:
+            return (await self.cold.state(n.chunks)).encode()
+        except ColdvaultError as exc:
+            self._log_damage(n, exc.message)
+            raise FsError(errno.EIO) from None
+
+    def listxattr(self, ino: int) -> list[bytes]:
+        return [STATE_XATTR] if isinstance(self.node(ino), FileNode) else []
