@@ -83,7 +83,8 @@ class FuseOps(pyfuse3.Operations):
     async def readdir(self, fh, start_id, token):
         entries = await self.fs.listdir(fh)
         for i in range(start_id, len(entries)):
-            name, node = entries[i]
+            name, make = entries[i]
+            node = self.fs.child(fh, name, make)
             if not pyfuse3.readdir_reply(token, name, self._entry(node), i + 1):
                 break
             node.nlookup += 1  # readdirplus: the kernel now holds a reference

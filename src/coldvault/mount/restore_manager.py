@@ -92,7 +92,7 @@ class RestoreManager:
     async def state(self, chunks) -> str:
         """hot | cold | restoring | restored, from `head` only (never reads data)."""
         packs = self.packs_of(chunks)
-        infos = await self._infos(packs, max_age=30.0)
+        infos = await self._infos(packs, max_age=2.0)
         cold = [i for i in infos.values() if i is not None and is_cold_class(i.storage_class)]
         if not cold:
             return "hot"

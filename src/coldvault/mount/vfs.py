@@ -110,38 +110,40 @@ class FileNode(Node):
 
 
 class DirNode(Node):
-    __slots__ = ("_children", "_by_name")
+    """A directory; it caches its listing as (name, maker) pairs, never child nodes,
+    so a child the kernel forgot is simply made again (with the same inode)."""
+
+    __slots__ = ("_items", "_index")
 
     def __init__(self, attr: Attr):
         super().__init__(attr)
-        self._children = None
-        self._by_name = None
+        self._items = None
+        self._index = None
 
     async def _list(self, fs: "VirtualFS") -> list[tuple[bytes, object]]:
         """(name, maker) pairs in listing order; maker() builds the child node."""
         raise NotImplementedError
 
-    async def children(self, fs: "VirtualFS") -> list[tuple[bytes, Node]]:
-        if self._children is None:
-            made = [(name, fs.register(self.key + b"/" + name, make)) for name, make in await self._list(fs)]
-            self._children = made
-            self._by_name = {name: node for name, node in made}
-        return self._children
+    async def items(self, fs: "VirtualFS") -> list[tuple[bytes, object]]:
+        if self._items is None:
+            self._items = await self._list(fs)
+            self._index = dict(self._items)
+        return self._items
 
-    async def lookup(self, fs: "VirtualFS", name: bytes) -> Node | None:
-        await self.children(fs)
-        return self._by_name.get(name)
+    async def maker(self, fs: "VirtualFS", name: bytes):
+        await self.items(fs)
+        return self._index.get(name)
 
 
 class StaticDir(DirNode):
-    __slots__ = ("_items",)
+    __slots__ = ("_static",)
 
     def __init__(self, items: list[tuple[bytes, object]], attr: Attr):
         super().__init__(attr)
-        self._items = items
+        self._static = items
 
     async def _list(self, fs):
-        return self._items
+        return self._static
 
 
 def _entry_maker(fs: "VirtualFS", e: tree.Entry):
@@ -167,14 +169,12 @@ class TreeDir(DirNode):
         node = await fs.load_tree(self.tree_id)
         return [(e.name, _entry_maker(fs, e)) for e in node.entries]
 
-    async def lookup(self, fs, name):
-        if self._children is not None:
-            return self._by_name.get(name)
+    async def maker(self, fs, name):
+        if self._index is not None:
+            return self._index.get(name)
         # Without listing the whole directory: one binary search in the tree node.
         e = (await fs.load_tree(self.tree_id)).find(name)
-        if e is None:
-            return None
-        return fs.register(self.key + b"/" + name, _entry_maker(fs, e))
+        return None if e is None else _entry_maker(fs, e)
 
 
 class ChangesDir(DirNode):
@@ -302,17 +302,22 @@ class VirtualFS:
         elif name == b"..":
             child = self.nodes[self.keys.get(parent.key.rpartition(b"/")[0], ROOT_INODE)]
         else:
-            child = await self._guard(parent, parent.lookup(self, name))
-            if child is None:
+            make = await self._guard(parent, parent.maker(self, name))
+            if make is None:
                 raise FsError(errno.ENOENT)
+            child = self.register(parent.key + b"/" + name, make)
         child.nlookup += 1
         return child
 
-    async def listdir(self, ino: int) -> list[tuple[bytes, Node]]:
+    async def listdir(self, ino: int) -> list[tuple[bytes, object]]:
+        """The directory's (name, maker) pairs; `child` turns one into a node."""
         d = self.node(ino)
         if not isinstance(d, DirNode):
             raise FsError(errno.ENOTDIR)
-        return await self._guard(d, d.children(self))
+        return await self._guard(d, d.items(self))
+
+    def child(self, parent_ino: int, name: bytes, make) -> Node:
+        return self.register(self.node(parent_ino).key + b"/" + name, make)
 
     def forget(self, ino: int, n: int) -> None:
         node = self.nodes.get(ino)
