@@ -236,3 +236,33 @@ def test_stdin_stream(vault, tmp_path):
     assert len(snaps) == 1 and snaps[0]["kind"] == "stream"
     run(["restore", "dir", snaps[0]["id"][:8], "--target", str(tmp_path / "r")], env)
     assert (tmp_path / "r" / "seafile-db.sql").read_bytes() == dump
+
+
+def test_unencrypted_config_swapped_in_is_refused(vault, tmp_path):
+    """Someone replaced an encrypted vault's config with an unencrypted one: no plaintext is written."""
+    repo, env, src = vault
+    other = str(tmp_path / "plain")
+    run(["init", "--no-encryption"], vault_env(other, password=None))
+    with open(os.path.join(other, "config"), "rb") as f:
+        plain_config = f.read()
+    with open(os.path.join(repo, "config"), "wb") as f:
+        f.write(plain_config)
+    before = files_under(repo)
+    r = run(["backup", "dir", str(src)], env, check=False)
+    assert r.code == BAD_PASSWORD and "not encrypted" in one_error_line(r.err)
+    assert files_under(repo) == before
+
+
+def test_non_utf8_source_path(tmp_path):
+    src = os.path.join(os.fsencode(tmp_path), b"caf\xe9-dir")
+    os.makedirs(os.path.join(src, b"sub"))
+    with open(os.path.join(src, b"sub", b"f\xff"), "wb") as f:
+        f.write(b"latin-1 names")
+    env = vault_env(str(tmp_path / "vault"))
+    run(["init"], env)
+    run(["backup", "dir", os.fsdecode(src), "--name", "cafe"], env)
+    snaps = run(["snapshots", "--json"], env).json()
+    assert snaps[0]["paths"][0].endswith("caf\\xe9-dir")
+    run(["restore", "dir", "latest", "--target", str(tmp_path / "r")], env)
+    with open(os.path.join(os.fsencode(tmp_path), b"r", b"sub", b"f\xff"), "rb") as f:
+        assert f.read() == b"latin-1 names"

@@ -200,7 +200,7 @@ def test_corrupt_chunk_gives_eio_for_that_file_only(tmp_path):
     write(src / "damaged.bin", os.urandom(3_000_000))
     write(src / "fine.bin", os.urandom(3_000_000))
     repo = str(tmp_path / "vault")
-    env = vault_env(repo)
+    env = vault_env(repo, password=None)
     run(["init", "--no-encryption"], env)
     run(["backup", "dir", str(src), "--name", "s"], env)
     # Find the first chunk of damaged.bin through the vault's own index, flip a byte in it.

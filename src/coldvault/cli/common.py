@@ -67,8 +67,18 @@ def read_password(confirm: bool = False) -> bytes:
     return pw
 
 
+PASSWORD_ENV = ("COLDVAULT_PASSWORD_FILE", "COLDVAULT_PASSWORD_COMMAND", "COLDVAULT_PASSWORD")
+
+
 def open_vault(args, load_index: bool = True) -> Vault:
     vault = Vault.open(open_store_for(args), read_password)
+    if not vault.config.encrypted and any(os.environ.get(v) for v in PASSWORD_ENV):
+        # The config is the one object nobody can authenticate: a swapped-in unencrypted
+        # config must not make us write plaintext where the owner expects ciphertext.
+        raise BadPasswordError(
+            f"the vault at {repo_url(args)} is not encrypted, but a password is configured; refusing",
+            hint="if it really is an unencrypted vault, unset " + " and ".join(PASSWORD_ENV),
+        )
     if load_index:
         vault.load_index()
     return vault

@@ -16,6 +16,7 @@ import threading
 
 import zstandard
 
+from coldvault.index import limits
 from coldvault.index.crypto import Sealer
 from coldvault.index.errors import AuthenticationError, FormatError
 from coldvault.index.ids import BlobId, blob_id
@@ -43,13 +44,6 @@ def _compressor(level: int) -> zstandard.ZstdCompressor:
     if c is None:
         c = cache[level] = zstandard.ZstdCompressor(level=level)
     return c
-
-
-def _decompressor() -> zstandard.ZstdDecompressor:
-    d = getattr(_tls, "dctx", None)
-    if d is None:
-        d = _tls.dctx = zstandard.ZstdDecompressor()
-    return d
 
 
 def encode(plaintext, bid: BlobId, sealer: Sealer, level: int | None) -> bytes:
@@ -85,10 +79,7 @@ def decode(stored, bid: BlobId, sealer: Sealer, what: str, raw_length: int | Non
         payload = body
     if flags & COMPRESSED:
         limit = raw_length if raw_length is not None else MAX_BLOB_PLAINTEXT
-        try:
-            plaintext = _decompressor().decompress(payload, max_output_size=limit)
-        except zstandard.ZstdError as exc:
-            raise FormatError(f"{what}: bad compressed data ({exc})") from None
+        plaintext = limits.zstd_decompress(payload, limit, what)
     else:
         plaintext = bytes(payload)
     if raw_length is not None and len(plaintext) != raw_length:

@@ -25,6 +25,7 @@ from coldvault.index.crypto import MasterKeys, Sealer
 from coldvault.index.errors import FormatError
 
 ENCRYPTION = "chacha20-poly1305"
+COLD = {"GLACIER", "DEEP_ARCHIVE"}
 MiB = 1024 * 1024
 
 
@@ -75,8 +76,15 @@ class Settings:
             )
         except (KeyError, TypeError):
             raise FormatError(f"{what}: incomplete settings") from None
-        for v in (s.chunker_min, s.chunker_avg, s.chunker_max, s.data_pack_size, s.tree_pack_size):
-            limits.expect(isinstance(v, int) and 0 < v <= 8 * 1024 * MiB, what, "bad size setting")
+        for v in (s.chunker_min, s.chunker_avg, s.chunker_max, s.data_pack_size, s.tree_pack_size, s.chunker_seed):
+            limits.expect(type(v) is int and 0 <= v, what, "bad size setting")
+        limits.expect(64 <= s.chunker_min <= s.chunker_avg <= s.chunker_max <= 16 * MiB, what, "bad chunker sizes")
+        limits.expect(0 < s.data_pack_size <= 8 * 1024 * MiB and 0 < s.tree_pack_size <= 1024 * MiB, what, "bad pack size")
+        limits.expect(type(s.compression_level) is int and 1 <= s.compression_level <= 22, what, "bad compression level")
+        classes = (s.data_class, s.tree_class, s.index_class, s.snapshot_class)
+        limits.expect(all(isinstance(c, str) and c.isupper() for c in classes), what, "bad storage class")
+        # Everything needed to browse must stay hot: only data may be cold.
+        limits.expect(not {s.tree_class, s.index_class, s.snapshot_class} & COLD, what, "metadata in a cold class")
         return s
 
 
@@ -117,7 +125,8 @@ def decode(data: bytes) -> VaultConfig:
     limits.expect(isinstance(d.get("settings"), bytes), "config", "no settings")
     key = d.get("key")
     limits.expect(enc == "none" or isinstance(key, dict), "config", "encrypted vault without a key")
-    return VaultConfig(vid, int(d.get("created", 0)), enc == ENCRYPTION, key, d["settings"], list(d.get("features", [])))
+    limits.expect(type(d.get("created", 0)) is int, "config", "bad creation time")
+    return VaultConfig(vid, d.get("created", 0), enc == ENCRYPTION, key, d["settings"], list(d.get("features", [])))
 
 
 def seal_settings(settings: Settings, keys: MasterKeys | None) -> bytes:
@@ -125,7 +134,9 @@ def seal_settings(settings: Settings, keys: MasterKeys | None) -> bytes:
 
 
 def open_settings(cfg: VaultConfig, keys: MasterKeys | None) -> Settings:
-    return Settings.from_map(envelope.open_(cfg.settings_blob, "settings", Sealer(keys), "config settings"), "config settings")
+    doc = envelope.open_(cfg.settings_blob, "settings", Sealer(keys), "config settings")
+    with limits.hostile("config settings"):
+        return Settings.from_map(doc, "config settings")
 
 
 def unlock(cfg: VaultConfig, password: bytes) -> MasterKeys | None:

@@ -23,6 +23,7 @@ KEY_LEN = 32
 
 # scrypt cost: about 0.1 s and 32 MiB on a small machine; stored per vault.
 DEFAULT_SCRYPT = {"n": 2**15, "r": 8, "p": 1}
+MAX_SCRYPT_MEMORY = 1024 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,12 @@ def wrap_keys(keys: MasterKeys, password: bytes, vault_id: bytes, params: dict |
 
 def unwrap_keys(key: dict, password: bytes, vault_id: bytes) -> MasterKeys | None:
     """The master keys, or None if the password is wrong."""
-    limits.expect(key.get("kdf") == "scrypt", "config", f"unknown key derivation {key.get('kdf')!r}")
-    for k in ("n", "r", "p"):
-        limits.expect(isinstance(key.get(k), int) and 0 < key[k] <= 2**24, "config", f"bad scrypt parameter {k}")
+    limits.expect(isinstance(key, dict) and key.get("kdf") == "scrypt", "config", "unknown key derivation")
+    n, r, p = key.get("n"), key.get("r"), key.get("p")
+    ok = all(type(v) is int for v in (n, r, p)) and n >= 2 and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 16
+    limits.expect(ok, "config", "bad scrypt parameters")
+    # The config is read before anything is authenticated: bound the work it can demand.
+    limits.expect(128 * r * n <= MAX_SCRYPT_MEMORY and n * r * p <= 2**26, "config", "scrypt parameters too costly")
     limits.expect(isinstance(key.get("salt"), bytes) and isinstance(key.get("wrapped"), bytes), "config", "bad key")
     kek = derive_kek(password, key["salt"], key)
     wrapped = key["wrapped"]

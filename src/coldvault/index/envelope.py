@@ -5,7 +5,7 @@
     body     := payload | nonce:12 || ChaCha20-Poly1305(payload), AAD = "coldvault:" || kind
     payload  := msgpack document, zstd-compressed if bit 0
 
-`kind` ("config-settings", "index", "snapshot", "pack-header", "lock") is bound
+`kind` ("config", "settings", "index", "snapshot", "pack-header") is bound
 into the AEAD, so an object of one kind cannot be passed off as another.
 """
 
@@ -56,8 +56,5 @@ def open_(data: bytes, kind: str, sealer: Sealer, what: str):
             raise FormatError(f"{what}: unencrypted object in an encrypted vault")
         payload = body
     if flags & COMPRESSED:
-        try:
-            payload = zstandard.ZstdDecompressor().decompress(payload, max_output_size=limits.MAX_OBJECT)
-        except zstandard.ZstdError as exc:
-            raise FormatError(f"{what}: bad compressed data ({exc})") from None
+        payload = limits.zstd_decompress(payload, limits.MAX_OBJECT, what)
     return limits.unpack(payload, what)

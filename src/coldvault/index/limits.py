@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import msgpack
+import zstandard
 
 from coldvault.index.errors import FormatError
 
@@ -77,3 +80,32 @@ def check_version(doc: dict, what: str, version: int, known_features: frozenset[
             f"{what} uses features this coldvault does not know: {', '.join(unknown)}",
             hint="upgrade coldvault",
         )
+
+
+@contextlib.contextmanager
+def hostile(what: str):
+    """Decode untrusted structure: a field of the wrong type is damage, not a crash."""
+    try:
+        yield
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError) as exc:
+        raise FormatError(f"{what}: malformed ({exc})") from None
+
+
+def zstd_decompress(payload, limit: int, what: str) -> bytes:
+    """Decompress one zstd frame, refusing frames that claim (or produce) more than `limit` bytes."""
+    try:
+        claimed = zstandard.frame_content_size(payload)
+    except zstandard.ZstdError as exc:
+        raise FormatError(f"{what}: bad compressed data ({exc})") from None
+    if claimed > limit:
+        raise FormatError(f"{what}: compressed data claims {claimed} bytes, more than {limit}")
+    try:
+        if claimed >= 0:
+            out = zstandard.ZstdDecompressor().decompress(payload)
+        else:
+            out = zstandard.ZstdDecompressor().decompressobj().decompress(payload)
+    except zstandard.ZstdError as exc:
+        raise FormatError(f"{what}: bad compressed data ({exc})") from None
+    if len(out) > limit:
+        raise FormatError(f"{what}: compressed data expands past {limit} bytes")
+    return out

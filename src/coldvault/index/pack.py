@@ -48,8 +48,9 @@ class BlobEntry:
             and len(e) == 5
             and isinstance(e[0], bytes)
             and len(e[0]) == ID_LEN
+            and type(e[1]) is int
             and e[1] in BLOB_TYPES
-            and all(isinstance(x, int) and 0 <= x < 2**48 for x in e[2:])
+            and all(type(x) is int and 0 <= x < 2**48 for x in e[2:])
         )
         if not ok:
             raise FormatError(f"{what}: bad blob entry")
@@ -114,7 +115,9 @@ def read_header(tail: bytes, pack_size: int, sealer: Sealer, what: str) -> list[
     header = tail[-TRAILER_LEN - hlen:-TRAILER_LEN]
     doc = envelope.open_(header, "pack-header", sealer, what)
     limits.check_version(doc, what, 1)
-    entries = [BlobEntry.from_list(e, what) for e in doc.get("blobs", [])]
+    blobs = doc.get("blobs", [])
+    limits.expect(isinstance(blobs, list), what, "blob list is not a list")
+    entries = [BlobEntry.from_list(e, what) for e in blobs]
     end = pack_size - TRAILER_LEN - hlen
     for e in entries:
         if e.offset + e.length > end:

@@ -54,10 +54,12 @@ def decode(data: bytes, sealer: Sealer, what: str) -> IndexDoc:
     d = envelope.open_(data, "index", sealer, what)
     limits.check_version(d, what, VERSION)
     packs = []
-    for p in d.get("packs", []):
+    raw = d.get("packs", [])
+    limits.expect(isinstance(raw, list), what, "pack list is not a list")
+    for p in raw:
         if not (isinstance(p, dict) and isinstance(p.get("id"), bytes) and len(p["id"]) == ID_LEN):
             raise FormatError(f"{what}: bad pack record")
-        if p.get("kind") not in PACK_KINDS or not isinstance(p.get("size"), int):
+        if p.get("kind") not in PACK_KINDS or type(p.get("size")) is not int or not isinstance(p.get("blobs", []), list):
             raise FormatError(f"{what}: bad pack record")
         blobs = [BlobEntry.from_list(e, what) for e in p.get("blobs", [])]
         for b in blobs:

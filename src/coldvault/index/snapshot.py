@@ -80,11 +80,19 @@ def encode(rec: SnapshotRecord, sealer: Sealer) -> bytes:
 def decode(data: bytes, sealer: Sealer, what: str) -> SnapshotRecord:
     d = envelope.open_(data, "snapshot", sealer, what)
     limits.check_version(d, what, VERSION)
+    def strings(key):
+        v = d.get(key, [])
+        return isinstance(v, list) and all(isinstance(s, str) for s in v)
+
     ok = (
         d.get("kind") in KINDS
         and isinstance(d.get("source"), str)
-        and isinstance(d.get("time"), int)
+        and type(d.get("time")) is int
         and (d.get("tree") is None or (isinstance(d["tree"], bytes) and len(d["tree"]) == ID_LEN))
+        and (d.get("parent") is None or isinstance(d["parent"], str))
+        and isinstance(d.get("summary") or {}, dict)
+        and (d.get("zfs") is None or isinstance(d["zfs"], dict))
+        and strings("paths") and strings("errors") and strings("tags")
     )
     if not ok:
         raise FormatError(f"{what}: bad snapshot record")

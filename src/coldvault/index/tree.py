@@ -120,7 +120,7 @@ def encode(node: TreeNode) -> bytes:
 
 def _int(m: dict, key: str, default: int = 0) -> int:
     v = m.get(key, default)
-    if not isinstance(v, int) or isinstance(v, bool):
+    if type(v) is not int:
         raise FormatError(f"tree entry: {key} is not an integer")
     return v
 
@@ -129,7 +129,7 @@ def _entry(m, what: str) -> Entry:
     if not isinstance(m, dict):
         raise FormatError(f"{what}: entry is not a map")
     t = m.get("type")
-    if t not in TYPES:
+    if not isinstance(t, str) or t not in TYPES:
         raise FormatError(f"{what}: unknown entry type {t!r}")
     e = Entry(
         name=m.get("name"),

@@ -45,6 +45,11 @@ class WalkStats:
     error_count: int = 0
 
 
+def printable(path: str | bytes) -> str:
+    """A path as text for records and messages: bytes that are not UTF-8 become \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def _scan(path: bytes):
     """Entries of one directory: (name, lstat, symlink target or None), sorted by name."""
     out = []
@@ -107,7 +112,7 @@ class DirBackup:
         self.session = BackupSession(vault)
 
     def _error(self, path: bytes, exc: OSError | str) -> None:
-        msg = f"{os.fsdecode(path)}: {exc.strerror if isinstance(exc, OSError) else exc}"
+        msg = f"{printable(path)}: {exc.strerror if isinstance(exc, OSError) else exc}"
         log.warning("cannot read %s", msg)
         self.stats.error_count += 1
         if len(self.stats.errors) < MAX_ERRORS_KEPT:
@@ -133,7 +138,7 @@ class DirBackup:
             source=self.source,
             time=self.when_ns,
             hostname=socket.gethostname(),
-            paths=[self.root],
+            paths=[printable(self.root)],
             tree=root_tree,
             parent=self.parent.id if self.parent else None,
             summary={

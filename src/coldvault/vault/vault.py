@@ -17,10 +17,10 @@ from typing import Callable
 from coldvault.errors import BadPasswordError, ColdDataError, DamagedError, NoVaultError, UserError
 from coldvault.index import blob as blobfmt
 from coldvault.index import config as configfmt
-from coldvault.index import packindex, snapshot, tree
+from coldvault.index import limits, packindex, snapshot, tree
 from coldvault.index.crypto import MasterKeys, Sealer
 from coldvault.index.errors import FormatError
-from coldvault.index.ids import BlobId, content_id
+from coldvault.index.ids import BlobId, content_id, is_hex_id
 from coldvault.index.pack import FinishedPack
 from coldvault.store.base import ArchivedError, NotFoundError, RestoreInProgressError, Store
 from coldvault.vault.blobindex import BlobIndex, Location
@@ -130,8 +130,7 @@ class Vault:
             return list(ex.map(fn, items))
 
     def load_index(self) -> BlobIndex:
-        names = [o.name for o in self.store.list(INDEX_PREFIX)]
-        names = [n for n in names if n[len(INDEX_PREFIX):] not in self.index.index_ids]
+        names = [INDEX_PREFIX + i for i in self._object_ids(INDEX_PREFIX) if i not in self.index.index_ids]
 
         def load(name):
             return name, self._read_checked(name, lambda d: packindex.decode(d, self.sealer, name))
@@ -148,9 +147,21 @@ class Vault:
         if content_id(data) != name.rsplit("/", 1)[-1]:
             raise DamagedError(f"object {name} is damaged: its content does not match its name ({len(data)} bytes)")
         try:
-            return decode(data)
+            with limits.hostile(name):
+                return decode(data)
         except FormatError as exc:
             raise DamagedError(f"object {name} is damaged: {exc}") from None
+
+    def _object_ids(self, prefix: str) -> list[str]:
+        """Ids of the objects under `prefix`; anything not named by a content id is ignored."""
+        ids = []
+        for o in self.store.list(prefix):
+            oid = o.name[len(prefix):]
+            if is_hex_id(oid):
+                ids.append(oid)
+            else:
+                log.debug("ignoring stray object %s", o.name)
+        return ids
 
     def save_index(self, packs: list, supersedes: list[str] = ()) -> str:
         """Write an index object for `packs` (FinishedPack or PackRecord); returns its id."""
@@ -177,7 +188,7 @@ class Vault:
     # ---- snapshots --------------------------------------------------------------
 
     def snapshot_ids(self) -> list[str]:
-        return [o.name[len(SNAPSHOT_PREFIX):] for o in self.store.list(SNAPSHOT_PREFIX)]
+        return self._object_ids(SNAPSHOT_PREFIX)
 
     def load_snapshot(self, sid: str) -> snapshot.SnapshotRecord:
         name = SNAPSHOT_PREFIX + sid
@@ -275,6 +286,8 @@ class Vault:
                 data = self._tree_packs.get(loc.pack)
                 if data is None:
                     data = self.get_range(loc.object_name, 0, None)
+                    if content_id(data) != loc.pack:
+                        raise DamagedError(f"pack {loc.object_name} is damaged: its content does not match its name")
                     self._tree_packs.put(loc.pack, data)
         return data
 
@@ -282,8 +295,10 @@ class Vault:
         node = self._tree_nodes.get(bid)
         if node is None:
             data = self.read_blob(bid)
+            what = f"tree node {bid.hex()[:16]}"
             try:
-                node = tree.decode(data, f"tree node {bid.hex()[:16]}")
+                with limits.hostile(what):
+                    node = tree.decode(data, what)
             except FormatError as exc:
                 raise DamagedError(str(exc)) from None
             for why in node.rejected:

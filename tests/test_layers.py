@@ -1,0 +1,222 @@
+"""The layers stay visible: index/ is pure format code, store/ only moves bytes.
+
+Two checks per layer. A fresh interpreter imports every module of the layer
+and reports what ended up in sys.modules (catches imports made indirectly).
+An AST walk of the layer's source reports every import statement, including
+ones inside functions, and, for index/, every call that would do I/O.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import coldvault
+
+SRC = Path(coldvault.__file__).parent
+
+INDEX_FORBIDDEN = [
+    "trio",
+    "boto3",
+    "botocore",
+    "pyfuse3",
+    "coldvault.store",
+    "coldvault.vault",
+    "coldvault.uploader",
+    "coldvault.mount",
+    "coldvault.restore",
+    "coldvault.cli",
+]
+# Nothing under index/ may even import these (checked on the source, since the
+# interpreter itself loads some of them at startup).
+INDEX_NO_IO_MODULES = [
+    "io",
+    "pathlib",
+    "shutil",
+    "tempfile",
+    "glob",
+    "fnmatch",
+    "mmap",
+    "socket",
+    "ssl",
+    "select",
+    "selectors",
+    "asyncio",
+    "http",
+    "urllib",
+    "requests",
+    "subprocess",
+    "multiprocessing",
+    "sqlite3",
+    "pickle",
+    "importlib",
+    "fcntl",
+]
+IO_BUILTINS = ("open", "input", "exec", "eval")
+STORE_FORBIDDEN = [
+    "coldvault.index",
+    "coldvault.vault",
+    "coldvault.uploader",
+    "coldvault.mount",
+    "coldvault.restore",
+    "coldvault.cli",
+]
+
+
+def under(name: str, prefixes: list[str]) -> list[str]:
+    return [p for p in prefixes if name == p or name.startswith(p + ".")]
+
+
+def layer_modules(package: str) -> list[str]:
+    path = SRC / package.split(".", 1)[1]
+    names = [package] + [f"{package}.{m.name}" for m in pkgutil.walk_packages([str(path)])]
+    assert len(names) > 1, f"no modules found under {path}"
+    return names
+
+
+def modules_loaded_by(modules: list[str]) -> set[str]:
+    """sys.modules of a fresh interpreter after importing `modules` (and nothing else)."""
+    code = (
+        "import importlib, json, sys\n"
+        f"for m in {modules!r}:\n"
+        "    importlib.import_module(m)\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SRC.parent)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    return set(json.loads(out.stdout))
+
+
+def source_files(package: str) -> list[Path]:
+    files = sorted((SRC / package.split(".", 1)[1]).rglob("*.py"))
+    assert files
+    return files
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(SRC.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_in(source: str, module: str, is_package: bool = False) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import anywhere in `source`, the text of
+    `module`; `from a import b` gives both `a` and `a.b`, since b may be a submodule."""
+    package = module if is_package else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                origin = ".".join(base + ([node.module] if node.module else []))
+            else:
+                origin = node.module
+            found.append((node.lineno, origin))
+            found += [(node.lineno, f"{origin}.{a.name}") for a in node.names]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "__import__":
+            found.append((node.lineno, "<__import__>"))
+    return found
+
+
+def file_imports(path: Path) -> list[tuple[int, str]]:
+    return imports_in(path.read_text(), module_name(path), path.name == "__init__.py")
+
+
+def io_problems(source: str) -> list[str]:
+    """Calls of open() and friends, and any use of `os` other than `os.urandom`."""
+    tree = ast.parse(source)
+    bad = []
+    attribute_values = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in IO_BUILTINS:
+            bad.append(f"{node.lineno}: {node.func.id}()")
+        elif isinstance(node, ast.ImportFrom) and node.module == "os" and not node.level:
+            bad += [f"{node.lineno}: from os import {a.name}" for a in node.names if a.name != "urandom"]
+        elif isinstance(node, ast.Import):
+            bad += [f"{node.lineno}: import {a.name}" for a in node.names if a.name.startswith("os.")]
+            bad += [f"{node.lineno}: import os as {a.asname}" for a in node.names if a.name == "os" and a.asname]
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "os":
+            attribute_values.add(id(node.value))
+            if node.attr != "urandom":
+                bad.append(f"{node.lineno}: os.{node.attr}")
+    # `os` passed around or aliased (x = os) would hide other calls.
+    bad += [
+        f"{n.lineno}: bare use of os"
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Name) and n.id == "os" and isinstance(n.ctx, ast.Load) and id(n) not in attribute_values
+    ]
+    return bad
+
+
+def test_layer_lists_are_complete():
+    # The modules these tests must cover really are there.
+    index = layer_modules("coldvault.index")
+    for name in ("ids", "limits", "crypto", "blob", "envelope", "pack", "packindex", "tree", "snapshot", "config"):
+        assert f"coldvault.index.{name}" in index
+    assert "coldvault.store.base" in layer_modules("coldvault.store")
+
+
+def test_index_loads_no_transport_or_upper_layer():
+    loaded = modules_loaded_by(layer_modules("coldvault.index"))
+    assert "coldvault.index.tree" in loaded  # the imports did run
+    bad = sorted(m for m in loaded if under(m, INDEX_FORBIDDEN))
+    assert bad == [], f"importing coldvault.index loads {bad}"
+
+
+def test_store_loads_no_format_or_upper_layer():
+    loaded = modules_loaded_by(layer_modules("coldvault.store"))
+    assert "coldvault.store.base" in loaded
+    assert "boto3" in loaded  # the probe sees third-party imports too (store/s3.py)
+    bad = sorted(m for m in loaded if under(m, STORE_FORBIDDEN))
+    assert bad == [], f"importing coldvault.store loads {bad}"
+
+
+@pytest.mark.parametrize("path", source_files("coldvault.index"), ids=lambda p: p.name)
+def test_index_source_imports(path):
+    bad = [
+        f"{path.name}:{line}: {name}"
+        for line, name in file_imports(path)
+        if name == "<__import__>" or under(name, INDEX_FORBIDDEN + INDEX_NO_IO_MODULES)
+    ]
+    assert bad == []
+
+
+@pytest.mark.parametrize("path", source_files("coldvault.index"), ids=lambda p: p.name)
+def test_index_source_does_no_io(path):
+    """No open(), and `os` only for os.urandom (random keys and nonces)."""
+    assert [f"{path.name}:{p}" for p in io_problems(path.read_text())] == []
+
+
+@pytest.mark.parametrize("path", source_files("coldvault.store"), ids=lambda p: p.name)
+def test_store_source_imports(path):
+    bad = [f"{path.name}:{line}: {name}" for line, name in file_imports(path) if under(name, STORE_FORBIDDEN)]
+    assert bad == []
+
+
+def test_checks_catch_violations():
+    """The AST checks are not vacuous: a module that breaks every rule is caught."""
+    source = (
+        "import os\nimport trio\nfrom ..store import base\nfrom io import BytesIO\n"
+        "def f(path):\n    from coldvault import vault\n    key = os.urandom(32)\n"
+        "    with open(path) as f:\n        return os.listdir(f.read()), os\n"
+    )
+    names = {n for _, n in imports_in(source, "coldvault.index.bad")}
+    assert {"trio", "coldvault.store", "coldvault.store.base", "coldvault.vault", "io"} <= names
+    assert not under("coldvault.errors", INDEX_FORBIDDEN)
+    problems = io_problems(source)
+    assert any("open()" in p for p in problems)
+    assert any("os.listdir" in p for p in problems)
+    assert any("bare use of os" in p for p in problems)
+    assert not any(p.startswith("7:") for p in problems)  # os.urandom is fine
