@@ -101,10 +101,38 @@ class Chunker:
                     self._idle.notify_all()
 
     def chunk_bytes(self, data) -> list[BlobId]:
-        """Chunk a whole buffer (a small file, read at once)."""
+        """Chunk a whole buffer (a small file, read at once), encoding in this thread.
+
+        Small files arrive in batches on several reading threads already; handing
+        each one to an encoder thread would cost more than encoding it here.
+        """
         if not data:
             return []
-        return [self._store(c.data, copy=False) for c in self._cdc().cut_buf(data)]
+        if len(data) <= self.settings.chunker_min:
+            cuts = (data,)  # FastCDC never cuts below its minimum size
+        else:
+            cuts = [c.data for c in self._cdc().cut_buf(data)]
+        ids = []
+        new = new_bytes = stored = 0
+        for piece in cuts:
+            bid = blob_id(piece, self.id_key)
+            ids.append(bid)
+            if self.deduper.claim(bid):
+                enc = blobfmt.encode(piece, bid, self.sealer, self.level)
+                new += 1
+                new_bytes += len(piece)
+                stored += len(enc)
+                pack = self.packer.add(bid, blobfmt.DATA, enc, len(piece))
+                if pack is not None:
+                    self.submit(pack)
+        with self._lock:
+            st = self.stats
+            st.chunks += len(ids)
+            st.bytes_read += len(data)
+            st.chunks_new += new
+            st.bytes_new += new_bytes
+            st.bytes_stored += stored
+        return ids
 
     def chunk_stream(self, f) -> tuple[list[BlobId], int]:
         """Chunk a readable binary file object to its end; returns (ids, bytes read)."""

@@ -90,6 +90,17 @@ def _open_noatime(path: bytes) -> int:
         return os.open(path, os.O_RDONLY)
 
 
+def _read_all(fd: int, expected: int) -> bytes:
+    """A small file's bytes in (usually) one read(2); it may have grown or shrunk since lstat."""
+    data = os.read(fd, expected + 1)
+    if len(data) <= expected:  # a short read of a regular file is its end
+        return data
+    parts = [data]
+    while block := os.read(fd, 1 << 20):
+        parts.append(block)
+    return b"".join(parts)
+
+
 class DirBackup:
     def __init__(
         self,
@@ -107,8 +118,8 @@ class DirBackup:
         self.parent = parent
         self.stats = WalkStats()
         ncpu = os.cpu_count() or 2
-        self.cpu = trio.CapacityLimiter(workers or ncpu + 1)
-        self.io = trio.CapacityLimiter(4)
+        self.cpu = trio.CapacityLimiter(workers or ncpu)
+        self.io = trio.CapacityLimiter(2)
         self.session = BackupSession(vault)
 
     def _error(self, path: bytes, exc: OSError | str) -> None:
@@ -167,6 +178,16 @@ class DirBackup:
             and all(c in self.vault.index.blobs for c in old.chunks)
         )
 
+    @staticmethod
+    def _same_meta(old: tree.Entry, st: os.stat_result) -> bool:
+        """The old entry can be reused as it is (not only its chunks)."""
+        return (
+            old.mode == stat.S_IMODE(st.st_mode)
+            and old.uid == st.st_uid
+            and old.gid == st.st_gid
+            and old.nlink == st.st_nlink
+        )
+
     async def _dir(self, path: bytes, parent_tree: BlobId | None) -> BlobId | None:
         try:
             listing, problems = await trio.to_thread.run_sync(_scan, path, limiter=self.io)
@@ -183,25 +204,36 @@ class DirBackup:
         entries: list[tree.Entry] = []
         files: list[tuple[bytes, os.stat_result, tree.Entry]] = []
         subdirs: list[tuple[bytes, tree.Entry, BlobId | None]] = []
+        old_by_name = {e.name: e for e in parent.entries} if parent is not None else {}
+        reused = 0  # entries taken over unchanged from the parent snapshot
         for name, st, target in listing:
-            e = _entry(name, st)
-            old = parent.find(name) if parent is not None else None
+            old = old_by_name.get(name)
             m = st.st_mode
             if stat.S_ISREG(m):
                 s.files += 1
                 s.bytes_total += st.st_size
                 if self._unchanged(old, st):
-                    e.chunks = old.chunks
                     s.unchanged_files += 1
-                    entries.append(e)
-                else:
-                    files.append((path + b"/" + name, st, e))
-            elif stat.S_ISDIR(m):
+                    if self._same_meta(old, st):
+                        entries.append(old)
+                        reused += 1
+                    else:
+                        e = _entry(name, st)
+                        e.chunks = old.chunks
+                        entries.append(e)
+                    continue
+                files.append((path + b"/" + name, st, _entry(name, st)))
+                continue
+            e = _entry(name, st)
+            if stat.S_ISDIR(m):
                 e.type, e.size = tree.DIR, 0
                 subdirs.append((path + b"/" + name, e, old.tree if old is not None and old.type == tree.DIR else None))
             elif stat.S_ISLNK(m):
                 s.symlinks += 1
                 e.type, e.target, e.size = tree.SYMLINK, target, len(target)
+                if old is not None and old.type == tree.SYMLINK and old.to_map() == e.to_map():
+                    e = old
+                    reused += 1
                 entries.append(e)
             elif stat.S_ISFIFO(m) or stat.S_ISCHR(m) or stat.S_ISBLK(m):
                 s.other += 1
@@ -212,9 +244,17 @@ class DirBackup:
                 log.info("skipping socket %s", os.fsdecode(path + b"/" + name))
 
         async def subdir(p: bytes, e: tree.Entry, old_tree):
+            nonlocal reused
             e.tree = await self._dir(p, old_tree)
-            if e.tree is not None:
-                entries.append(e)
+            if e.tree is None:
+                return
+            old = old_by_name.get(e.name)
+            if old is not None and old.type == tree.DIR and old.tree == e.tree and (
+                    old.mode, old.uid, old.gid, old.mtime, old.ctime, old.ino, old.nlink) == (
+                    e.mode, e.uid, e.gid, e.mtime, e.ctime, e.ino, e.nlink):
+                e = old
+                reused += 1
+            entries.append(e)
 
         async def read_batch(batch):
             done = await trio.to_thread.run_sync(self._read_files, batch, limiter=self.cpu)
@@ -225,6 +265,8 @@ class DirBackup:
                 nursery.start_soon(subdir, p, e, old_tree)
             for batch in self._batches(files):
                 nursery.start_soon(read_batch, batch)
+        if parent is not None and reused == len(parent.entries) == len(entries) and not problems:
+            return parent_tree  # nothing changed here: the same node, not encoded again
         return await self.session.save_tree(entries)
 
     @staticmethod
@@ -249,7 +291,7 @@ class DirBackup:
                 fd = _open_noatime(path)
                 with open(fd, "rb", buffering=0) as f:
                     if st.st_size <= small:
-                        data = f.read()
+                        data = _read_all(fd, st.st_size)
                         e.chunks, e.size = self.session.chunker.chunk_bytes(data), len(data)
                     else:
                         e.chunks, e.size = self.session.chunker.chunk_stream(f)
