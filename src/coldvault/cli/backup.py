@@ -30,6 +30,18 @@ def register(sub, common) -> None:
     s.add_argument("--time", help="snapshot time, ISO 8601 (default: now)")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.set_defaults(func=run_stdin)
+    z = kinds.add_parser("zfs", parents=[common], help="back up a ZFS snapshot as a send stream")
+    z.add_argument("target", metavar="DATASET[@SNAP]", help="without @SNAP a new snapshot is taken")
+    g = z.add_mutually_exclusive_group()
+    g.add_argument("--base", metavar="@SNAP", help="increment from this snapshot (it must be in the vault)")
+    g.add_argument("--full", action="store_true", help="a full stream, whatever the vault holds")
+    z.add_argument("--raw", action="store_true", help="zfs send -w: encrypted datasets stay encrypted")
+    z.add_argument("--compressed", action="store_true", help="zfs send -c")
+    z.add_argument("--large-block", action="store_true", help="zfs send -L")
+    z.add_argument("--props", action="store_true", help="zfs send -p: include properties")
+    z.add_argument("--snapshot-prefix", default="coldvault", metavar="P", help="name of new snapshots: P-<UTC time>")
+    z.add_argument("--json", action="store_true", help="print the summary as JSON")
+    z.set_defaults(func=run_zfs)
 
 
 def check_source_name(name: str) -> str:
@@ -102,3 +114,26 @@ def run_stdin(args) -> int:
     job = StreamBackup(vault, sys.stdin.buffer, args.name, source, when, _parent(vault, source))
     rec = trio.run(progress.run_with_progress, job.run, lambda: _render(job))
     return _report(args, rec)
+
+
+def run_zfs(args) -> int:
+    from coldvault.uploader.zfsbackup import ZfsBackup
+    from coldvault.zfs.commands import SEND_FLAGS, split_snapshot
+
+    dataset, snap = split_snapshot(args.target)
+    flags = [flag for name, flag in SEND_FLAGS.items() if getattr(args, name)]
+    vault = open_vault(args)
+    job = ZfsBackup(vault, dataset, snap, base=args.base, full=args.full, flags=flags, prefix=args.snapshot_prefix)
+    rec, new = trio.run(progress.run_with_progress, job.run, lambda: _render(job))
+    z = rec.zfs
+    what = f"{z['dataset']}@{z['snapshot']}" + (f" from @{z['base']['snapshot']}" if z["base"] else " (full)")
+    if args.json:
+        print_json({"snapshot": rec.id, "new": new, "stream": what, "length": z["length"], **rec.summary})
+    elif not args.quiet:
+        if not new:
+            print(f"{what} is already in the vault (snapshot {rec.short_id}); nothing to do")
+        else:
+            s = rec.summary
+            print(f"snapshot {rec.short_id}: {what}, stream of {size(z['length'])}, {size(s.get('bytes_new', 0))} new"
+                  f" ({size(s.get('bytes_uploaded', 0))} stored in {s.get('packs', 0)} packs), {s.get('duration', 0):.1f} s")
+    return ExitCode.OK

@@ -21,7 +21,7 @@ def _common(p: argparse.ArgumentParser, default) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from coldvault.cli import backup, init, ls, mount, restore, snapshots
+    from coldvault.cli import backup, forget, init, ls, mount, restore, snapshots
 
     parser = argparse.ArgumentParser(prog="coldvault", description="Backups to (cold) object storage, mountable.")
     parser.add_argument("--version", action="version", version=f"coldvault {__version__}")
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _common(common, lambda v: argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (init, backup, snapshots, ls, mount, restore):
+    for module in (init, backup, snapshots, ls, mount, restore, forget):
         module.register(sub, common)
     return parser
 
@@ -51,12 +51,26 @@ def _setup_logging(args) -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
+def _leaf(exc: BaseException) -> BaseException:
+    """The error inside trio's exception groups, when they hold a single kind of thing."""
+    while isinstance(exc, BaseExceptionGroup):
+        wanted = [e for e in exc.exceptions if isinstance(e, (ColdvaultError, KeyboardInterrupt))]
+        exc = (wanted or exc.exceptions)[0]
+    return exc
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args)
     try:
-        code = args.func(args)
+        try:
+            code = args.func(args)
+        except BaseExceptionGroup as group:
+            leaf = _leaf(group)
+            if isinstance(leaf, (ColdvaultError, KeyboardInterrupt)):
+                raise leaf from None
+            raise
     except ColdvaultError as exc:
         print(f"coldvault: error: {exc.message}", file=sys.stderr)
         if exc.hint:

@@ -12,6 +12,25 @@ def register(sub, common) -> None:
     p.set_defaults(func=run)
 
 
+def _plain(v):
+    """JSON-safe: bytes as hex."""
+    if isinstance(v, bytes):
+        return v.hex()
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    return v
+
+
+def describe(r) -> str:
+    """What a snapshot holds, in a few words: the path, or the stream and its base."""
+    if r.kind == "zfs" and r.zfs:
+        z = r.zfs
+        return f"@{z['base']['snapshot']}..@{z['snapshot']}" if z.get("base") else f"@{z['snapshot']} (full)"
+    return ", ".join(r.paths)
+
+
 def as_json(r) -> dict:
     return {
         "id": r.id,
@@ -25,7 +44,7 @@ def as_json(r) -> dict:
         "parent": r.parent,
         "incomplete": r.incomplete,
         "summary": r.summary,
-        "zfs": r.zfs,
+        "zfs": _plain(r.zfs),
     }
 
 
@@ -45,12 +64,12 @@ def run(args) -> int:
         if not args.quiet:
             print("no snapshots")
         return code
-    rows = [("ID", "TIME", "SOURCE", "KIND", "FILES", "SIZE", "")]
+    rows = [("ID", "TIME", "SOURCE", "KIND", "FILES", "SIZE", "WHAT")]
     for r in recs:
         s = r.summary
         rows.append((
             r.short_id, r.time_str, r.source, r.kind, str(s.get("files", "")),
-            size(s.get("bytes_total", 0)), "incomplete" if r.incomplete else "",
+            size(s.get("bytes_total", 0)), describe(r) + (" (incomplete)" if r.incomplete else ""),
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:

@@ -29,7 +29,9 @@ from coldvault.index import tree
 from coldvault.mount.chunkcache import ChunkSource
 from coldvault.mount.restore_manager import ColdFailError, InterruptedWaitError, RestoreManager
 from coldvault.mount.views import SourceView, group_sources, merge_changes
+from coldvault.restore.zfsrestore import stream_chunks
 from coldvault.vault.vault import Vault
+from coldvault.zfs.chain import Stream, shortest_chain, streams_by_dataset
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,24 @@ class FileNode(Node):
     def __init__(self, chunks: list, attr: Attr):
         super().__init__(attr)
         self.chunks = chunks
+
+    async def load_chunks(self, fs: "VirtualFS") -> list:
+        return self.chunks
+
+
+class StreamNode(FileNode):
+    """A ZFS send stream: its chunk list (a hot blob) is read on first open."""
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: Stream, attr: Attr):
+        super().__init__(None, attr)
+        self.stream = stream
+
+    async def load_chunks(self, fs):
+        if self.chunks is None:
+            self.chunks = await trio.to_thread.run_sync(stream_chunks, fs.vault, self.stream, limiter=fs.meta_limiter)
+        return self.chunks
 
 
 class DirNode(Node):
@@ -235,7 +255,7 @@ class VirtualFS:
         sources = group_sources(records)
         files = StaticDir([(name.encode(), (lambda v=v: self._source_dir(v))) for name, v in sources.items()],
                           dir_attr(mount_time))
-        zfs = StaticDir([], dir_attr(mount_time))
+        zfs = self._zfs_dir(streams_by_dataset(records), mount_time)
         root = StaticDir([(b"files", lambda: files), (b"zfs", lambda: zfs)], dir_attr(mount_time))
         root.ino, root.key, root.nlookup = ROOT_INODE, b"", 1 << 62
         self.nodes[ROOT_INODE] = root
@@ -265,6 +285,44 @@ class VirtualFS:
             items.append((b"latest", lambda: LinkNode(target, Attr(stat.S_IFLNK | 0o777, len(target), 0, 0, newest, newest))))
         items.append((b"snapshots", lambda: snaps))
         return StaticDir(items, dir_attr(newest))
+
+    def _zfs_dir(self, by_dataset: dict[str, list[Stream]], mount_time: int) -> DirNode:
+        """zfs/<pool>/<dataset...>/ with @S.zfs, @B..@S.zfs and @S.restore/ in each dataset."""
+        children: dict[str, set[str]] = {}
+        for ds in by_dataset:
+            parts = ds.split("/")
+            for i in range(len(parts)):
+                children.setdefault("/".join(parts[:i]), set()).add("/".join(parts[:i + 1]))
+
+        def stream_file(s: Stream):
+            a = Attr(stat.S_IFREG | 0o444, s.length, 0, 0, s.rec.time, s.rec.time)
+            return lambda: StreamNode(s, a)
+
+        def dataset_dir(ds: str) -> DirNode:
+            items: list[tuple[bytes, object]] = []
+            for child in sorted(children.get(ds, ())):
+                items.append((child.rsplit("/", 1)[-1].encode(), (lambda c=child: dataset_dir(c))))
+            streams = by_dataset.get(ds, [])
+            newest = max((s.rec.time for s in streams), default=mount_time)
+            seen_files, seen_snaps = set(), set()
+            for s in streams:
+                if s.file_name not in seen_files:
+                    seen_files.add(s.file_name)
+                    items.append((s.file_name.encode(), stream_file(s)))
+            for s in streams:
+                if s.snapshot in seen_snaps:
+                    continue
+                chain = shortest_chain(streams, s.guid)
+                if chain is None:
+                    continue
+                seen_snaps.add(s.snapshot)
+                steps = [(f"{i}-{c.file_name}".encode(), stream_file(c)) for i, c in enumerate(chain, 1)]
+                items.append((f"@{s.snapshot}.restore".encode(),
+                              (lambda st=steps, t=s.rec.time: StaticDir(st, dir_attr(t)))))
+            return StaticDir(items, dir_attr(newest))
+
+        top = [(p.encode(), (lambda p=p: dataset_dir(p))) for p in sorted(children.get("", ()))]
+        return StaticDir(top, dir_attr(mount_time))
 
     def register(self, key: bytes, make) -> Node:
         ino = self.keys.get(key)
@@ -338,8 +396,9 @@ class VirtualFS:
         n = self.node(ino)
         if not isinstance(n, FileNode):
             raise FsError(errno.EISDIR if isinstance(n, DirNode) else errno.EINVAL)
+        chunks = await self._guard(n, n.load_chunks(self))
         offsets, pos = [], 0
-        for c in n.chunks:
+        for c in chunks:
             offsets.append(pos)
             size = self.vault.index.raw_length(c)
             if size is None:
@@ -430,7 +489,7 @@ class VirtualFS:
         if name != STATE_XATTR or not isinstance(n, FileNode):
             raise FsError(errno.ENODATA)
         try:
-            return (await self.cold.state(n.chunks)).encode()
+            return (await self.cold.state(await n.load_chunks(self))).encode()
         except ColdvaultError as exc:
             self._log_damage(n, exc.message)
             raise FsError(errno.EIO) from None

@@ -1,0 +1,207 @@
+"""Back up one ZFS snapshot as a send stream: full, or incremental from a base in the vault.
+
+The stream is read from `zfs send`'s stdout through the same chunk and pack
+pipeline as files, never written whole anywhere. The snapshot record keeps
+dataset, snapshot, GUID, createtxg, base name and GUID, send flags, length,
+the XXH3-128 of the whole stream and the id of its chunk list. A `zfs send`
+that fails leaves no record (the packs it stored are reused by the next run).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import socket
+
+import trio
+import xxhash
+
+from coldvault import __version__
+from coldvault.errors import UserError
+from coldvault.index import blob as blobfmt
+from coldvault.index import limits
+from coldvault.index.snapshot import SnapshotRecord
+from coldvault.uploader.session import BackupSession
+from coldvault.vault.vault import Vault
+from coldvault.zfs import commands
+from coldvault.zfs.chain import Stream, reachable, source_name, streams_by_dataset
+from coldvault.zfs.commands import LocalSnapshot, ZfsError
+
+log = logging.getLogger(__name__)
+
+
+class HashingReader:
+    """A file object that hashes and counts what passes through it."""
+
+    def __init__(self, f):
+        self.f = f
+        self.hash = xxhash.xxh3_128()
+        self.length = 0
+
+    def readinto(self, b) -> int:
+        n = self.f.readinto(b)
+        if n:
+            self.hash.update(memoryview(b)[:n])
+            self.length += n
+        return n
+
+
+def encode_chunk_list(chunks: list[bytes]) -> bytes:
+    return limits.pack({"version": 1, "chunks": chunks})
+
+
+def decode_chunk_list(data: bytes, what: str) -> list[bytes]:
+    doc = limits.unpack(data, what)
+    limits.check_version(doc, what, 1)
+    chunks = doc.get("chunks")
+    limits.expect(isinstance(chunks, list) and all(isinstance(c, bytes) and len(c) == 16 for c in chunks),
+                  what, "bad chunk list")
+    return chunks
+
+
+class ZfsBackup:
+    def __init__(self, vault: Vault, dataset: str, snap: str | None, *, base: str | None = None,
+                 full: bool = False, flags: list[str] = (), prefix: str = "coldvault"):
+        if base is not None and full:
+            raise UserError("--base and --full exclude each other")
+        self.vault = vault
+        self.dataset = commands.check_dataset(dataset)
+        self.snap = commands.check_snapname(snap) if snap else None
+        self.base = commands.check_snapname(base.lstrip("@")) if base else None
+        self.full = full
+        self.flags = list(flags)
+        self.prefix = commands.check_snapname(prefix)
+        self.session = BackupSession(vault)
+        self.target: LocalSnapshot | None = None
+        self.base_snap: LocalSnapshot | None = None
+        self.resumed = False
+
+    # ---- choosing what to send ------------------------------------------------------
+
+    def plan(self) -> Stream | None:
+        """Pick the target snapshot and the base; returns an existing stream if there is nothing to do."""
+        if not commands.exists(self.dataset):
+            raise UserError(f"there is no ZFS dataset {self.dataset}")
+        streams = streams_by_dataset(self.vault.snapshots()).get(self.dataset, [])
+        local = {s.name: s for s in commands.snapshots(self.dataset)}
+        self.target = self._target(local, streams)
+        base = self._choose_base(local, streams)
+        self.base_snap = base
+        for s in streams:
+            if s.guid == self.target.guid and (self.base is None and not self.full or s.base_guid == (base.guid if base else None)):
+                return s
+        return None
+
+    def _target(self, local: dict[str, LocalSnapshot], streams: list[Stream]) -> LocalSnapshot:
+        if self.snap is not None:
+            if self.snap not in local:
+                raise UserError(f"there is no snapshot {self.dataset}@{self.snap}")
+            return local[self.snap]
+        stored = {s.guid for s in streams}
+        newest_stored = max((s.createtxg for s in streams), default=-1)
+        pending = [s for s in local.values()
+                   if s.name.startswith(self.prefix + "-") and s.guid not in stored and s.createtxg > newest_stored]
+        if pending:
+            snap = max(pending, key=lambda s: s.createtxg)
+            log.warning("resuming the upload of %s, which an earlier run did not finish", snap.full_name)
+            self.resumed = True
+            return snap
+        name = f"{self.prefix}-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
+        n = 2
+        while name in local:
+            name = f"{name.rsplit('.', 1)[0]}.{n}"
+            n += 1
+        return commands.create_snapshot(self.dataset, name)
+
+    def _choose_base(self, local: dict[str, LocalSnapshot], streams: list[Stream]) -> LocalSnapshot | None:
+        if self.full:
+            return None
+        ok = reachable(streams)
+        if self.base is not None:
+            b = local.get(self.base)
+            if b is None:
+                raise UserError(f"base snapshot {self.dataset}@{self.base} does not exist here")
+            in_vault = [s for s in streams if s.snapshot == self.base]
+            if not any(s.guid == b.guid for s in in_vault):
+                if in_vault:
+                    raise UserError(
+                        f"base @{self.base} in the vault (GUID {in_vault[0].guid}) is not the local "
+                        f"{self.dataset}@{self.base} (GUID {b.guid}): it was destroyed and created again",
+                        hint="an increment from it could not be received; use --full or another --base",
+                    )
+                raise UserError(f"base @{self.base} of {self.dataset} is not in the vault", hint="use --full")
+            if b.guid not in ok:
+                raise UserError(f"base @{self.base} is in the vault but its own chain is incomplete", hint="use --full")
+            if b.createtxg >= self.target.createtxg:
+                raise UserError(f"base @{self.base} is not older than @{self.target.name}")
+            return b
+        candidates = []
+        for s in streams:
+            mine = local.get(s.snapshot)
+            if mine is None:
+                continue
+            if mine.guid != s.guid:
+                log.warning("@%s in the vault is not the local @%s (GUID differs: destroyed and created again); "
+                            "not using it as a base", s.snapshot, s.snapshot)
+                continue
+            if s.guid in ok and s.createtxg < self.target.createtxg:
+                candidates.append(mine)
+        return max(candidates, key=lambda s: s.createtxg, default=None)
+
+    # ---- sending ------------------------------------------------------------------------
+
+    def _send(self):
+        """In a worker thread: run zfs send through the chunker; returns (chunk ids, reader)."""
+        t, b = self.target, self.base_snap
+        proc = commands.send(self.dataset, t.name, b.name if b else None, self.flags)
+        reader = HashingReader(proc.stdout)
+        try:
+            ids, _ = self.session.chunker.chunk_stream(reader)
+        finally:
+            proc.stdout.close()
+            err = proc.stderr.read().decode(errors="replace").strip()
+            code = proc.wait()
+        if code != 0:
+            said = err.splitlines()[0] if err else f"exit status {code}"
+            raise ZfsError(
+                f"zfs send of {t.full_name} failed: {said}; nothing was recorded",
+                hint="the data already stored is reused when the backup runs again",
+            )
+        return ids, reader
+
+    async def run(self) -> tuple[SnapshotRecord, bool]:
+        """Returns (the snapshot record, whether it is new)."""
+        existing = await trio.to_thread.run_sync(self.plan)
+        if existing is not None:
+            return existing.rec, False
+        t, b = self.target, self.base_snap
+
+        async def body():
+            ids, reader = await trio.to_thread.run_sync(self._send)
+            list_id = await self.session.save_meta_blob(encode_chunk_list(ids), blobfmt.CHUNK_LIST)
+            return list_id, reader
+
+        list_id, reader = await self.session.run(body)
+        rec = SnapshotRecord(
+            kind="zfs",
+            source=source_name(self.dataset),
+            time=t.creation * 1_000_000_000,
+            hostname=socket.gethostname(),
+            paths=[t.full_name],
+            summary={"bytes_total": reader.length, **self.session.summary()},
+            zfs={
+                "dataset": self.dataset,
+                "snapshot": t.name,
+                "guid": t.guid,
+                "createtxg": t.createtxg,
+                "creation": t.creation,
+                "base": {"snapshot": b.name, "guid": b.guid, "createtxg": b.createtxg} if b else None,
+                "flags": self.flags,
+                "length": reader.length,
+                "xxh3": reader.hash.digest(),
+                "chunks": list_id,
+            },
+            program=f"coldvault {__version__}",
+        )
+        await self.session.commit(rec)
+        return rec, True
