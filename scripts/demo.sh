@@ -51,3 +51,19 @@ step "restore the latest snapshot and compare with the source"
 coldvault restore dir latest --target "$demo/restored"
 diff -r --no-dereference "$demo/photos" "$demo/restored"
 echo "restored tree is identical to the source"
+
+step "mount the vault and browse it (every snapshot, every day, every day's changes)"
+mnt="$demo/mnt"
+mkdir -p "$mnt"
+coldvault mount "$mnt" --log "$demo/mount.log"
+trap 'fusermount3 -u "$mnt" 2>/dev/null || true' EXIT
+ls "$mnt/files/photos"
+ls "$mnt/files/photos/snapshots"
+echo "changes/$(ls "$mnt/files/photos/changes" | tail -1):"
+ls -R "$mnt/files/photos/changes/$(ls "$mnt/files/photos/changes" | tail -1)" | head -8
+echo "reading a file through the mount:"
+head -c 60 "$mnt/files/photos/latest/notes.txt"; echo
+cmp "$mnt/files/photos/latest/2025/IMG_9999.jpg" "$demo/photos/2025/IMG_9999.jpg" && echo "IMG_9999.jpg read through the mount is identical"
+fusermount3 -u "$mnt"
+trap - EXIT
+echo "unmounted"
