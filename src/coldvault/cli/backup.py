@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
+import subprocess
 import sys
 
 import trio
@@ -13,16 +16,26 @@ from coldvault.errors import ExitCode, UserError
 from coldvault.index.tree import name_problem
 from coldvault.uploader.dirbackup import DirBackup
 from coldvault.uploader.streambackup import StreamBackup
+from coldvault.vault.lock import source_lock
+
+log = logging.getLogger(__name__)
 
 
 def register(sub, common) -> None:
     p = sub.add_parser("backup", help="back up a directory, stdin or a ZFS dataset")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
+    hooks = argparse.ArgumentParser(add_help=False)
+    hooks.add_argument("--pre-hook", metavar="CMD", help="shell command to run first; if it fails, nothing is backed up")
+    hooks.add_argument("--post-hook", metavar="CMD",
+                       help="shell command to run afterwards, even after a failure (env COLDVAULT_STATUS, COLDVAULT_SNAPSHOT)")
+    common = argparse.ArgumentParser(add_help=False, parents=[common, hooks])
     d = kinds.add_parser("dir", parents=[common], help="back up a directory tree")
     d.add_argument("path", metavar="PATH")
     d.add_argument("--name", help="source name (default: the directory's name)")
     d.add_argument("--time", help="snapshot time, ISO 8601 (default: now)")
     d.add_argument("--json", action="store_true", help="print the summary as JSON")
+    d.add_argument("--sqlite-consistent", action="store_true",
+                   help="copy SQLite databases through SQLite's online backup API (consistent while in use)")
     d.set_defaults(func=run_dir)
     s = kinds.add_parser("stdin", parents=[common], help="back up standard input as one file")
     s.add_argument("--name", required=True, metavar="FILE", help="file name of the stream in the snapshot")
@@ -90,16 +103,48 @@ def _render(job) -> str:
     return f"{head}{size(c.bytes_read)} read, {size(c.bytes_new)} new"
 
 
+def _run_hook(what: str, cmd: str, env: dict) -> int:
+    log.info("running %s: %s", what, cmd)
+    return subprocess.run(cmd, shell=True, env={**os.environ, **env}).returncode
+
+
+def with_hooks(args, source: str, backup) -> int:
+    """Lock the source, run the pre-hook, the backup, then always the post-hook."""
+    vault = open_vault(args)
+    command = " ".join(["backup", args.kind, source])
+    with source_lock(vault, source, command):
+        if args.pre_hook:
+            code = _run_hook("pre-hook", args.pre_hook, {"COLDVAULT_SOURCE": source})
+            if code != 0:
+                raise UserError(f"the pre-hook failed with status {code}; nothing was backed up")
+        status, snapshot, code = "error", "", ExitCode.ERROR
+        try:
+            rec, code = backup(vault)
+            status, snapshot = ("partial" if code == ExitCode.PARTIAL else "ok"), rec.id
+        finally:
+            if args.post_hook:
+                hook = _run_hook("post-hook", args.post_hook, {
+                    "COLDVAULT_SOURCE": source, "COLDVAULT_STATUS": status, "COLDVAULT_SNAPSHOT": snapshot})
+                if hook != 0:
+                    print(f"coldvault: error: the post-hook failed with status {hook}", file=sys.stderr)
+                    if code == ExitCode.OK:
+                        code = ExitCode.ERROR
+    return code
+
+
 def run_dir(args) -> int:
     path = os.path.abspath(args.path)
     if not os.path.isdir(path):
         raise UserError(f"{args.path} is not a directory")
     source = check_source_name(args.name or os.path.basename(path.rstrip("/")) or "root")
     when = parse_time(args.time)
-    vault = open_vault(args)
-    job = DirBackup(vault, path, source, when, _parent(vault, source))
-    rec = trio.run(progress.run_with_progress, job.run, lambda: _render(job))
-    return _report(args, rec)
+
+    def backup(vault):
+        job = DirBackup(vault, path, source, when, _parent(vault, source), sqlite_consistent=args.sqlite_consistent)
+        rec = trio.run(progress.run_with_progress, job.run, lambda: _render(job))
+        return rec, _report(args, rec)
+
+    return with_hooks(args, source, backup)
 
 
 def run_stdin(args) -> int:
@@ -110,21 +155,32 @@ def run_stdin(args) -> int:
     when = parse_time(args.time)
     if sys.stdin.isatty():
         raise UserError("standard input is a terminal; pipe the data in (e.g. mysqldump ... | coldvault backup stdin --name db.sql)")
-    vault = open_vault(args)
-    job = StreamBackup(vault, sys.stdin.buffer, args.name, source, when, _parent(vault, source))
-    rec = trio.run(progress.run_with_progress, job.run, lambda: _render(job))
-    return _report(args, rec)
+
+    def backup(vault):
+        job = StreamBackup(vault, sys.stdin.buffer, args.name, source, when, _parent(vault, source))
+        rec = trio.run(progress.run_with_progress, job.run, lambda: _render(job))
+        return rec, _report(args, rec)
+
+    return with_hooks(args, source, backup)
 
 
 def run_zfs(args) -> int:
     from coldvault.uploader.zfsbackup import ZfsBackup
+    from coldvault.zfs.chain import source_name
     from coldvault.zfs.commands import SEND_FLAGS, split_snapshot
 
     dataset, snap = split_snapshot(args.target)
     flags = [flag for name, flag in SEND_FLAGS.items() if getattr(args, name)]
-    vault = open_vault(args)
-    job = ZfsBackup(vault, dataset, snap, base=args.base, full=args.full, flags=flags, prefix=args.snapshot_prefix)
-    rec, new = trio.run(progress.run_with_progress, job.run, lambda: _render(job))
+
+    def backup(vault):
+        job = ZfsBackup(vault, dataset, snap, base=args.base, full=args.full, flags=flags, prefix=args.snapshot_prefix)
+        rec, new = trio.run(progress.run_with_progress, job.run, lambda: _render(job))
+        return rec, _report_zfs(args, rec, new)
+
+    return with_hooks(args, source_name(dataset), backup)
+
+
+def _report_zfs(args, rec, new: bool) -> int:
     z = rec.zfs
     what = f"{z['dataset']}@{z['snapshot']}" + (f" from @{z['base']['snapshot']}" if z["base"] else " (full)")
     if args.json:

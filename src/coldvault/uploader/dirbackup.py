@@ -21,6 +21,7 @@ from coldvault.errors import UserError
 from coldvault.index import tree
 from coldvault.index.ids import BlobId
 from coldvault.index.snapshot import SnapshotRecord
+from coldvault.uploader import sqlite
 from coldvault.uploader.session import BackupSession
 from coldvault.vault.vault import Vault
 
@@ -110,6 +111,7 @@ class DirBackup:
         when_ns: int,
         parent: SnapshotRecord | None,
         workers: int | None = None,
+        sqlite_consistent: bool = False,
     ):
         self.vault = vault
         self.root = os.path.abspath(root)
@@ -121,6 +123,7 @@ class DirBackup:
         self.cpu = trio.CapacityLimiter(workers or ncpu)
         self.io = trio.CapacityLimiter(2)
         self.session = BackupSession(vault)
+        self.sqlite_consistent = sqlite_consistent
 
     def _error(self, path: bytes, exc: OSError | str) -> None:
         msg = f"{printable(path)}: {exc.strerror if isinstance(exc, OSError) else exc}"
@@ -206,13 +209,16 @@ class DirBackup:
         subdirs: list[tuple[bytes, tree.Entry, BlobId | None]] = []
         old_by_name = {e.name: e for e in parent.entries} if parent is not None else {}
         reused = 0  # entries taken over unchanged from the parent snapshot
+        names = {t[0] for t in listing} if self.sqlite_consistent else ()
         for name, st, target in listing:
             old = old_by_name.get(name)
             m = st.st_mode
             if stat.S_ISREG(m):
+                if self.sqlite_consistent and sqlite.is_companion(name, names):
+                    continue  # its database is copied whole, WAL included
                 s.files += 1
                 s.bytes_total += st.st_size
-                if self._unchanged(old, st):
+                if self._unchanged(old, st) and not (self.sqlite_consistent and name + b"-wal" in names):
                     s.unchanged_files += 1
                     if self._same_meta(old, st):
                         entries.append(old)
@@ -290,7 +296,9 @@ class DirBackup:
             try:
                 fd = _open_noatime(path)
                 with open(fd, "rb", buffering=0) as f:
-                    if st.st_size <= small:
+                    if self.sqlite_consistent and sqlite.is_database(fd):
+                        e.chunks, e.size = sqlite.chunk_copy(path, self.session.chunker)
+                    elif st.st_size <= small:
                         data = _read_all(fd, st.st_size)
                         e.chunks, e.size = self.session.chunker.chunk_bytes(data), len(data)
                     else:
@@ -298,7 +306,7 @@ class DirBackup:
             except OSError as exc:
                 self._error(path, exc)
                 continue
-            if e.size != st.st_size:
+            if e.size != st.st_size and not self.sqlite_consistent:
                 log.info("%s changed size while it was read", os.fsdecode(path))
             self.stats.files_read += 1
             done.append(e)
