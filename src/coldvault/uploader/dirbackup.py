@@ -126,7 +126,7 @@ class DirBackup:
         self.sqlite_consistent = sqlite_consistent
 
     def _error(self, path: bytes, exc: OSError | str) -> None:
-        msg = f"{printable(path)}: {exc.strerror if isinstance(exc, OSError) else exc}"
+        msg = f"{printable(path)}: {(exc.strerror or str(exc)) if isinstance(exc, OSError) else exc}"
         log.warning("cannot read %s", msg)
         self.stats.error_count += 1
         if len(self.stats.errors) < MAX_ERRORS_KEPT:
