@@ -5,8 +5,8 @@
     body     := payload | nonce:12 || ChaCha20-Poly1305(payload), AAD = "coldvault:" || kind
     payload  := msgpack document, zstd-compressed if bit 0
 
-`kind` ("config", "settings", "index", "snapshot", "pack-header") is bound
-into the AEAD, so an object of one kind cannot be passed off as another.
+`kind` ("config", "settings", "index", "snapshot", "pack-header", "lock") is
+bound into the AEAD, so an object of one kind cannot be passed off as another.
 """
 
 from __future__ import annotations
