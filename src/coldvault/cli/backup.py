@@ -110,9 +110,10 @@ def _run_hook(what: str, cmd: str, env: dict) -> int:
 
 def with_hooks(args, source: str, backup) -> int:
     """Lock the source, run the pre-hook, the backup, then always the post-hook."""
-    vault = open_vault(args)
+    vault = open_vault(args, load_index=False)
     command = " ".join(["backup", args.kind, source])
     with source_lock(vault, source, command):
+        vault.load_index()  # only now: a prune that held the vault has finished
         if args.pre_hook:
             code = _run_hook("pre-hook", args.pre_hook, {"COLDVAULT_SOURCE": source})
             if code != 0:

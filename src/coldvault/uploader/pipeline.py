@@ -12,6 +12,7 @@ import logging
 
 import trio
 
+from coldvault.faults import crash_point
 from coldvault.index.pack import FinishedPack
 from coldvault.index.packindex import PackRecord
 from coldvault.index.snapshot import SnapshotRecord
@@ -49,13 +50,16 @@ class PackPipeline:
     async def _upload_worker(self, recv):
         async with recv:
             async for pack in recv:
+                crash_point("pack-upload")
                 await trio.to_thread.run_sync(self.vault.put_pack, pack)
+                crash_point("pack-stored")
                 rec = PackRecord(pack.id, pack.kind, len(pack.data), pack.blobs)  # without the bytes
                 self.uploaded.append(rec)
                 self.bytes_uploaded += rec.size
                 async with self._index_lock:
                     iid = await trio.to_thread.run_sync(self.vault.save_index, [rec])
                     self.checkpoints.append(iid)
+                crash_point("checkpoint-stored")
 
     async def submit(self, pack: FinishedPack) -> None:
         await self._send.send(pack)
@@ -81,7 +85,9 @@ class PackPipeline:
         """After `run` returned: the run's index, the snapshot record, then drop checkpoints."""
         if self.uploaded:
             await trio.to_thread.run_sync(lambda: self.vault.save_index(self.uploaded, supersedes=self.checkpoints))
+        crash_point("index-stored")
         sid = await trio.to_thread.run_sync(self.vault.save_snapshot, rec)
+        crash_point("snapshot-stored")
         for iid in self.checkpoints:
             await trio.to_thread.run_sync(self.vault.delete_index, iid)
         return sid

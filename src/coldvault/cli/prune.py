@@ -1,0 +1,130 @@
+"""`coldvault prune`: delete the packs no snapshot uses any more.
+
+Holds the vault exclusively. Packs with no referenced blob are deleted;
+packs that are only partly used are reported, not repacked (repacking cold
+data would mean restoring it). Leftovers of interrupted backups (packs in no
+index, checkpoint indexes) go too. Cold packs younger than their class's
+minimum storage duration are deleted with a warning that names the
+early-deletion fee. Order: new index first, then old indexes, then packs, so
+a crash at any point leaves only harmless leftovers.
+"""
+
+from __future__ import annotations
+
+import time
+
+from coldvault.cli.common import open_vault, print_json, size
+from coldvault.errors import DamagedError
+from coldvault.index.pack import object_name
+from coldvault.index.packindex import PackRecord
+from coldvault.index.pack import BlobEntry
+from coldvault.store.base import is_cold_class
+from coldvault.vault.lock import vault_lock
+from coldvault.vault.usage import referenced_blobs
+
+DAY = 86400.0
+# Minimum storage duration (days) and storage price (USD per GB-month, us-east-1) of cold classes.
+MIN_DAYS = {"GLACIER": 90, "DEEP_ARCHIVE": 180}
+GB_MONTH = {"GLACIER": 0.0036, "DEEP_ARCHIVE": 0.00099}
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser("prune", parents=[common], help="delete data no snapshot uses")
+    p.add_argument("--dry-run", "-n", action="store_true", help="say what would be deleted, delete nothing")
+    p.add_argument("--json", action="store_true", help="machine-readable summary")
+    p.set_defaults(func=run)
+
+
+def money(usd: float) -> str:
+    return f"${usd:.2f}" if usd >= 0.01 else f"${usd:.2g}"
+
+
+def early_fee(storage_class: str, nbytes: int, age_s: float | None) -> float:
+    """What deleting now costs beyond the storage already paid: the rest of the minimum duration."""
+    if storage_class not in MIN_DAYS or age_s is None:
+        return 0.0
+    left_days = MIN_DAYS[storage_class] - age_s / DAY
+    return max(0.0, left_days) / 30.0 * nbytes / 1e9 * GB_MONTH[storage_class]
+
+
+def run(args) -> int:
+    vault = open_vault(args, load_index=False)
+    lock = None if args.dry_run else vault_lock(vault, "prune")
+    if lock:
+        lock.acquire()
+    try:
+        vault.load_index()  # under the lock: no backup adds packs while we decide what is unused
+        return _prune(args, vault)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _prune(args, vault) -> int:
+    records = vault.snapshots()
+    if vault.damaged_snapshots:
+        raise DamagedError(
+            f"{len(vault.damaged_snapshots)} snapshot record(s) are damaged; pruning could delete data they use",
+            hint="run 'coldvault check'; forget the damaged snapshots first if they cannot be repaired",
+        )
+    used = referenced_blobs(vault, records)
+    index = vault.index
+    by_pack: dict[str, list[BlobEntry]] = {}
+    for bid, (pid, off, length, raw, btype) in index.blobs.items():
+        by_pack.setdefault(pid, []).append(BlobEntry(bid, btype, off, length, raw))
+    stored = {o.name: o for prefix in ("data/", "trees/") for o in vault.store.list(prefix)}
+
+    delete, partly, keep_recs = [], [], []
+    for pid, (kind, psize) in index.packs.items():
+        blobs = by_pack.get(pid, [])
+        live = [b for b in blobs if b.id in used]
+        name = object_name(kind, pid)
+        if not live:
+            delete.append(name)
+        else:
+            keep_recs.append(PackRecord(pid, kind, psize, blobs))
+            if len(live) < len(blobs):
+                partly.append((name, sum(b.length for b in blobs if b.id not in used)))
+    indexed = {object_name(k, p) for p, (k, _) in index.packs.items()}
+    leftovers = sorted(n for n in stored if n not in indexed)
+    delete_existing = [n for n in delete if n in stored] + leftovers
+
+    now = time.time()
+    fee, young = 0.0, 0
+    for name in delete_existing:
+        o = stored[name]
+        if is_cold_class(o.storage_class):
+            f = early_fee(o.storage_class, o.size, now - o.mtime if o.mtime else None)
+            if f > 0:
+                fee += f
+                young += 1
+    freed = sum(stored[n].size for n in delete_existing)
+    old_indexes = sorted(index.index_ids)
+
+    if not args.dry_run:
+        if fee > 0:
+            print(f"coldvault: warning: {young} cold pack(s) are younger than their class's minimum storage "
+                  f"duration; deleting them now costs an early-deletion fee of about {money(fee)}")
+        if delete_existing or len(old_indexes) > 1:
+            new_id = vault.save_index(keep_recs, supersedes=old_indexes) if keep_recs else None
+            for iid in old_indexes:
+                if iid != new_id:
+                    vault.delete_index(iid)
+        for name in delete_existing:
+            vault.store.delete(name)
+
+    summary = {
+        "snapshots": len(records), "packs_deleted": len(delete_existing), "leftover_packs": len(leftovers),
+        "bytes_freed": freed, "partly_used_packs": len(partly), "bytes_unused_in_kept_packs": sum(b for _, b in partly),
+        "early_deletion_fee_usd": round(fee, 8), "indexes_merged": len(old_indexes), "dry_run": args.dry_run,
+    }
+    if args.json:
+        print_json(summary)
+    elif not args.quiet:
+        verb = "would delete" if args.dry_run else "deleted"
+        print(f"{verb} {len(delete_existing)} pack(s), {size(freed)}"
+              + (f" (of them {len(leftovers)} left by interrupted backups)" if leftovers else "")
+              + f"; {len(partly)} pack(s) partly used ({size(summary['bytes_unused_in_kept_packs'])} unused, not repacked)")
+        if fee > 0 and args.dry_run:
+            print(f"{young} of them are cold and younger than their minimum storage duration: early-deletion fee about {money(fee)}")
+    return 0
