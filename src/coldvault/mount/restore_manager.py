@@ -20,6 +20,7 @@ import trio
 from coldvault.store.aio import AsyncStore
 from coldvault.store.base import NotFoundError, ObjectInfo, is_cold_class
 from coldvault.store.tiers import effective_tier, restore_time
+from coldvault.vault import thaw
 from coldvault.vault.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class RestoreManager:
         unreadable = [p for p, i in infos.items() if i is not None and not i.readable]
         asked, size = [], 0
         classes = set()
+        logged = []
         for p in unreadable:
             info = infos[p]
             if info.restore.status == "in-progress":
@@ -118,8 +120,11 @@ class RestoreManager:
                 asked.append(p)
                 size += info.size
                 classes.add(info.storage_class)
+                logged.append(thaw.LoggedRestore(p, info.storage_class, tier, self.days, time.time(), info.size, "mount"))
             self.requested[p] = time.time()
             self._heads.pop(p, None)
+        if logged:  # for 'coldvault thaw --status'
+            await trio.to_thread.run_sync(thaw.record_requests, self.vault, logged)
         if asked:
             eta = max((restore_time(c, self.tier) or 0.0) for c in classes)
             delay = getattr(self.vault.store, "restore_delay", None)

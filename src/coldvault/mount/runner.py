@@ -21,19 +21,15 @@ from coldvault.mount.fuse_ops import FuseOps
 from coldvault.mount.restore_manager import RestoreManager
 from coldvault.mount.vfs import VirtualFS
 from coldvault.store.local import LocalStore
+from coldvault.vault import thaw
 from coldvault.vault.vault import Vault
 
 log = logging.getLogger(__name__)
 
 
-def default_cache_dir(vault: Vault) -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "coldvault", vault.config.vault_id.hex())
-
-
 def build_fs(vault: Vault, *, cold_mode: str = "fail", tier: str = "Bulk", days: int = 7,
              cache_dir: str | None = None, cache_size: int = 1 << 30) -> VirtualFS:
-    cache_dir = cache_dir or os.path.join(default_cache_dir(vault), "chunks")
+    cache_dir = cache_dir or os.path.join(thaw.cache_dir(vault), "chunks")
     disk = DiskCache(cache_dir, cache_size) if cache_size > 0 else None
     store = getattr(vault.store, "inner", vault.store)
     if isinstance(store, LocalStore):
@@ -100,7 +96,7 @@ def mount(fs: VirtualFS, mountpoint: str, *, foreground: bool, allow_other: bool
         raise UserError(f"cannot mount at {mountpoint}: {exc}") from None
     try:
         if not foreground:
-            log_file = log_file or os.path.join(default_cache_dir(fs.vault), "mount.log")
+            log_file = log_file or os.path.join(thaw.cache_dir(fs.vault), "mount.log")
             os.makedirs(os.path.dirname(log_file), exist_ok=True)
             print(f"mounted at {mountpoint}; log in {log_file}; unmount with: fusermount3 -u {mountpoint}")
             sys.stdout.flush()

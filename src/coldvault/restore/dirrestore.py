@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import stat
 from dataclasses import dataclass, field
 
@@ -119,8 +120,14 @@ class DirRestore:
             raise ColdDataError(
                 f"{len(cold)} pack(s) needed are in a cold tier{state}: {names}",
                 [n for n, _ in cold],
-                hint=f"request them with 'coldvault thaw {self.rec.short_id}' and run this again when they are ready",
+                hint=f"request them with 'coldvault thaw {self._thaw_target()}' and run this again when they are ready",
             )
+
+    def _thaw_target(self) -> str:
+        """What to pass to `coldvault thaw` for exactly what this restore needs."""
+        if not self.path:
+            return self.rec.short_id
+        return shlex.quote(f"{self.rec.short_id}:{self.path}")
 
     def _check_target(self) -> None:
         t = self.target

@@ -16,9 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 import xxhash
 
 from coldvault.errors import ColdDataError, DamagedError, UserError
-from coldvault.index import limits
+from coldvault.index import chunklist, limits
 from coldvault.index.errors import FormatError
-from coldvault.uploader.zfsbackup import decode_chunk_list
 from coldvault.vault import thaw
 from coldvault.vault.vault import Vault
 from coldvault.zfs import commands
@@ -34,7 +33,7 @@ def stream_chunks(vault: Vault, s: Stream) -> list[bytes]:
     what = f"chunk list of {s.dataset}@{s.snapshot}"
     try:
         with limits.hostile(what):
-            return decode_chunk_list(vault.read_blob(s.z["chunks"]), what)
+            return chunklist.decode(vault.read_blob(s.z["chunks"]), what)
     except FormatError as exc:
         raise DamagedError(str(exc)) from None
 

@@ -19,7 +19,7 @@ import xxhash
 from coldvault import __version__
 from coldvault.errors import UserError
 from coldvault.index import blob as blobfmt
-from coldvault.index import limits
+from coldvault.index import chunklist
 from coldvault.index.snapshot import SnapshotRecord
 from coldvault.uploader.session import BackupSession
 from coldvault.vault.vault import Vault
@@ -44,19 +44,6 @@ class HashingReader:
             self.hash.update(memoryview(b)[:n])
             self.length += n
         return n
-
-
-def encode_chunk_list(chunks: list[bytes]) -> bytes:
-    return limits.pack({"version": 1, "chunks": chunks})
-
-
-def decode_chunk_list(data: bytes, what: str) -> list[bytes]:
-    doc = limits.unpack(data, what)
-    limits.check_version(doc, what, 1)
-    chunks = doc.get("chunks")
-    limits.expect(isinstance(chunks, list) and all(isinstance(c, bytes) and len(c) == 16 for c in chunks),
-                  what, "bad chunk list")
-    return chunks
 
 
 class ZfsBackup:
@@ -178,7 +165,7 @@ class ZfsBackup:
 
         async def body():
             ids, reader = await trio.to_thread.run_sync(self._send)
-            list_id = await self.session.save_meta_blob(encode_chunk_list(ids), blobfmt.CHUNK_LIST)
+            list_id = await self.session.save_meta_blob(chunklist.encode(ids), blobfmt.CHUNK_LIST)
             return list_id, reader
 
         list_id, reader = await self.session.run(body)

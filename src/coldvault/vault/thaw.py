@@ -1,10 +1,24 @@
-"""Asking a store for readable copies of cold packs, and waiting for them."""
+"""Asking a store for readable copies of cold packs, waiting for them, and remembering what was asked.
+
+The restore log (``restores.json`` in this vault's cache directory,
+``$XDG_CACHE_HOME/coldvault/<vault id hex>/``, else ``~/.cache/coldvault/...``)
+keeps one entry per pack whose restore was requested from this machine: by
+`coldvault thaw`, by `restore zfs --thaw` (through `request`) and by the
+mount's restore manager. `coldvault thaw --status` reads it and asks the store
+(HEAD) where each pack stands now. It is a cache: losing it loses nothing but
+that list, and a log that cannot be written only earns a warning.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import logging
+import os
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 
 from coldvault.errors import DamagedError
 from coldvault.store.base import NotFoundError, ObjectInfo
@@ -12,6 +26,13 @@ from coldvault.store.tiers import effective_tier
 from coldvault.vault.vault import Vault
 
 log = logging.getLogger(__name__)
+
+PARALLEL_HEADS = 8
+DAY = 86400.0
+RESTORE_LOG = "restores.json"
+LOG_VERSION = 1
+KEEP_AFTER_EXPIRY = 30 * DAY  # expired entries stay listed this long, then are dropped
+LONGEST_RESTORE = 2 * DAY  # Deep Archive Bulk: the latest a requested copy should appear
 
 
 @dataclass
@@ -32,6 +53,10 @@ class ColdState:
     def cold(self) -> list[str]:
         return sorted(n for n, i in self.infos.items() if not i.readable and i.restore.status != "in-progress")
 
+    @property
+    def readable(self) -> list[str]:
+        return sorted(n for n, i in self.infos.items() if i.readable)
+
     def bytes_of(self, names) -> int:
         return sum(self.infos[n].size for n in names)
 
@@ -41,22 +66,39 @@ def packs_for_chunks(vault: Vault, chunks) -> set[str]:
 
 
 def cold_state(vault: Vault, packs) -> ColdState:
-    state = ColdState()
-    for name in sorted(packs):
+    """HEAD every pack (a few at a time); a missing pack is damage."""
+
+    def head(name):
         try:
-            state.infos[name] = vault.store.head(name)
+            return name, vault.store.head(name)
         except NotFoundError:
             raise DamagedError(f"pack {name} is missing from the vault", hint="run 'coldvault check'") from None
-    return state
+
+    names = sorted(packs)
+    if len(names) <= 1:
+        results = [head(n) for n in names]
+    else:
+        with ThreadPoolExecutor(min(PARALLEL_HEADS, len(names))) as pool:
+            results = list(pool.map(head, names))
+    return ColdState(dict(results))
 
 
-def request(vault: Vault, state: ColdState, tier: str, days: int) -> list[str]:
-    """Ask for every cold pack not already being restored; returns those newly asked for."""
-    asked = []
-    for name in state.cold:
-        info = state.infos[name]
-        if vault.store.restore(name, days, effective_tier(info.storage_class, tier)):
-            asked.append(name)
+def request(vault: Vault, state: ColdState, tier: str, days: int, by: str = "restore") -> list[str]:
+    """Ask for every cold pack not already being restored; returns those newly asked for.
+
+    The new requests go to the restore log, marked `by` (who asked).
+    """
+    asked, entries = [], []
+    try:
+        for name in state.cold:
+            info = state.infos[name]
+            t = effective_tier(info.storage_class, tier)
+            if vault.store.restore(name, days, t):
+                asked.append(name)
+                entries.append(LoggedRestore(name, info.storage_class, t, days, time.time(), info.size, by))
+    finally:
+        # Also when a request fails halfway: those already made are on their way and cost money.
+        record_requests(vault, entries)
     return asked
 
 
@@ -72,3 +114,96 @@ def wait_readable(vault: Vault, packs, poll: float, sleep=time.sleep) -> None:
         log.info("waiting for %d pack(s) to be restored; next look in %.0f s", len(pending), delay)
         sleep(delay)
         delay = min(delay * 1.5, max(poll, 300.0))
+
+
+# ---- the restore log -----------------------------------------------------------------
+
+
+@dataclass
+class LoggedRestore:
+    pack: str
+    storage_class: str
+    tier: str  # the tier really asked for (Deep Archive: never Expedited)
+    days: int
+    requested_at: float  # unix time
+    size: int
+    by: str  # thaw | restore | mount
+
+    @classmethod
+    def from_json(cls, d: dict) -> "LoggedRestore":
+        return cls(str(d["pack"]), str(d["storage_class"]), str(d["tier"]), int(d["days"]),
+                   float(d["requested_at"]), int(d["size"]), str(d.get("by", "")))
+
+
+def cache_dir(vault: Vault) -> str:
+    """This vault's cache directory (the mount keeps its chunk cache there too)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "coldvault", vault.config.vault_id.hex())
+
+
+def restore_log_path(vault: Vault) -> str:
+    return os.path.join(cache_dir(vault), RESTORE_LOG)
+
+
+def _parse_log(path: str) -> dict[str, LoggedRestore]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable restore log %s: %s", path, exc)
+        return {}
+    if not isinstance(doc, dict) or doc.get("version") != LOG_VERSION or not isinstance(doc.get("restores"), list):
+        log.warning("ignoring restore log %s: not a version %d restore log", path, LOG_VERSION)
+        return {}
+    out = {}
+    for d in doc["restores"]:
+        try:
+            e = LoggedRestore.from_json(d)
+        except (KeyError, TypeError, ValueError):
+            log.warning("restore log %s: skipping a malformed entry", path)
+            continue
+        out[e.pack] = e
+    return out
+
+
+def read_restore_log(vault: Vault) -> dict[str, LoggedRestore]:
+    """Pack name -> its latest logged request."""
+    return _parse_log(restore_log_path(vault))
+
+
+@contextlib.contextmanager
+def _locked(path: str):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def record_requests(vault: Vault, entries: list[LoggedRestore], now: float | None = None) -> None:
+    """Add `entries` to the restore log (a later request of a pack replaces the earlier one)."""
+    if not entries:
+        return
+    path = restore_log_path(vault)
+    now = time.time() if now is None else now
+    try:
+        with _locked(path):
+            logged = _parse_log(path)
+            for e in entries:
+                logged[e.pack] = e
+            keep = [e for e in logged.values()
+                    if e.requested_at + LONGEST_RESTORE + e.days * DAY + KEEP_AFTER_EXPIRY > now]
+            keep.sort(key=lambda e: (e.requested_at, e.pack))
+            doc = {"version": LOG_VERSION, "vault": vault.config.vault_id.hex(),
+                   "restores": [asdict(e) for e in keep]}
+            tmp = f"{path}.tmp-{os.getpid()}"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(doc, f, indent=1, sort_keys=True)
+                f.write("\n")
+            os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("could not record %d restore request(s) in %s: %s", len(entries), path, exc.strerror or exc)

@@ -14,7 +14,14 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
-from coldvault.errors import BadPasswordError, ColdDataError, DamagedError, NoVaultError, UserError
+from coldvault.errors import (
+    BadPasswordError,
+    ColdDataError,
+    DamagedError,
+    NoVaultError,
+    UnsupportedFormatError,
+    UserError,
+)
 from coldvault.index import blob as blobfmt
 from coldvault.index import config as configfmt
 from coldvault.index import limits, packindex, snapshot, tree
@@ -72,7 +79,7 @@ class Vault:
         self._tree_packs = LRU(256 * 1024 * 1024)
         self._tree_nodes = LRU(64 * 1024 * 1024, size=lambda n: 200 * len(n.entries) + 64)
         self._fetch_lock = threading.Lock()
-        self.damaged_snapshots: dict[str, DamagedError] = {}
+        self.damaged_snapshots: dict[str, DamagedError | UnsupportedFormatError] = {}
 
     # ---- creating and opening -------------------------------------------------
 
@@ -206,7 +213,7 @@ class Vault:
         def load(sid):
             try:
                 return self.load_snapshot(sid)
-            except DamagedError as exc:
+            except (DamagedError, UnsupportedFormatError) as exc:
                 log.warning("%s", exc.message)
                 self.damaged_snapshots[sid] = exc
                 return None
@@ -285,9 +292,10 @@ class Vault:
             with self._fetch_lock:
                 data = self._tree_packs.get(loc.pack)
                 if data is None:
+                    # No whole-pack check here: every blob is authenticated as it is read,
+                    # so one bad byte costs only the blob it is in (check --read-data
+                    # verifies whole packs).
                     data = self.get_range(loc.object_name, 0, None)
-                    if content_id(data) != loc.pack:
-                        raise DamagedError(f"pack {loc.object_name} is damaged: its content does not match its name")
                     self._tree_packs.put(loc.pack, data)
         return data
 
