@@ -75,8 +75,11 @@ class ZfsBackup:
         base = self._choose_base(local, streams)
         self.base_snap = base
         for s in streams:
-            if s.guid == self.target.guid and (self.base is None and not self.full or s.base_guid == (base.guid if base else None)):
-                return s
+            if s.guid != self.target.guid:
+                continue
+            automatic = self.base is None and not self.full
+            if automatic or s.base_guid == (base.guid if base else None):
+                return s  # this snapshot (from this base, if one was asked for) is stored already
         return None
 
     def _target(self, local: dict[str, LocalSnapshot], streams: list[Stream]) -> LocalSnapshot:
