@@ -47,14 +47,22 @@ def _compressor(level: int) -> zstandard.ZstdCompressor:
 
 
 def encode(plaintext, bid: BlobId, sealer: Sealer, level: int | None) -> bytes:
-    """Compress (if it shrinks by at least 1/32 and level is not None) and seal one blob."""
-    flags = 0
-    payload = plaintext
-    if level is not None and len(plaintext) >= 64:
-        packed = _compressor(level).compress(plaintext)
-        if len(packed) < len(plaintext) - (len(plaintext) >> 5):
-            payload = packed
-            flags |= COMPRESSED
+    """Compress (unless level is None) and seal one blob."""
+    packed = _compressor(level).compress(plaintext) if level is not None and len(plaintext) >= 64 else None
+    return encode_compressed(plaintext, packed, bid, sealer)
+
+
+def encode_compressed(plaintext, packed, bid: BlobId, sealer: Sealer) -> bytes:
+    """Seal one blob, given `packed`, the zstd frame of `plaintext` (or None).
+
+    The compressed form is kept only for blobs of 64 bytes or more and only if
+    it is smaller than the plaintext by more than 1/32 (docs/format.md, section 4).
+    Callers that compress many blobs in one call use this directly.
+    """
+    n = len(plaintext)
+    flags, payload = 0, plaintext
+    if packed is not None and n >= 64 and len(packed) < n - (n >> 5):
+        flags, payload = COMPRESSED, packed
     if sealer.encrypted:
         flags |= ENCRYPTED
         return bytes((flags,)) + sealer.seal(payload, bid + bytes((flags,)))

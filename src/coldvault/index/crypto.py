@@ -63,7 +63,8 @@ class Sealer:
             raise FormatError(f"{what}: truncated ({len(sealed)} bytes)")
         nonce = bytes(sealed[:NONCE_LEN])
         try:
-            return self._aead.decrypt(nonce, bytes(sealed[NONCE_LEN:]), aad)
+            # A memoryview, not a copy: blobs are up to a few MiB and this is the read path.
+            return self._aead.decrypt(nonce, memoryview(sealed)[NONCE_LEN:], aad)
         except InvalidTag:
             raise AuthenticationError(f"{what}: authentication failed (corrupt or tampered)") from None
 

@@ -1,7 +1,8 @@
 """Where file contents come from: memory, an on-disk cache, or a ranged GET in a pack.
 
 Concurrent requests for one chunk share a single fetch. Decoded chunks stay in
-a memory LRU; the stored (still encrypted) bytes of chunks fetched from a
+a small memory LRU (the kernel's page cache holds what was read; this one only
+serves the reads that cut across a chunk and the readahead); the stored (still encrypted) bytes of chunks fetched from a
 remote store, or from a cold pack, are kept in a size-bounded on-disk LRU so
 plaintext never lands on the cache disk. A full cache disk turns the disk
 cache off with one warning; reads go on.
@@ -10,6 +11,7 @@ cache off with one warning; reads go on.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import threading
@@ -127,14 +129,14 @@ class _Pending:
 class ChunkSource:
     """Decoded chunks by id, fetched at most once at a time each."""
 
-    def __init__(self, vault: Vault, disk: DiskCache | None, memory_bytes: int = 256 * 1024 * 1024,
+    def __init__(self, vault: Vault, disk: DiskCache | None, memory_bytes: int = 32 * 1024 * 1024,
                  concurrency: int = 8, cache_pack=lambda pack_name: True):
         self.vault = vault
         self.disk = disk
         self.memory = LRU(memory_bytes)
         self.limiter = trio.CapacityLimiter(concurrency)
         self._pending: dict[bytes, _Pending] = {}
-        self._cache_pack = cache_pack  # whether a pack's blobs are worth keeping on disk
+        self._cache_pack = functools.lru_cache(maxsize=65536)(cache_pack)  # asked once per pack
 
     def cached(self, bid: BlobId) -> bytes | None:
         return self.memory.get(bid)

@@ -1,9 +1,19 @@
 """Back up a directory tree: walk, skip unchanged files, chunk the rest, commit.
 
-Concurrency: each directory is a trio task (subdirectories run concurrently);
-`scandir`/`lstat` and file reading+chunking run in worker threads bounded by
-limiters, so both cores chunk, hash, compress and encrypt while the event loop
-only orchestrates. Small files are read in batches to keep the per-file cost low.
+Concurrency: one worker thread walks the whole tree, depth first. It lists
+each directory, compares it with the parent snapshot's node, reads and cuts
+and hashes the files that changed, and stores the directory's tree node. The
+chunker's encoder threads compress, encrypt and pack the new chunks (in
+batches for small files), and the session's upload tasks store the packs,
+so both cores work while the event loop only orchestrates.
+
+Why one walking thread: the walk's per-file work (stat results, tree
+entries, hashing small buffers) holds the GIL, so several walking threads do
+not run faster; they hand the GIL back and forth at every system call, and on
+many small files that costs more than the work itself (it did when each
+directory was a trio task with its own thread calls). Directories are opened
+once and their files opened relative to them, so the kernel does not resolve
+the whole path for every file.
 """
 
 from __future__ import annotations
@@ -27,10 +37,9 @@ from coldvault.vault.vault import Vault
 
 log = logging.getLogger(__name__)
 
-BATCH_BYTES = 8 * 1024 * 1024
-BATCH_FILES = 256
 MAX_ERRORS_KEPT = 1000
 O_NOATIME = getattr(os, "O_NOATIME", 0)
+O_DIR = os.O_RDONLY | os.O_DIRECTORY
 
 
 @dataclass
@@ -51,19 +60,22 @@ def printable(path: str | bytes) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def _scan(path: bytes):
-    """Entries of one directory: (name, lstat, symlink target or None), sorted by name."""
+def _scan(dir_fd: int, path: bytes):
+    """Entries of the directory open as `dir_fd` (named `path` in problems):
+    (name, lstat, symlink target or None), sorted by name; and (path, error) problems."""
     out = []
     problems = []
-    with os.scandir(path) as it:
+    fsencode = os.fsencode
+    with os.scandir(dir_fd) as it:  # names come as str (surrogateescape) when listing an fd
         for de in it:
+            name = fsencode(de.name)
             try:
-                st = de.stat(follow_symlinks=False)
-                target = os.readlink(de.path) if stat.S_ISLNK(st.st_mode) else None
+                st = de.stat(follow_symlinks=False)  # fstatat(dir_fd, name): one lstat
+                target = os.readlink(name, dir_fd=dir_fd) if stat.S_ISLNK(st.st_mode) else None
             except OSError as exc:
-                problems.append((de.path, exc))
+                problems.append((path + b"/" + name, exc))
                 continue
-            out.append((de.name, st, target))
+            out.append((name, st, target))
     out.sort(key=lambda t: t[0])
     return out, problems
 
@@ -83,12 +95,12 @@ def _entry(name: bytes, st: os.stat_result) -> tree.Entry:
     )
 
 
-def _open_noatime(path: bytes) -> int:
+def _open_noatime(name: bytes, dir_fd: int) -> int:
     try:
-        return os.open(path, os.O_RDONLY | O_NOATIME)
+        return os.open(name, os.O_RDONLY | O_NOATIME, dir_fd=dir_fd)
     except PermissionError:
         # O_NOATIME is only allowed to the file's owner (or root).
-        return os.open(path, os.O_RDONLY)
+        return os.open(name, os.O_RDONLY, dir_fd=dir_fd)
 
 
 def _read_all(fd: int, expected: int) -> bytes:
@@ -113,16 +125,14 @@ class DirBackup:
         workers: int | None = None,
         sqlite_consistent: bool = False,
     ):
+        """`workers`: encoder threads (default: one per CPU)."""
         self.vault = vault
         self.root = os.path.abspath(root)
         self.source = source
         self.when_ns = when_ns
         self.parent = parent
         self.stats = WalkStats()
-        ncpu = os.cpu_count() or 2
-        self.cpu = trio.CapacityLimiter(workers or ncpu)
-        self.io = trio.CapacityLimiter(2)
-        self.session = BackupSession(vault)
+        self.session = BackupSession(vault, encoders=workers)
         self.sqlite_consistent = sqlite_consistent
 
     def _error(self, path: bytes, exc: OSError | str) -> None:
@@ -138,7 +148,8 @@ class DirBackup:
         if not os.access(self.root, os.R_OK | os.X_OK):
             raise UserError(f"cannot read directory {self.root}")
         parent_tree = self.parent.tree if self.parent else None
-        root_tree = await self.session.run(lambda: self._dir(os.fsencode(self.root), parent_tree))
+        root = os.fsencode(self.root)
+        root_tree = await self.session.run(lambda: trio.to_thread.run_sync(self._walk, root, parent_tree))
         if root_tree is None:
             raise UserError(f"cannot read directory {self.root}")
         rec = self._record(root_tree)
@@ -178,7 +189,7 @@ class DirBackup:
             and old.mtime == st.st_mtime_ns
             and old.ctime == st.st_ctime_ns
             and old.ino == st.st_ino
-            and all(c in self.vault.index.blobs for c in old.chunks)
+            and all(map(self.vault.index.blobs.__contains__, old.chunks))
         )
 
     @staticmethod
@@ -191,17 +202,29 @@ class DirBackup:
             and old.nlink == st.st_nlink
         )
 
-    async def _dir(self, path: bytes, parent_tree: BlobId | None) -> BlobId | None:
+    def _walk(self, root: bytes, parent_tree: BlobId | None) -> BlobId | None:
+        """In the walking thread: back up the tree at `root`; its tree id, or None if unreadable."""
         try:
-            listing, problems = await trio.to_thread.run_sync(_scan, path, limiter=self.io)
+            fd = os.open(root, O_DIR)
+        except OSError as exc:
+            self._error(root, exc)
+            return None
+        try:
+            return self._dir(fd, root, parent_tree)
+        finally:
+            os.close(fd)
+
+    def _dir(self, fd: int, path: bytes, parent_tree: BlobId | None) -> BlobId | None:
+        """Back up the directory open as `fd` (named `path`) and everything under it."""
+        trio.from_thread.check_cancelled()  # the run was cancelled (an upload failed, Ctrl-C)
+        try:
+            listing, problems = _scan(fd, path)
         except OSError as exc:
             self._error(path, exc)
             return None
         for p, exc in problems:
             self._error(p, exc)
-        parent = None
-        if parent_tree is not None:
-            parent = await trio.to_thread.run_sync(self.vault.load_tree, parent_tree, limiter=self.io)
+        parent = self.vault.load_tree(parent_tree) if parent_tree is not None else None
         s = self.stats
         s.dirs += 1
         entries: list[tree.Entry] = []
@@ -228,12 +251,12 @@ class DirBackup:
                         e.chunks = old.chunks
                         entries.append(e)
                     continue
-                files.append((path + b"/" + name, st, _entry(name, st)))
+                files.append((name, st, _entry(name, st)))
                 continue
             e = _entry(name, st)
             if stat.S_ISDIR(m):
                 e.type, e.size = tree.DIR, 0
-                subdirs.append((path + b"/" + name, e, old.tree if old is not None and old.type == tree.DIR else None))
+                subdirs.append((name, e, old.tree if old is not None and old.type == tree.DIR else None))
             elif stat.S_ISLNK(m):
                 s.symlinks += 1
                 e.type, e.target, e.size = tree.SYMLINK, target, len(target)
@@ -249,65 +272,54 @@ class DirBackup:
             else:
                 log.info("skipping socket %s", os.fsdecode(path + b"/" + name))
 
-        async def subdir(p: bytes, e: tree.Entry, old_tree):
-            nonlocal reused
-            e.tree = await self._dir(p, old_tree)
+        for name, st, e in files:
+            if self._read_file(fd, path, name, st, e):
+                entries.append(e)
+        for name, e, old_tree in subdirs:
+            sub = path + b"/" + name
+            try:
+                sub_fd = os.open(name, O_DIR, dir_fd=fd)
+            except OSError as exc:
+                self._error(sub, exc)
+                continue
+            try:
+                e.tree = self._dir(sub_fd, sub, old_tree)
+            finally:
+                os.close(sub_fd)
             if e.tree is None:
-                return
-            old = old_by_name.get(e.name)
+                continue
+            old = old_by_name.get(name)
             if old is not None and old.type == tree.DIR and old.tree == e.tree and (
                     old.mode, old.uid, old.gid, old.mtime, old.ctime, old.ino, old.nlink) == (
                     e.mode, e.uid, e.gid, e.mtime, e.ctime, e.ino, e.nlink):
                 e = old
                 reused += 1
             entries.append(e)
-
-        async def read_batch(batch):
-            done = await trio.to_thread.run_sync(self._read_files, batch, limiter=self.cpu)
-            entries.extend(done)
-
-        async with trio.open_nursery() as nursery:
-            for p, e, old_tree in subdirs:
-                nursery.start_soon(subdir, p, e, old_tree)
-            for batch in self._batches(files):
-                nursery.start_soon(read_batch, batch)
         if parent is not None and reused == len(parent.entries) == len(entries) and not problems:
             return parent_tree  # nothing changed here: the same node, not encoded again
-        return await self.session.save_tree(entries)
+        return self.session.store_tree(entries)
 
-    @staticmethod
-    def _batches(files):
-        batch, size = [], 0
-        for item in files:
-            st = item[1]
-            if batch and (size + st.st_size > BATCH_BYTES or len(batch) >= BATCH_FILES):
-                yield batch
-                batch, size = [], 0
-            batch.append(item)
-            size += st.st_size
-        if batch:
-            yield batch
-
-    def _read_files(self, batch) -> list[tree.Entry]:
-        """In a worker thread: read, chunk and store each file of the batch."""
-        done = []
-        small = self.vault.settings.chunker_max
-        for path, st, e in batch:
+    def _read_file(self, dir_fd: int, dir_path: bytes, name: bytes, st: os.stat_result, e: tree.Entry) -> bool:
+        """Read, chunk and store one file of the directory open as `dir_fd`; False if it could not be read."""
+        chunker = self.session.chunker
+        try:
+            fd = _open_noatime(name, dir_fd)
             try:
-                fd = _open_noatime(path)
-                with open(fd, "rb", buffering=0) as f:
-                    if self.sqlite_consistent and sqlite.is_database(fd):
-                        e.chunks, e.size = sqlite.chunk_copy(path, self.session.chunker)
-                    elif st.st_size <= small:
-                        data = _read_all(fd, st.st_size)
-                        e.chunks, e.size = self.session.chunker.chunk_bytes(data), len(data)
-                    else:
-                        e.chunks, e.size = self.session.chunker.chunk_stream(f)
-            except OSError as exc:
-                self._error(path, exc)
-                continue
-            if e.size != st.st_size and not self.sqlite_consistent:
-                log.info("%s changed size while it was read", os.fsdecode(path))
-            self.stats.files_read += 1
-            done.append(e)
-        return done
+                if self.sqlite_consistent and sqlite.is_database(fd):
+                    e.chunks, e.size = sqlite.chunk_copy(dir_path + b"/" + name, chunker)
+                elif st.st_size <= self.vault.settings.chunker_max:
+                    data = _read_all(fd, st.st_size)
+                    e.chunks, e.size = chunker.chunk_small(data), len(data)
+                else:
+                    trio.from_thread.check_cancelled()
+                    with open(fd, "rb", buffering=0, closefd=False) as f:
+                        e.chunks, e.size = chunker.chunk_stream(f)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            self._error(dir_path + b"/" + name, exc)
+            return False
+        if e.size != st.st_size and not self.sqlite_consistent:
+            log.info("%s changed size while it was read", os.fsdecode(dir_path + b"/" + name))
+        self.stats.files_read += 1
+        return True
