@@ -108,16 +108,13 @@ def zfs_daemon_pid() -> int:
 
 
 def ensure_daemon() -> None:
-    """Start zfs-fuse unless it runs (as tests/zfstools.py does); it is left running for others."""
+    """Start zfs-fuse unless it runs (scripts/zfs-fuse-up.sh, as the tests do); it is left running."""
     if not shutil.which("zfs-fuse") or not shutil.which("zpool"):
         raise ChildFailedError("zfs-fuse is not installed")
-    if subprocess.run(["pgrep", "-x", "zfs-fuse"], capture_output=True).returncode != 0:
-        subprocess.run(["zfs-fuse", "--pidfile", "/run/zfs-fuse.pid"], check=True)
-    deadline = time.monotonic() + 20
-    while subprocess.run(["zpool", "list"], capture_output=True).returncode != 0:
-        if time.monotonic() > deadline:
-            raise ChildFailedError("zfs-fuse did not come up")
-        time.sleep(0.2)
+    up = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts", "zfs-fuse-up.sh")
+    p = subprocess.run([up], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise ChildFailedError(f"zfs-fuse could not be started: {p.stderr.strip()}")
 
 
 def sh(*cmd: str) -> str:

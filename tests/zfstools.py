@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
-import time
 import uuid
 
 
@@ -17,15 +15,14 @@ def sh(*args: str, input: bytes | None = None) -> bytes:
     return p.stdout
 
 
+ZFS_FUSE_UP = os.path.join(os.path.dirname(__file__), "..", "scripts", "zfs-fuse-up.sh")
+
+
 def ensure_daemon() -> None:
-    """Start zfs-fuse unless it runs; it stays up for later tests (it holds no state of ours)."""
-    assert shutil.which("zfs-fuse"), "zfs-fuse is not installed (make test installs it)"
-    if subprocess.run(["pgrep", "-x", "zfs-fuse"], capture_output=True).returncode != 0:
-        subprocess.run(["zfs-fuse", "--pidfile", "/run/zfs-fuse.pid"], check=True)
-    deadline = time.monotonic() + 20
-    while subprocess.run(["zpool", "list"], capture_output=True).returncode != 0:
-        assert time.monotonic() < deadline, "zfs-fuse did not come up"
-        time.sleep(0.2)
+    """Start zfs-fuse unless it runs (scripts/zfs-fuse-up.sh clears a stale pid file left
+    by a daemon that was killed); it stays up for later tests, holding no state of ours."""
+    p = subprocess.run([ZFS_FUSE_UP], capture_output=True, text=True)
+    assert p.returncode == 0, f"zfs-fuse could not be started: {p.stderr.strip()}"
 
 
 @contextlib.contextmanager
