@@ -678,8 +678,9 @@ def test_packindex_empty(sealer):
         max_size=4,
     ),
     s=sealers(),
+    pending=st.booleans(),
 )
-def test_packindex_round_trip_property(packs, s):
+def test_packindex_round_trip_property(packs, s, pending):
     recs = []
     for pid, kind, entries in packs:
         blobs, offset = [], 0
@@ -687,8 +688,14 @@ def test_packindex_round_trip_property(packs, s):
             blobs.append(pack.BlobEntry(bid, btype, offset, length, raw))
             offset += length
         recs.append(packindex.PackRecord(pid.hex(), kind, offset + 20, blobs))
-    doc = packindex.IndexDoc(recs)
+    doc = packindex.IndexDoc(recs, pending=pending)
     assert packindex.decode(packindex.encode(doc, s), s, "index") == doc
+
+
+def test_packindex_pending_flag_must_be_bool(sealer):
+    assert packindex.decode(_index_bytes({"version": 1, "features": [], "packs": []}), PLAIN, "i").pending is False
+    with pytest.raises(FormatError, match="pending"):
+        packindex.decode(_index_bytes({"version": 1, "features": [], "packs": [], "pending": 1}), PLAIN, "i")
 
 
 def test_packindex_entry_past_pack_end(sealer):

@@ -93,17 +93,37 @@ def test_prune_warns_about_early_deletion_of_cold_packs(tmp_path):
     assert "early-deletion fee" in r.out + r.err
 
 
-def indexed_data_bytes(repo: str) -> int:
-    """Plaintext bytes of data blobs that the vault's indexes name."""
+def loaded_index(repo: str):
     from coldvault.store.local import LocalStore
     from coldvault.vault import Vault
 
     vault = Vault.open(LocalStore(repo), lambda: b"test-password")
-    vault.load_index()
-    return sum(t[3] for t in vault.index.blobs.values() if t[4] == 0)
+    return vault.load_index()
 
 
-CRASH_POINTS = ["pack-upload:2", "pack-stored:2", "checkpoint-stored:3", "index-stored", "snapshot-stored"]
+def indexed_data_bytes(repo: str) -> int:
+    """Plaintext bytes of data blobs that the vault's indexes name (stored packs only)."""
+    return sum(t[3] for t in loaded_index(repo).blobs.values() if t[4] == 0)
+
+
+def data_pack_bytes(repo: str) -> int:
+    """Bytes of every data pack in the store, indexed or not (not partial writes)."""
+    total = 0
+    for dirpath, _, files in os.walk(os.path.join(repo, "data")):
+        total += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files
+                     if not f.endswith(".cold") and not f.startswith(".tmp-"))
+    return total
+
+
+def partial_writes(repo: str) -> list[str]:
+    return [f for _, _, files in os.walk(repo) for f in files if f.startswith(".tmp-")]
+
+
+# Per pack the write order is: checkpoint (pending index), pack; then the run's index,
+# the snapshot record. "pack-upload:2" dies before the second pack's checkpoint,
+# "checkpoint-stored:3" between the third checkpoint and its pack, "pack-stored:2" right
+# after the second pack is stored (the moment that used to leave a pack no index named).
+CRASH_POINTS = ["pack-upload:2", "checkpoint-stored:3", "pack-stored:2", "index-stored", "snapshot-stored"]
 
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
@@ -120,31 +140,47 @@ def test_killed_backup_leaves_a_consistent_vault_and_resumes(tmp_path, point):
     os.rename(src, first)
     os.makedirs(src)
     run(["backup", "dir", first, "--name", "src"], env)  # a completed snapshot that must survive
+    new_data = 8 * 700_000  # random: stored at about this size
     for i in range(8, 16):
         (src / f"f{i}.bin").write_bytes(rng.randbytes(700_000))
 
-    indexed_before = indexed_data_bytes(repo)
+    packs_before, indexed_before = data_pack_bytes(repo), indexed_data_bytes(repo)
     r = run(["backup", "dir", str(src), "--name", "src", "--json"], {**env, "COLDVAULT_CRASH_AT": point}, check=False)
     assert r.code == -9, r.err  # killed where we asked
-    kept_by_crash = indexed_data_bytes(repo) - indexed_before  # data the checkpoints made reusable
+    stored_by_crash = data_pack_bytes(repo) - packs_before
+    kept_by_crash = indexed_data_bytes(repo) - indexed_before  # what the next run can reuse
     snaps = run(["snapshots", "--json"], env).json()
     committed = point == "snapshot-stored"
     assert len(snaps) == (2 if committed else 1)
     run(["restore", "dir", snaps[0]["id"], "--target", str(tmp_path / "r1")], env)
     assert not diff_signatures(signature(first), signature(tmp_path / "r1"))
 
+    # check: no damage, whatever the crash left is a leftover.
+    report = run(["check", "--read-data", "--json"], env).json()
+    assert report["damage"] == [], report["damage"]
+    if point.startswith("checkpoint-stored"):
+        assert report["leftovers"]["unstored_packs"], "the third checkpoint names a pack never stored"
+    if point.startswith("pack-stored"):
+        assert stored_by_crash > 0 and kept_by_crash > 0
+    # Every stored pack is reusable: nothing the crashed run stored is lost to the next one.
+    assert kept_by_crash >= stored_by_crash - 64 * 1024 * (stored_by_crash // 900_000 + 1)
+
     again = run(["backup", "dir", str(src), "--name", "src", "--json"], env).json()
-    # The resumed run stores only what the crashed run had not stored and indexed.
-    new_data = 8 * 700_000
     if committed:
         assert again["bytes_new"] == 0
     else:
+        # The resumed run stores only what the crashed run had not stored: no data twice.
+        stored_in_all = data_pack_bytes(repo) - packs_before
+        assert stored_in_all <= new_data * 1.01 + 64 * 1024, (stored_by_crash, stored_in_all)
         assert again["bytes_new"] <= new_data - kept_by_crash + 4096
-        if point.startswith("checkpoint-stored") or point == "index-stored":
-            assert kept_by_crash > 0
+        # The run's index repeats the packs it adopted: readers no longer ask whether they exist.
+        assert loaded_index(repo).adopted == []
     run(["restore", "dir", "latest", "--target", str(tmp_path / "r2")], env)
     assert not diff_signatures(signature(src), signature(tmp_path / "r2"))
     run(["prune"], env)  # leftovers go; what snapshots use stays
+    assert partial_writes(repo) == []
+    after = run(["check", "--json"], env).json()
+    assert after["damage"] == [] and not any(after["leftovers"][k] for k in ("unindexed_packs", "unstored_packs"))
     for s in run(["snapshots", "--json"], env).json():
         target = tmp_path / f"r-{s['id'][:8]}"
         run(["restore", "dir", s["id"], "--target", str(target)], env)

@@ -8,6 +8,7 @@ and memory stores, S3 error translation, the retry wrapper, and vault URLs.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 
@@ -218,6 +219,21 @@ def test_restore_of_missing_object(store):
 
 
 # --- the simulated cold tier of the local and memory stores ---------------------------
+
+
+def test_discard_partial_writes_leaves_objects_alone(store):
+    store.put("data/ab/pack1", b"x" * 100, "GLACIER")
+    store.put("index/i1", b"y" * 10)
+    if isinstance(store, LocalStore):  # what a kill -9 mid-put leaves in a local vault
+        root = store.root
+        with open(os.path.join(root, "data", "ab", ".tmp-123-456-pack2"), "wb") as f:
+            f.write(b"z" * 50)
+        with open(os.path.join(root, "data", "ab", "pack3.cold"), "w") as f:
+            f.write("{}")
+        assert store.discard_partial_writes() == (2, 52)
+    assert store.discard_partial_writes() == (0, 0)
+    assert sorted(names(store.list(""))) == ["data/ab/pack1", "index/i1"]
+    assert store.head("data/ab/pack1").cold
 
 
 @pytest.fixture(params=["memory", "local"])

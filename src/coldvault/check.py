@@ -5,8 +5,9 @@ Three passes, cheapest first:
 1. **Index and listings** (hot objects, plus one listing of `data/` and
    `trees/`): every index object decodes; every pack it names is in the store
    with exactly the indexed size (so no index entry points past a pack's end).
-   Packs that no index names and checkpoint indexes that a later index repeats
-   are leftovers of interrupted or finished runs: harmless, `prune` removes them.
+   Packs that no index names, checkpoint indexes that a later index repeats,
+   and pending checkpoints whose pack never arrived are leftovers of
+   interrupted or finished runs: harmless, `prune` removes them.
 2. **Data** (`read_fraction`, for --read-data and --read-data-subset): each
    chosen pack that is readable (hot, or cold and restored) is downloaded in
    windows; its content id is compared with its name, its header with the
@@ -87,6 +88,7 @@ class CheckReport:
     records: dict[str, SnapshotRecord] = field(default_factory=dict)
     unindexed_packs: list[ObjectInfo] = field(default_factory=list)
     superseded_indexes: list[str] = field(default_factory=list)
+    unstored_packs: list[str] = field(default_factory=list)  # named by pending checkpoints only, never stored
     unused_packs: list[ObjectInfo] | None = None  # None: not known (the walk was incomplete)
     skipped_cold: list[ObjectInfo] = field(default_factory=list)
     skipped_meta: int = 0  # tree nodes or chunk lists in cold data packs (format.md 13), not walked
@@ -130,6 +132,7 @@ class Checker:
         self._used_packs: set[str] = set()
         self._walk_complete = True
         self._done: dict[bytes, object] = {}  # tree id -> None (clean), str (failed: problem key), dict
+        self._pending: list[packindex.IndexDoc] = []  # write-ahead checkpoints, judged by the listing
 
     # ---- problems ----------------------------------------------------------------
 
@@ -199,6 +202,10 @@ class Checker:
                     continue
                 self.report.index_objects += 1
                 supersedes.update(doc.supersedes)
+                index.index_ids.add(iid)
+                if doc.pending:
+                    self._pending.append(doc)
+                    continue
                 for p in doc.packs:
                     known = index.packs.get(p.id)
                     if known is not None and known != (p.kind, p.size):
@@ -209,9 +216,7 @@ class Checker:
                         )
                         continue
                     index.add_pack(p)
-                index.index_ids.add(iid)
         self.report.superseded_indexes = sorted(INDEX_PREFIX + i for i in supersedes & index.index_ids)
-        self.report.blobs_indexed = len(index)
 
     def _index_object(self, iid: str):
         """(the decoded index object or None, None or (message, kind) of its problem); on a thread."""
@@ -245,8 +250,20 @@ class Checker:
         if stray:
             log.info("%d objects under data/ and trees/ are not named like packs; ignored", stray)
         r = self.report
+        index = self.vault.index
+        for doc in self._pending:  # as Vault.load_index: a record counts if its pack is stored
+            for p in doc.packs:
+                if p.id in index.packs:
+                    continue
+                info = self._listed.get(object_name(p.kind, p.id))
+                if info is not None and info.size == p.size:
+                    index.add_pack(p)
+                elif info is None:
+                    r.unstored_packs.append(object_name(p.kind, p.id))
+        r.unstored_packs.sort()
+        r.blobs_indexed = len(index)
         indexed = set()
-        for pid, (kind, size) in self.vault.index.packs.items():
+        for pid, (kind, size) in index.packs.items():
             name = object_name(kind, pid)
             indexed.add(name)
             r.packs += 1

@@ -114,6 +114,7 @@ def as_json(report: CheckReport) -> dict:
         "leftovers": {
             "unindexed_packs": [{"name": i.name, "size": i.size} for i in r.unindexed_packs],
             "superseded_indexes": r.superseded_indexes,
+            "unstored_packs": r.unstored_packs,
             "unused_packs": None if r.unused_packs is None else [
                 {"name": i.name, "size": i.size} for i in r.unused_packs],
         },
@@ -147,6 +148,9 @@ def _print(report: CheckReport, quiet: bool) -> None:
     if r.superseded_indexes:
         print(f"leftover: {_n(len(r.superseded_indexes), 'checkpoint index', 'checkpoint indexes')} "
               f"repeated by a later index: {_few(r.superseded_indexes, SHOW_PACKS)}; {PRUNE_HINT}")
+    if r.unstored_packs:
+        print(f"leftover: checkpoint indexes name {_n(len(r.unstored_packs), 'pack')} that an interrupted backup "
+              f"never stored (ignored): {_few(r.unstored_packs, SHOW_PACKS)}; {PRUNE_HINT}")
     if r.unused_packs:
         print(f"leftover: {_n(len(r.unused_packs), 'pack')} ({size(sum(i.size for i in r.unused_packs))}) "
               f"with no blob that a snapshot uses: {_few([i.name for i in r.unused_packs], SHOW_PACKS)}; {PRUNE_HINT}")

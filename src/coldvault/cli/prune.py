@@ -3,7 +3,8 @@
 Holds the vault exclusively. Packs with no referenced blob are deleted;
 packs that are only partly used are reported, not repacked (repacking cold
 data would mean restoring it). Leftovers of interrupted backups (packs in no
-index, checkpoint indexes) go too. Cold packs younger than their class's
+index, checkpoint indexes, and checkpoints
+whose pack never arrived) go too. Cold packs younger than their class's
 minimum storage duration are deleted with a warning that names the
 early-deletion fee. Order: new index first, then old indexes, then packs, so
 a crash at any point leaves only harmless leftovers.
@@ -105,18 +106,20 @@ def _prune(args, vault) -> int:
         if fee > 0:
             print(f"coldvault: warning: {young} cold pack(s) are younger than their class's minimum storage "
                   f"duration; deleting them now costs an early-deletion fee of about {money(fee)}")
-        if delete_existing or len(old_indexes) > 1:
+        if delete_existing or len(old_indexes) > 1 or index.pending_ids:
             new_id = vault.save_index(keep_recs, supersedes=old_indexes) if keep_recs else None
             for iid in old_indexes:
                 if iid != new_id:
                     vault.delete_index(iid)
         for name in delete_existing:
             vault.store.delete(name)
+    partial = (0, 0) if args.dry_run else vault.store.discard_partial_writes()
 
     summary = {
         "snapshots": len(records), "packs_deleted": len(delete_existing), "leftover_packs": len(leftovers),
         "bytes_freed": freed, "partly_used_packs": len(partly), "bytes_unused_in_kept_packs": sum(b for _, b in partly),
         "early_deletion_fee_usd": round(fee, 8), "indexes_merged": len(old_indexes), "dry_run": args.dry_run,
+        "partial_writes_removed": partial[0], "partial_write_bytes": partial[1],
     }
     if args.json:
         print_json(summary)
@@ -124,7 +127,8 @@ def _prune(args, vault) -> int:
         verb = "would delete" if args.dry_run else "deleted"
         print(f"{verb} {len(delete_existing)} pack(s), {size(freed)}"
               + (f" (of them {len(leftovers)} left by interrupted backups)" if leftovers else "")
-              + f"; {len(partly)} pack(s) partly used ({size(summary['bytes_unused_in_kept_packs'])} unused, not repacked)")
+              + f"; {len(partly)} pack(s) partly used ({size(summary['bytes_unused_in_kept_packs'])} unused, not repacked)"
+              + (f"; removed {partial[0]} partial write(s) of killed runs ({size(partial[1])})" if partial[0] else ""))
         if fee > 0 and args.dry_run:
             print(f"{young} of them are cold and younger than their minimum storage duration: early-deletion fee about {money(fee)}")
     return 0

@@ -4,7 +4,11 @@
       {"version": 1, "features": [],
        "packs": [{"id": bin16, "kind": "data"|"tree", "size": int,
                   "blobs": [[blob id, type, offset, length, raw_length], ...]}],
-       "supersedes": [index ids (hex)]}
+       "supersedes": [index ids (hex)],
+       "pending": true}                 (only in a checkpoint written before its packs)
+
+A pending index is written ahead of the packs it names (docs/format.md, "Write
+order"): its records count only for packs that exist in the store.
 """
 
 from __future__ import annotations
@@ -32,22 +36,22 @@ class PackRecord:
 class IndexDoc:
     packs: list[PackRecord]
     supersedes: list[str] = field(default_factory=list)
+    pending: bool = False  # written before its packs: trust a record only if its pack exists
 
 
 def encode(doc: IndexDoc, sealer: Sealer) -> bytes:
-    return envelope.seal(
-        {
-            "version": VERSION,
-            "features": [],
-            "packs": [
-                {"id": bytes.fromhex(p.id), "kind": p.kind, "size": p.size, "blobs": [b.to_list() for b in p.blobs]}
-                for p in doc.packs
-            ],
-            "supersedes": list(doc.supersedes),
-        },
-        "index",
-        sealer,
-    )
+    d = {
+        "version": VERSION,
+        "features": [],
+        "packs": [
+            {"id": bytes.fromhex(p.id), "kind": p.kind, "size": p.size, "blobs": [b.to_list() for b in p.blobs]}
+            for p in doc.packs
+        ],
+        "supersedes": list(doc.supersedes),
+    }
+    if doc.pending:
+        d["pending"] = True
+    return envelope.seal(d, "index", sealer)
 
 
 def decode(data: bytes, sealer: Sealer, what: str) -> IndexDoc:
@@ -69,4 +73,7 @@ def decode(data: bytes, sealer: Sealer, what: str) -> IndexDoc:
     sup = d.get("supersedes", [])
     if not (isinstance(sup, list) and all(isinstance(s, str) and is_hex_id(s) for s in sup)):
         raise FormatError(f"{what}: bad supersedes list")
-    return IndexDoc(packs, sup)
+    pending = d.get("pending", False)
+    if type(pending) is not bool:
+        raise FormatError(f"{what}: bad pending flag")
+    return IndexDoc(packs, sup, pending)

@@ -131,5 +131,13 @@ class Store(abc.ABC):
         progress or the object is already readable (hot, or restored).
         """
 
+    def discard_partial_writes(self) -> tuple[int, int]:
+        """Remove what writes cut short by a crash left behind; (objects, bytes) removed.
+
+        Only safe while nothing writes to the store (prune holds the vault
+        exclusively). Stores whose writes are atomic leave nothing: (0, 0).
+        """
+        return 0, 0
+
     def close(self) -> None:
         """Release connections; the store is not used afterwards."""

@@ -143,6 +143,32 @@ class LocalStore(Store):
                 except NotFoundError:
                     continue  # deleted while listing
 
+    def discard_partial_writes(self):
+        """Temporary files of writes killed before their rename, and cold-class sidecars
+        whose object never arrived (the sidecar is written first). locks/ is left alone:
+        other processes write there even while prune holds the vault."""
+        count = nbytes = 0
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            if dirpath == self.root and "locks" in dirnames:
+                dirnames.remove("locks")
+            names = set(filenames)
+            for fn in filenames:
+                partial = fn.startswith(TMP_PREFIX) or (
+                    fn.endswith(COLD_SUFFIX) and fn[: -len(COLD_SUFFIX)] not in names)
+                if not partial:
+                    continue
+                path = os.path.join(dirpath, fn)
+                try:
+                    size = os.path.getsize(path)
+                    os.unlink(path)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    raise self._os_error(exc, os.path.relpath(path, self.root)) from exc
+                count += 1
+                nbytes += size
+        return count, nbytes
+
     def delete(self, name):
         path = self._path(name)
         for p in (path, path + COLD_SUFFIX):

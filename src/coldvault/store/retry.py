@@ -103,5 +103,8 @@ class RetryingStore(Store):
     def restore(self, name, days=7, tier="Bulk"):
         return self.call(f"restoring {name}", self.inner.restore, name, days, tier)
 
+    def discard_partial_writes(self):
+        return self.call("removing partial writes", self.inner.discard_partial_writes)
+
     def close(self):
         self.inner.close()

@@ -1,9 +1,11 @@
 """The end of every backup: upload packs, checkpoint the index, commit the snapshot.
 
-Write order (docs/format.md, "Write order"): each pack, then a checkpoint
-index naming it; at the end one index for the whole run, then the snapshot
-record (the commit point), then the checkpoints are deleted. A crash at any
-point leaves packs that the checkpoints make reusable by the next run.
+Write order (docs/format.md, "Write order"): for each pack a pending
+checkpoint index naming it, then the pack; at the end one index for the whole
+run, then the snapshot record (the commit point), then the checkpoints are
+deleted. The checkpoint goes first so that no stored pack is ever unnamed: a
+crash at any point leaves packs that the next run reuses (a checkpoint whose
+pack never arrived is ignored by readers and removed by prune).
 """
 
 from __future__ import annotations
@@ -51,15 +53,15 @@ class PackPipeline:
         async with recv:
             async for pack in recv:
                 crash_point("pack-upload")
-                await trio.to_thread.run_sync(self.vault.put_pack, pack)
-                crash_point("pack-stored")
                 rec = PackRecord(pack.id, pack.kind, len(pack.data), pack.blobs)  # without the bytes
-                self.uploaded.append(rec)
-                self.bytes_uploaded += rec.size
                 async with self._index_lock:
-                    iid = await trio.to_thread.run_sync(self.vault.save_index, [rec])
+                    iid = await trio.to_thread.run_sync(lambda: self.vault.save_index([rec], pending=True))
                     self.checkpoints.append(iid)
                 crash_point("checkpoint-stored")
+                await trio.to_thread.run_sync(self.vault.put_pack, pack)
+                crash_point("pack-stored")
+                self.uploaded.append(rec)
+                self.bytes_uploaded += rec.size
 
     async def submit(self, pack: FinishedPack) -> None:
         await self._send.send(pack)
@@ -82,9 +84,14 @@ class PackPipeline:
         await self._send.aclose()
 
     async def commit(self, rec: SnapshotRecord) -> str:
-        """After `run` returned: the run's index, the snapshot record, then drop checkpoints."""
-        if self.uploaded:
-            await trio.to_thread.run_sync(lambda: self.vault.save_index(self.uploaded, supersedes=self.checkpoints))
+        """After `run` returned: the run's index, the snapshot record, then drop checkpoints.
+
+        The index also repeats the packs that interrupted runs stored and this run found
+        (`BlobIndex.adopted`), so readers stop checking that those exist."""
+        ours = {r.id for r in self.uploaded}
+        recs = self.uploaded + [r for r in self.vault.index.adopted if r.id not in ours]
+        if recs:
+            await trio.to_thread.run_sync(lambda: self.vault.save_index(recs, supersedes=self.checkpoints))
         crash_point("index-stored")
         sid = await trio.to_thread.run_sync(self.vault.save_snapshot, rec)
         crash_point("snapshot-stored")

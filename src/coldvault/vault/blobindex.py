@@ -29,6 +29,10 @@ class BlobIndex:
         self.blobs: dict[bytes, tuple] = {}  # id -> (pack id, offset, length, raw_length, type)
         self.packs: dict[str, tuple[str, int]] = {}  # pack id -> (kind, size)
         self.index_ids: set[str] = set()
+        # Pending (write-ahead) index objects, and what their records turned out to be:
+        self.pending_ids: set[str] = set()
+        self.adopted: list[PackRecord] = []  # pack stored by a run that did not commit: reusable
+        self.unstored: set[str] = set()  # pack ids never stored: records ignored
         self._lock = threading.Lock()
 
     def add_pack(self, rec: PackRecord) -> None:

@@ -28,7 +28,7 @@ from coldvault.index import limits, packindex, snapshot, tree
 from coldvault.index.crypto import MasterKeys, Sealer
 from coldvault.index.errors import FormatError
 from coldvault.index.ids import BlobId, content_id, is_hex_id
-from coldvault.index.pack import FinishedPack
+from coldvault.index.pack import FinishedPack, object_name
 from coldvault.store.base import ArchivedError, NotFoundError, RestoreInProgressError, Store
 from coldvault.vault.blobindex import BlobIndex, Location
 
@@ -137,16 +137,38 @@ class Vault:
             return list(ex.map(fn, items))
 
     def load_index(self) -> BlobIndex:
+        """Read the index objects not read yet. Records of pending (write-ahead) indexes count
+        only where their pack is in the store: one HEAD per such pack that no other index names."""
         names = [INDEX_PREFIX + i for i in self._object_ids(INDEX_PREFIX) if i not in self.index.index_ids]
 
         def load(name):
             return name, self._read_checked(name, lambda d: packindex.decode(d, self.sealer, name))
 
+        index = self.index
+        pending: dict[str, packindex.PackRecord] = {}
         for name, doc in self._parallel(load, names):
-            for p in doc.packs:
-                self.index.add_pack(p)
-            self.index.index_ids.add(name[len(INDEX_PREFIX):])
-        return self.index
+            iid = name[len(INDEX_PREFIX):]
+            index.index_ids.add(iid)
+            if doc.pending:
+                index.pending_ids.add(iid)
+                pending.update((p.id, p) for p in doc.packs)
+            else:
+                for p in doc.packs:
+                    index.add_pack(p)
+        recs = [r for pid, r in pending.items() if pid not in index.packs]
+        for rec, stored in zip(recs, self._parallel(self._pack_stored, recs)):
+            if stored:
+                index.add_pack(rec)
+                index.adopted.append(rec)
+            else:
+                index.unstored.add(rec.id)
+        return index
+
+    def _pack_stored(self, rec: packindex.PackRecord) -> bool:
+        try:
+            return self.store.head(object_name(rec.kind, rec.id)).size == rec.size
+        except NotFoundError:
+            return False
 
     def _read_checked(self, name: str, decode):
         """Get an object named by its content id, check the id, and decode it."""
@@ -170,23 +192,27 @@ class Vault:
                 log.debug("ignoring stray object %s", o.name)
         return ids
 
-    def save_index(self, packs: list, supersedes: list[str] = ()) -> str:
-        """Write an index object for `packs` (FinishedPack or PackRecord); returns its id."""
+    def save_index(self, packs: list, supersedes: list[str] = (), pending: bool = False) -> str:
+        """Write an index object for `packs` (FinishedPack or PackRecord); returns its id.
+        `pending`: written before the packs are (a checkpoint), see `load_index`."""
         recs = [
             p if isinstance(p, packindex.PackRecord) else packindex.PackRecord(p.id, p.kind, len(p.data), p.blobs)
             for p in packs
         ]
-        data = packindex.encode(packindex.IndexDoc(recs, list(supersedes)), self.sealer)
+        data = packindex.encode(packindex.IndexDoc(recs, list(supersedes), pending), self.sealer)
         iid = content_id(data)
         self.store.put(INDEX_PREFIX + iid, data, self.settings.index_class)
         for r in recs:
             self.index.add_pack(r)
         self.index.index_ids.add(iid)
+        if pending:
+            self.index.pending_ids.add(iid)
         return iid
 
     def delete_index(self, iid: str) -> None:
         self.store.delete(INDEX_PREFIX + iid)
         self.index.index_ids.discard(iid)
+        self.index.pending_ids.discard(iid)
 
     def put_pack(self, pack: FinishedPack) -> None:
         cls = self.settings.data_class if pack.kind == "data" else self.settings.tree_class
