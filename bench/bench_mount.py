@@ -10,7 +10,8 @@ Reads (the same 1 GiB file of random bytes, gen_data.py's `random` data set),
     restic, first read      fresh `restic mount` of a restic repository holding the file
     trivialfs               bench/trivialfs.py: a pyfuse3 + trio filesystem serving the
                             same bytes from one bytes object, the ceiling for any pyfuse3
-                            filesystem on this machine
+                            filesystem on this machine (with the same 1 MiB readahead as
+                            coldvault: --raise-readahead)
 
 Each read is a loop of 1 MiB `readinto` calls on an unbuffered file, in this
 process. The page cache cannot be dropped here, so the vault's pack files and
@@ -372,7 +373,7 @@ class Bench:
 
     def mount_trivial(self, source: str, tag: str) -> Mount:
         mnt = os.path.join(self.mnt, "trivialfs")
-        cmd = [sys.executable, os.path.join(HERE, "trivialfs.py"), mnt, "--source", source]
+        cmd = [sys.executable, os.path.join(HERE, "trivialfs.py"), mnt, "--source", source, "--raise-readahead"]
         return Mount("trivialfs", cmd, clean_env(), mnt, self.log(f"trivialfs-{tag}"))
 
     # -- reads --

@@ -10,7 +10,9 @@ read request is answered with a memoryview slice of it, so no byte is copied
 in Python: what is left is the cost of FUSE itself, pyfuse3's dispatch and
 trio. bench_mount.py uses it as the ceiling for any pyfuse3 filesystem on the
 machine. It is mounted with the same options as `coldvault mount` (pyfuse3's
-defaults, read-only, default_permissions).
+defaults, read-only, default_permissions) and, with --raise-readahead, gets the
+same 1 MiB readahead (coldvault's own `raise_readahead`, at the first open), so
+the kernel sends it requests of the same size.
 
 The kernel page cache is dropped at each open (keep_cache off), so every read
 goes through the filesystem. It stays in the foreground, unmounts on SIGINT,
@@ -46,8 +48,9 @@ class TrivialFS(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
 
-    def __init__(self, name: bytes, data: bytes):
+    def __init__(self, name: bytes, data: bytes, before_first_open=None):
         super().__init__()
+        self.before_first_open = before_first_open
         self.name = name
         self.data = data
         self.view = memoryview(data)
@@ -101,6 +104,9 @@ class TrivialFS(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EISDIR)
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise pyfuse3.FUSEError(errno.EROFS)
+        if self.before_first_open is not None:
+            hook, self.before_first_open = self.before_first_open, None
+            hook()
         return pyfuse3.FileInfo(fh=FILE_INODE, keep_cache=False)
 
     async def read(self, fh, off, size):
@@ -144,6 +150,8 @@ def main(argv=None) -> int:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--source", help="serve this file's contents (read into memory once)")
     src.add_argument("--size", help="serve this many zero bytes, e.g. 1G")
+    ap.add_argument("--raise-readahead", action="store_true",
+                    help="raise the mount's readahead to 1 MiB at the first open, as coldvault mount does")
     args = ap.parse_args(argv)
     if args.source:
         with open(args.source, "rb") as f:
@@ -152,7 +160,13 @@ def main(argv=None) -> int:
     else:
         data = bytes(parse_size(args.size))
         name = b"data.bin"
-    ops = TrivialFS(name, data)
+    hook = None
+    if args.raise_readahead:
+        from coldvault.mount.runner import raise_readahead
+
+        mountpoint = os.path.abspath(args.mountpoint)
+        hook = lambda: raise_readahead(mountpoint)  # noqa: E731
+    ops = TrivialFS(name, data, hook)
     options = set(pyfuse3.default_options) | {"ro", "fsname=trivialfs", "subtype=trivialfs"}
     pyfuse3.init(ops, args.mountpoint, options)
     try:

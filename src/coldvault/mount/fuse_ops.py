@@ -11,6 +11,7 @@ import errno
 import functools
 import logging
 import os
+from typing import Callable
 
 import pyfuse3
 
@@ -41,10 +42,14 @@ class FuseOps(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
 
-    def __init__(self, fs: VirtualFS):
+    def __init__(self, fs: VirtualFS, before_first_open: Callable[[], None] | None = None):
+        """`before_first_open` runs once, when the first file is opened: the kernel has
+        processed our FUSE_INIT answer by then, and sets up the file's readahead only
+        after we answer the open."""
         super().__init__()
         self.fs = fs
         self.uid, self.gid = os.getuid(), os.getgid()
+        self._before_first_open = before_first_open
 
     def _entry(self, node: Node) -> pyfuse3.EntryAttributes:
         a: Attr = node.attr()
@@ -96,6 +101,9 @@ class FuseOps(pyfuse3.Operations):
     async def open(self, inode, flags, ctx):
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND):
             raise pyfuse3.FUSEError(errno.EROFS)
+        if self._before_first_open is not None:
+            hook, self._before_first_open = self._before_first_open, None
+            hook()
         fh = await self.fs.open(inode, ctx.pid if ctx is not None else None)
         return pyfuse3.FileInfo(fh=fh, keep_cache=True)
 

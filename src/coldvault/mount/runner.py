@@ -15,6 +15,7 @@ import sys
 import pyfuse3
 import trio
 
+from coldvault import malloc
 from coldvault.errors import UserError
 from coldvault.mount.chunkcache import ChunkSource, DiskCache
 from coldvault.mount.fuse_ops import FuseOps
@@ -47,12 +48,15 @@ def build_fs(vault: Vault, *, cold_mode: str = "fail", tier: str = "Bulk", days:
 READ_AHEAD_KB = 1024
 
 
-def _raise_readahead(mountpoint: str) -> bool:
+def raise_readahead(mountpoint: str) -> None:
     """Ask the kernel for 1 MiB reads instead of FUSE's default 128 KiB: a chunk is about
     1 MiB, and every request costs a round trip through pyfuse3. Needs root; best effort.
 
-    The device number comes from /proc/self/mountinfo: a stat() of the mount point
-    would be a FUSE request that nobody serves yet.
+    Called when the first file is opened (FuseOps): earlier, the kernel's processing of
+    our FUSE_INIT answer would set it back to 128 KiB; later, files already open would
+    keep their 128 KiB (a file's readahead is set up when it is opened). The device
+    number comes from /proc/self/mountinfo: a stat() of the mount point would be a
+    FUSE request to ourselves.
     """
     dev = None
     try:
@@ -62,20 +66,17 @@ def _raise_readahead(mountpoint: str) -> bool:
                 if fields[4].encode().decode("unicode_escape") == mountpoint:
                     dev = fields[2]  # the last mount on that path wins: ours
     except OSError:
-        return True
+        return
     if dev is None:
-        return True
+        return
     path = f"/sys/class/bdi/{dev}/read_ahead_kb"
     try:
         with open(path, "r+") as f:
-            if int(f.read()) >= READ_AHEAD_KB:
-                return True
-            f.seek(0)
-            f.write(str(READ_AHEAD_KB))
-        return False  # look again: the INIT answer may not have been processed yet
+            if int(f.read()) < READ_AHEAD_KB:
+                f.seek(0)
+                f.write(str(READ_AHEAD_KB))
     except (OSError, ValueError) as exc:
         log.debug("could not raise readahead (%s): %s", path, exc)
-        return True
 
 
 def _daemonize(log_file: str) -> None:
@@ -99,14 +100,6 @@ async def _serve(fs: VirtualFS, mountpoint: str) -> None:
     async with trio.open_nursery() as nursery:
         fs.nursery = nursery
 
-        async def readahead():
-            # The kernel sets the mount's readahead when it gets our answer to FUSE_INIT,
-            # the first request served below: raise it just after that.
-            for _ in range(20):
-                await trio.sleep(0.1)
-                if await trio.to_thread.run_sync(_raise_readahead, mountpoint):
-                    return
-
         async def on_signal():
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
                 async for sig in signals:
@@ -115,7 +108,6 @@ async def _serve(fs: VirtualFS, mountpoint: str) -> None:
                     return
 
         nursery.start_soon(on_signal)
-        nursery.start_soon(readahead)
         await pyfuse3.main()
         nursery.cancel_scope.cancel()
 
@@ -132,7 +124,8 @@ def mount(fs: VirtualFS, mountpoint: str, *, foreground: bool, allow_other: bool
     options = set(pyfuse3.default_options) | {"ro", "default_permissions", f"fsname={fsname}", "subtype=coldvault"}
     if allow_other:
         options.add("allow_other")
-    ops = FuseOps(fs)
+    malloc.reuse_freed_buffers()
+    ops = FuseOps(fs, before_first_open=lambda: raise_readahead(mountpoint))
     try:
         pyfuse3.init(ops, mountpoint, options)
     except RuntimeError as exc:

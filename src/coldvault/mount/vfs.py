@@ -413,7 +413,7 @@ class VirtualFS:
     def release(self, fh: int) -> None:
         self.handles.pop(fh, None)
 
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:
         h = self.handles.get(fh)
         if h is None:
             raise FsError(errno.EBADF)
@@ -426,7 +426,9 @@ class VirtualFS:
         while pos < end:
             data = await self._chunk(h, i)
             start = h.offsets[i]
-            parts.append(data[pos - start:min(end, start + len(data)) - start])
+            # Views, not copies: a reply of one piece goes to the kernel as it is, pieces
+            # of several chunks are copied once, by the join.
+            parts.append(memoryview(data)[pos - start:min(end, start + len(data)) - start])
             pos = start + len(data)
             i += 1
         if off == h.last_end:
