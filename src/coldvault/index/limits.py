@@ -40,15 +40,18 @@ def unpack(data: bytes, what: str):
 
 
 def _check_depth(obj, what: str) -> None:
-    stack = [(obj, 0)]
-    while stack:
-        o, d = stack.pop()
-        if d > MAX_DEPTH:
+    """Refuse nesting deeper than MAX_DEPTH; one level at a time, visiting only the
+    containers (msgpack gives plain dicts and lists), as this runs on every tree node."""
+    level = [obj] if type(obj) is dict or type(obj) is list else []
+    depth = 0
+    while level:
+        if depth > MAX_DEPTH:
             raise FormatError(f"{what}: nested deeper than {MAX_DEPTH} levels")
-        if isinstance(o, dict):
-            stack.extend((v, d + 1) for v in o.values())
-        elif isinstance(o, list):
-            stack.extend((v, d + 1) for v in o if isinstance(v, (list, dict)))
+        deeper = []
+        for o in level:
+            deeper += [v for v in (o.values() if type(o) is dict else o) if type(v) is dict or type(v) is list]
+        level = deeper
+        depth += 1
 
 
 def pack(obj) -> bytes:

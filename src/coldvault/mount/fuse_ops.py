@@ -15,7 +15,8 @@ from typing import Callable
 
 import pyfuse3
 
-from coldvault.mount.vfs import Attr, FsError, Node, VirtualFS
+from coldvault.index import tree
+from coldvault.mount.vfs import TYPE_BITS, FsError, Node, VirtualFS
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +53,17 @@ class FuseOps(pyfuse3.Operations):
         self._before_first_open = before_first_open
 
     def _entry(self, node: Node) -> pyfuse3.EntryAttributes:
-        a: Attr = node.attr()
+        a = node.info  # a tree entry (most nodes) or an Attr: read directly, no Attr made
         e = pyfuse3.EntryAttributes()
         e.st_ino = node.ino
-        e.generation = 0
         e.entry_timeout = TIMEOUT
         e.attr_timeout = TIMEOUT
-        e.st_mode = a.mode
-        e.st_nlink = a.nlink
+        if type(a) is tree.Entry:
+            e.st_mode = TYPE_BITS[a.type] | a.mode
+            e.st_nlink = 2 if a.type == tree.DIR else 1
+        else:
+            e.st_mode = a.mode
+            e.st_nlink = a.nlink
         e.st_uid = a.uid
         e.st_gid = a.gid
         e.st_rdev = a.rdev
@@ -87,9 +91,11 @@ class FuseOps(pyfuse3.Operations):
     @_errors
     async def readdir(self, fh, start_id, token):
         entries = await self.fs.listdir(fh)
+        prefix = self.fs.node(fh).key + b"/"
+        register = self.fs.register
         for i in range(start_id, len(entries)):
-            name, make = entries[i]
-            node = self.fs.child(fh, name, make)
+            name, spec = entries[i]
+            node = register(prefix + name, spec)
             if not pyfuse3.readdir_reply(token, name, self._entry(node), i + 1):
                 break
             node.nlookup += 1  # readdirplus: the kernel now holds a reference

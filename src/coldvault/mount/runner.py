@@ -15,7 +15,7 @@ import sys
 import pyfuse3
 import trio
 
-from coldvault import malloc
+from coldvault import runtime
 from coldvault.errors import UserError
 from coldvault.mount.chunkcache import ChunkSource, DiskCache
 from coldvault.mount.fuse_ops import FuseOps
@@ -124,7 +124,8 @@ def mount(fs: VirtualFS, mountpoint: str, *, foreground: bool, allow_other: bool
     options = set(pyfuse3.default_options) | {"ro", "default_permissions", f"fsname={fsname}", "subtype=coldvault"}
     if allow_other:
         options.add("allow_other")
-    malloc.reuse_freed_buffers()
+    runtime.reuse_freed_buffers()
+    runtime.fewer_gc_walks()
     ops = FuseOps(fs, before_first_open=lambda: raise_readahead(mountpoint))
     try:
         pyfuse3.init(ops, mountpoint, options)

@@ -77,16 +77,20 @@ def dir_attr(time_ns: int) -> Attr:
 
 
 class Node:
-    __slots__ = ("ino", "key", "nlookup", "_attr")
+    """`info` is an Attr, or the tree entry the node stands for: then no Attr is kept for
+    every node (FuseOps reads the entry directly; `attr()` makes one when asked)."""
 
-    def __init__(self, attr: Attr):
-        self._attr = attr
+    __slots__ = ("ino", "key", "nlookup", "info")
+
+    def __init__(self, info: Attr | tree.Entry):
+        self.info = info
         self.ino = 0
         self.key = b""
         self.nlookup = 0
 
     def attr(self) -> Attr:
-        return self._attr
+        a = self.info
+        return entry_attr(a) if type(a) is tree.Entry else a
 
     @property
     def path(self) -> str:
@@ -130,29 +134,36 @@ class StreamNode(FileNode):
 
 
 class DirNode(Node):
-    """A directory; it caches its listing as (name, maker) pairs, never child nodes,
-    so a child the kernel forgot is simply made again (with the same inode)."""
+    """A directory; it caches its listing as (name, spec) pairs, never child nodes,
+    so a child the kernel forgot is simply made again (with the same inode). A spec is
+    a tree entry or a function that makes the node (`make_node`)."""
 
     __slots__ = ("_items", "_index")
+    SORTED = False  # a listing in name order is searched by bisection: no dict is kept
 
-    def __init__(self, attr: Attr):
+    def __init__(self, attr: Attr | tree.Entry):
         super().__init__(attr)
         self._items = None
         self._index = None
 
     async def _list(self, fs: "VirtualFS") -> list[tuple[bytes, object]]:
-        """(name, maker) pairs in listing order; maker() builds the child node."""
+        """(name, spec) pairs in listing order (see `make_node`)."""
         raise NotImplementedError
 
     async def items(self, fs: "VirtualFS") -> list[tuple[bytes, object]]:
         if self._items is None:
-            self._items = await self._list(fs)
-            self._index = dict(self._items)
+            items = await self._list(fs)
+            if not self.SORTED:
+                self._index = dict(items)
+            self._items = items
         return self._items
 
     async def maker(self, fs: "VirtualFS", name: bytes):
-        await self.items(fs)
-        return self._index.get(name)
+        items = await self.items(fs)
+        if self._index is not None:
+            return self._index.get(name)
+        i = bisect.bisect_left(items, (name,))
+        return items[i][1] if i < len(items) and items[i][0] == name else None
 
 
 class StaticDir(DirNode):
@@ -166,35 +177,40 @@ class StaticDir(DirNode):
         return self._static
 
 
-def _entry_maker(fs: "VirtualFS", e: tree.Entry):
-    if e.type == tree.DIR:
-        return lambda: TreeDir(e.tree, entry_attr(e))
-    if e.type == tree.FILE:
-        return lambda: FileNode(e.chunks, entry_attr(e))
-    if e.type == tree.SYMLINK:
-        return lambda: LinkNode(e.target, entry_attr(e))
-    return lambda: Node(entry_attr(e))
+def make_node(spec) -> Node:
+    """The node for a listing's spec: a tree entry (most of them: no closure per entry
+    of a big directory) or a function that makes the node."""
+    if type(spec) is not tree.Entry:
+        return spec()
+    t = spec.type
+    if t == tree.FILE:
+        return FileNode(spec.chunks, spec)
+    if t == tree.DIR:
+        return TreeDir(spec.tree, spec)
+    if t == tree.SYMLINK:
+        return LinkNode(spec.target, spec)
+    return Node(spec)
 
 
 class TreeDir(DirNode):
     """A directory of a snapshot, backed by one tree node."""
 
     __slots__ = ("tree_id",)
+    SORTED = True  # tree nodes keep their entries sorted by name (index/tree.py)
 
-    def __init__(self, tree_id: bytes, attr: Attr):
+    def __init__(self, tree_id: bytes, attr: Attr | tree.Entry):
         super().__init__(attr)
         self.tree_id = tree_id
 
     async def _list(self, fs):
         node = await fs.load_tree(self.tree_id)
-        return [(e.name, _entry_maker(fs, e)) for e in node.entries]
+        return [(e.name, e) for e in node.entries]
 
     async def maker(self, fs, name):
-        if self._index is not None:
-            return self._index.get(name)
+        if self._items is not None:
+            return await super().maker(fs, name)
         # Without listing the whole directory: one binary search in the tree node.
-        e = (await fs.load_tree(self.tree_id)).find(name)
-        return None if e is None else _entry_maker(fs, e)
+        return (await fs.load_tree(self.tree_id)).find(name)
 
 
 class ChangesDir(DirNode):
@@ -202,7 +218,7 @@ class ChangesDir(DirNode):
 
     __slots__ = ("pairs",)
 
-    def __init__(self, pairs, attr: Attr):
+    def __init__(self, pairs, attr: Attr | tree.Entry):
         super().__init__(attr)
         self.pairs = pairs
 
@@ -211,9 +227,9 @@ class ChangesDir(DirNode):
         out = []
         for e, sub in merged:
             if e.type == tree.DIR:
-                out.append((e.name, (lambda e=e, sub=sub: ChangesDir(sub, entry_attr(e)))))
+                out.append((e.name, (lambda e=e, sub=sub: ChangesDir(sub, e))))
             else:
-                out.append((e.name, _entry_maker(fs, e)))
+                out.append((e.name, e))
         return out
 
 
@@ -324,11 +340,11 @@ class VirtualFS:
         top = [(p.encode(), (lambda p=p: dataset_dir(p))) for p in sorted(children.get("", ()))]
         return StaticDir(top, dir_attr(mount_time))
 
-    def register(self, key: bytes, make) -> Node:
+    def register(self, key: bytes, spec) -> Node:
         ino = self.keys.get(key)
         if ino is not None:
             return self.nodes[ino]
-        node = make()
+        node = make_node(spec)
         ino = (xxhash.xxh3_64_intdigest(key) >> 1) or 2
         while ino in self.nodes or ino == ROOT_INODE:  # a clash: probe on
             ino = (ino + 1) & ((1 << 63) - 1) or 2
@@ -368,14 +384,11 @@ class VirtualFS:
         return child
 
     async def listdir(self, ino: int) -> list[tuple[bytes, object]]:
-        """The directory's (name, maker) pairs; `child` turns one into a node."""
+        """The directory's (name, spec) pairs; `register` turns one into a node."""
         d = self.node(ino)
         if not isinstance(d, DirNode):
             raise FsError(errno.ENOTDIR)
         return await self._guard(d, d.items(self))
-
-    def child(self, parent_ino: int, name: bytes, make) -> Node:
-        return self.register(self.node(parent_ino).key + b"/" + name, make)
 
     def forget(self, ino: int, n: int) -> None:
         node = self.nodes.get(ino)
