@@ -88,7 +88,14 @@ def test_prune_warns_about_early_deletion_of_cold_packs(tmp_path):
     snap = run(["backup", "dir", str(src), "--json"], env).json()["snapshot"]
     run(["forget", snap], env)
     dry = run(["prune", "--dry-run", "--json"], env).json()
-    assert dry["early_deletion_fee_usd"] > 0
+    # By hand: the 180 days of Deep Archive are still ahead (the packs are seconds old),
+    # 6 months at $0.00099 per GB-month (GB = 2**30 bytes, as AWS bills).
+    assert dry["early_deletion_fee_usd"] == pytest.approx(180 / 30 * dry["bytes_freed"] / 2**30 * 0.00099, rel=1e-3)
+    # The same table as thaw's, overridable the same way.
+    prices = tmp_path / "prices.json"
+    prices.write_text('{"storage_per_gb_month": {"DEEP_ARCHIVE": 0.5}}')
+    dearer = run(["prune", "--dry-run", "--json", "--prices", str(prices)], env).json()
+    assert dearer["early_deletion_fee_usd"] == pytest.approx(180 / 30 * dry["bytes_freed"] / 2**30 * 0.5, rel=1e-3)
     r = run(["prune"], env)
     assert "early-deletion fee" in r.out + r.err
 

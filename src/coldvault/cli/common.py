@@ -105,6 +105,19 @@ def size(n: float) -> str:
     return f"{n} B"
 
 
+def money(x: float, currency: str = "USD") -> str:
+    sign = "$" if currency == "USD" else currency + " "
+    if x == 0:
+        return f"{sign}0"
+    if x < 0.000001:
+        return f"<{sign}0.000001"
+    if x < 0.01:
+        return f"{sign}{x:.6f}"
+    if x < 1:
+        return f"{sign}{x:.4f}"
+    return f"{sign}{x:,.2f}"
+
+
 def iso(ns: int) -> str:
     return dt.datetime.fromtimestamp(ns / 1e9, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 

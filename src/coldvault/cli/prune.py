@@ -3,10 +3,10 @@
 Holds the vault exclusively. Packs with no referenced blob are deleted;
 packs that are only partly used are reported, not repacked (repacking cold
 data would mean restoring it). Leftovers of interrupted backups (packs in no
-index, checkpoint indexes, and checkpoints
-whose pack never arrived) go too. Cold packs younger than their class's
-minimum storage duration are deleted with a warning that names the
-early-deletion fee. Order: new index first, then old indexes, then packs, so
+index, checkpoint indexes, checkpoints whose pack never arrived, partial
+writes) go too. Cold packs younger than their class's minimum storage
+duration are deleted with a warning that names the early-deletion fee (prices
+from store/pricing.py, overridable with --prices). Order: new index first, then old indexes, then packs, so
 a crash at any point leaves only harmless leftovers.
 """
 
@@ -14,38 +14,23 @@ from __future__ import annotations
 
 import time
 
-from coldvault.cli.common import open_vault, print_json, size
+from coldvault.cli.common import money, open_vault, print_json, size
 from coldvault.errors import DamagedError
-from coldvault.index.pack import object_name
+from coldvault.index.pack import BlobEntry, object_name
 from coldvault.index.packindex import PackRecord
-from coldvault.index.pack import BlobEntry
+from coldvault.store import pricing
 from coldvault.store.base import is_cold_class
 from coldvault.vault.lock import vault_lock
 from coldvault.vault.usage import referenced_blobs
-
-DAY = 86400.0
-# Minimum storage duration (days) and storage price (USD per GB-month, us-east-1) of cold classes.
-MIN_DAYS = {"GLACIER": 90, "DEEP_ARCHIVE": 180}
-GB_MONTH = {"GLACIER": 0.0036, "DEEP_ARCHIVE": 0.00099}
 
 
 def register(sub, common) -> None:
     p = sub.add_parser("prune", parents=[common], help="delete data no snapshot uses")
     p.add_argument("--dry-run", "-n", action="store_true", help="say what would be deleted, delete nothing")
     p.add_argument("--json", action="store_true", help="machine-readable summary")
+    p.add_argument("--prices", metavar="FILE",
+                   help="JSON price table overriding the built-in one, for early-deletion fees (env COLDVAULT_PRICES)")
     p.set_defaults(func=run)
-
-
-def money(usd: float) -> str:
-    return f"${usd:.2f}" if usd >= 0.01 else f"${usd:.2g}"
-
-
-def early_fee(storage_class: str, nbytes: int, age_s: float | None) -> float:
-    """What deleting now costs beyond the storage already paid: the rest of the minimum duration."""
-    if storage_class not in MIN_DAYS or age_s is None:
-        return 0.0
-    left_days = MIN_DAYS[storage_class] - age_s / DAY
-    return max(0.0, left_days) / 30.0 * nbytes / 1e9 * GB_MONTH[storage_class]
 
 
 def run(args) -> int:
@@ -90,12 +75,13 @@ def _prune(args, vault) -> int:
     leftovers = sorted(n for n in stored if n not in indexed)
     delete_existing = [n for n in delete if n in stored] + leftovers
 
+    prices = pricing.load(args.prices)
     now = time.time()
     fee, young = 0.0, 0
     for name in delete_existing:
         o = stored[name]
-        if is_cold_class(o.storage_class):
-            f = early_fee(o.storage_class, o.size, now - o.mtime if o.mtime else None)
+        if is_cold_class(o.storage_class) and o.storage_class in prices.min_storage_days:
+            f = prices.early_deletion_fee(o.storage_class, o.size, now - o.mtime if o.mtime else None)
             if f > 0:
                 fee += f
                 young += 1

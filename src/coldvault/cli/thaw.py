@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from coldvault.cli.common import open_vault, print_json, size
+from coldvault.cli.common import money, open_vault, print_json, size
 from coldvault.errors import DamagedError, UserError
 from coldvault.index import tree
 from coldvault.store import pricing
@@ -72,19 +72,6 @@ def when(t: float | None) -> str | None:
 
 def when_text(t: float | None) -> str:
     return "?" if t is None else dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def money(x: float, currency: str = "USD") -> str:
-    sign = "$" if currency == "USD" else currency + " "
-    if x == 0:
-        return f"{sign}0"
-    if x < 0.000001:
-        return f"<{sign}0.000001"
-    if x < 0.01:
-        return f"{sign}{x:.6f}"
-    if x < 1:
-        return f"{sign}{x:.4f}"
-    return f"{sign}{x:,.2f}"
 
 
 def duration(seconds: float | None) -> str:

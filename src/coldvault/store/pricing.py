@@ -80,6 +80,15 @@ class PriceTable:
                 hint=f"add it to the prices file ({self.source})",
             ) from None
 
+    def early_deletion_fee(self, storage_class: str, nbytes: int, age_seconds: float | None) -> float:
+        """What deleting an object now costs beyond the storage already paid: the rest of
+        its class's minimum storage duration, at the class's storage price."""
+        min_days = self.min_storage_days.get(storage_class, 0)
+        if not min_days or age_seconds is None:
+            return 0.0
+        left_days = max(0.0, min_days - age_seconds / 86400)
+        return left_days / DAYS_PER_MONTH * nbytes / GB * self.storage_rate(storage_class)
+
     def storage_rate(self, storage_class: str) -> float:
         try:
             return self.storage_per_gb_month[storage_class]
