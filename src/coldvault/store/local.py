@@ -39,6 +39,14 @@ def _check_name(name: str) -> None:
         raise StoreError(f"invalid object name {name!r}", name)
 
 
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class LocalStore(Store):
     def __init__(self, root: str, restore_delay: float = 0.0, fsync: bool = True):
         self.root = os.path.abspath(root)
@@ -66,8 +74,12 @@ class LocalStore(Store):
             return None
 
     def _write_file(self, path: str, data: bytes) -> None:
+        """Write, fsync, rename into place, fsync the directory: when put returns, the object
+        survives a power loss, so the write order of docs/format.md section 8 holds on disk."""
         directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
+        created = not os.path.isdir(directory)
+        if created:
+            os.makedirs(directory, exist_ok=True)
         tmp = os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{threading.get_ident()}-{os.path.basename(path)}")
         try:
             with open(tmp, "wb") as f:
@@ -76,6 +88,13 @@ class LocalStore(Store):
                     f.flush()
                     os.fsync(f.fileno())
             os.replace(tmp, path)
+            if self.fsync:
+                _fsync_dir(directory)
+                if created:  # the new directory's own entry, up to the vault's root
+                    d = directory
+                    while d != self.root and d.startswith(self.root):
+                        d = os.path.dirname(d)
+                        _fsync_dir(d)
         except BaseException:
             try:
                 os.unlink(tmp)
