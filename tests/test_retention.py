@@ -165,6 +165,8 @@ def test_killed_backup_leaves_a_consistent_vault_and_resumes(tmp_path, point):
     # check: no damage, whatever the crash left is a leftover.
     report = run(["check", "--read-data", "--json"], env).json()
     assert report["damage"] == [], report["damage"]
+    # Every pack the crash left in the store is named by an index (its checkpoint went first).
+    assert report["leftovers"]["unindexed_packs"] == []
     if point.startswith("checkpoint-stored"):
         assert report["leftovers"]["unstored_packs"], "the third checkpoint names a pack never stored"
     if point.startswith("pack-stored"):
@@ -172,6 +174,9 @@ def test_killed_backup_leaves_a_consistent_vault_and_resumes(tmp_path, point):
     # Every stored pack is reusable: nothing the crashed run stored is lost to the next one.
     assert kept_by_crash >= stored_by_crash - 64 * 1024 * (stored_by_crash // 900_000 + 1)
 
+    adoptable = loaded_index(repo).adoptable  # the crash's checkpoints whose packs are all stored
+    if point.startswith("pack-stored"):
+        assert adoptable
     again = run(["backup", "dir", str(src), "--name", "src", "--json"], env).json()
     if committed:
         assert again["bytes_new"] == 0
@@ -180,14 +185,22 @@ def test_killed_backup_leaves_a_consistent_vault_and_resumes(tmp_path, point):
         stored_in_all = data_pack_bytes(repo) - packs_before
         assert stored_in_all <= new_data * 1.01 + 64 * 1024, (stored_by_crash, stored_in_all)
         assert again["bytes_new"] <= new_data - kept_by_crash + 4096
-        # The run's index repeats the packs it adopted: readers no longer ask whether they exist.
+        # The run's index repeats the packs it adopted: readers no longer ask whether they
+        # exist, and check calls those checkpoints leftovers that prune may delete.
         assert loaded_index(repo).adopted == []
+        superseded = set(run(["check", "--json"], env).json()["leftovers"]["superseded_indexes"])
+        assert {f"index/{i}" for i in adoptable} <= superseded
     run(["restore", "dir", "latest", "--target", str(tmp_path / "r2")], env)
     assert not diff_signatures(signature(src), signature(tmp_path / "r2"))
+    # What a write killed before its rename leaves (the kill above may or may not have).
+    (tmp_path / "vault" / "data" / ".tmp-999999999-1-abandoned").write_bytes(b"x" * 100)
+    assert partial_writes(repo)
     run(["prune"], env)  # leftovers go; what snapshots use stays
     assert partial_writes(repo) == []
     after = run(["check", "--json"], env).json()
-    assert after["damage"] == [] and not any(after["leftovers"][k] for k in ("unindexed_packs", "unstored_packs"))
+    assert after["damage"] == []
+    assert not any(after["leftovers"][k] for k in ("unindexed_packs", "unstored_packs", "superseded_indexes"))
+    assert loaded_index(repo).pending_ids == set()
     for s in run(["snapshots", "--json"], env).json():
         target = tmp_path / f"r-{s['id'][:8]}"
         run(["restore", "dir", s["id"], "--target", str(target)], env)

@@ -225,12 +225,18 @@ def test_discard_partial_writes_leaves_objects_alone(store):
     store.put("data/ab/pack1", b"x" * 100, "GLACIER")
     store.put("index/i1", b"y" * 10)
     if isinstance(store, LocalStore):  # what a kill -9 mid-put leaves in a local vault
-        root = store.root
-        with open(os.path.join(root, "data", "ab", ".tmp-123-456-pack2"), "wb") as f:
-            f.write(b"z" * 50)
-        with open(os.path.join(root, "data", "ab", "pack3.cold"), "w") as f:
-            f.write("{}")
+        ab = os.path.join(store.root, "data", "ab")
+        dead_writer = ".tmp-999999999-456-pack2"
+        live_writer = f".tmp-{os.getppid()}-456-pack4"  # a running process: maybe mid-write
+        locks = os.path.join(store.root, "locks")
+        os.makedirs(locks, exist_ok=True)
+        for d, fn, body in ((ab, dead_writer, b"z" * 50), (ab, "pack3.cold", b"{}"),
+                            (ab, live_writer, b"w"), (locks, ".tmp-999999999-1-lock", b"l")):
+            with open(os.path.join(d, fn), "wb") as f:
+                f.write(body)
         assert store.discard_partial_writes() == (2, 52)
+        assert sorted(os.listdir(ab)) == sorted([live_writer, "pack1", "pack1.cold"])
+        assert os.listdir(locks) == [".tmp-999999999-1-lock"]  # other processes write there
     assert store.discard_partial_writes() == (0, 0)
     assert sorted(names(store.list(""))) == ["data/ab/pack1", "index/i1"]
     assert store.head("data/ab/pack1").cold

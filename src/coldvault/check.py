@@ -260,7 +260,7 @@ class Checker:
                     index.add_pack(p)
                 elif info is None:
                     r.unstored_packs.append(object_name(p.kind, p.id))
-        r.unstored_packs.sort()
+        r.unstored_packs = sorted(set(r.unstored_packs))
         r.blobs_indexed = len(index)
         indexed = set()
         for pid, (kind, size) in index.packs.items():

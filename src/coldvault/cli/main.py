@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from coldvault import __version__
+from coldvault import __version__, runtime
 from coldvault.errors import ColdvaultError, ExitCode
 
 log = logging.getLogger("coldvault")
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args)
+    runtime.reuse_freed_buffers()  # every command moves ~1 MiB buffers: backup, restore, check, mount
     try:
         try:
             code = args.func(args)

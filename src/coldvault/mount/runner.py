@@ -124,7 +124,6 @@ def mount(fs: VirtualFS, mountpoint: str, *, foreground: bool, allow_other: bool
     options = set(pyfuse3.default_options) | {"ro", "default_permissions", f"fsname={fsname}", "subtype=coldvault"}
     if allow_other:
         options.add("allow_other")
-    runtime.reuse_freed_buffers()
     runtime.fewer_gc_walks()
     ops = FuseOps(fs, before_first_open=lambda: raise_readahead(mountpoint))
     try:

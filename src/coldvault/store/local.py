@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import threading
+import time
 from typing import Iterator
 
 from coldvault.store.base import (
@@ -31,6 +32,21 @@ from coldvault.store.coldsim import ColdRecord
 
 COLD_SUFFIX = ".cold"
 TMP_PREFIX = ".tmp-"
+PARTIAL_AGE = 3600.0  # a temporary file this old is abandoned, whoever wrote it
+
+
+def _writer_alive(tmp_name: str) -> bool:
+    """Whether the process named in `.tmp-<pid>-<thread>-<name>` still runs (on this host)."""
+    pid = tmp_name[len(TMP_PREFIX):].split("-", 1)[0]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return int(pid) != os.getpid()
 
 
 def _check_name(name: str) -> None:
@@ -77,9 +93,7 @@ class LocalStore(Store):
         """Write, fsync, rename into place, fsync the directory: when put returns, the object
         survives a power loss, so the write order of docs/format.md section 8 holds on disk."""
         directory = os.path.dirname(path)
-        created = not os.path.isdir(directory)
-        if created:
-            os.makedirs(directory, exist_ok=True)
+        os.makedirs(directory, exist_ok=True)
         tmp = os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{threading.get_ident()}-{os.path.basename(path)}")
         try:
             with open(tmp, "wb") as f:
@@ -89,18 +103,24 @@ class LocalStore(Store):
                     os.fsync(f.fileno())
             os.replace(tmp, path)
             if self.fsync:
-                _fsync_dir(directory)
-                if created:  # the new directory's own entry, up to the vault's root
-                    d = directory
-                    while d != self.root and d.startswith(self.root):
-                        d = os.path.dirname(d)
-                        _fsync_dir(d)
+                self._sync_dirs(directory)
         except BaseException:
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
             raise
+
+    def _sync_dirs(self, directory: str) -> None:
+        """fsync `directory` and its parents up to the root: whoever created a directory,
+        an entry in it is durable only once the directory's own entry is (an fsync of an
+        unchanged directory costs next to nothing)."""
+        d = directory
+        while True:
+            _fsync_dir(d)
+            if d == self.root or not d.startswith(self.root):
+                return
+            d = os.path.dirname(d)
 
     def put(self, name, data, storage_class=None):
         path = self._path(name)
@@ -165,8 +185,11 @@ class LocalStore(Store):
     def discard_partial_writes(self):
         """Temporary files of writes killed before their rename, and cold-class sidecars
         whose object never arrived (the sidecar is written first). locks/ is left alone:
-        other processes write there even while prune holds the vault."""
+        other processes write there even while prune holds the vault; so is a temporary
+        file whose writer (the pid in its name) still runs, unless it is an hour old: a
+        restore request (`thaw`, a mount) rewrites sidecars without holding the vault."""
         count = nbytes = 0
+        now = time.time()
         for dirpath, dirnames, filenames in os.walk(self.root):
             if dirpath == self.root and "locks" in dirnames:
                 dirnames.remove("locks")
@@ -178,7 +201,10 @@ class LocalStore(Store):
                     continue
                 path = os.path.join(dirpath, fn)
                 try:
-                    size = os.path.getsize(path)
+                    st = os.stat(path)
+                    if fn.startswith(TMP_PREFIX) and now - st.st_mtime < PARTIAL_AGE and _writer_alive(fn):
+                        continue
+                    size = st.st_size
                     os.unlink(path)
                 except FileNotFoundError:
                     continue
@@ -189,12 +215,21 @@ class LocalStore(Store):
         return count, nbytes
 
     def delete(self, name):
+        """Remove the object; durable when this returns (prune deletes old indexes before
+        the packs they name, and that order must survive a power loss too)."""
         path = self._path(name)
+        removed = False
         for p in (path, path + COLD_SUFFIX):
             try:
                 os.unlink(p)
+                removed = True
             except FileNotFoundError:
                 pass
+            except OSError as exc:
+                raise self._os_error(exc, name) from exc
+        if removed and self.fsync:
+            try:
+                _fsync_dir(os.path.dirname(path))
             except OSError as exc:
                 raise self._os_error(exc, name) from exc
 

@@ -86,12 +86,16 @@ class PackPipeline:
     async def commit(self, rec: SnapshotRecord) -> str:
         """After `run` returned: the run's index, the snapshot record, then drop checkpoints.
 
-        The index also repeats the packs that interrupted runs stored and this run found
-        (`BlobIndex.adopted`), so readers stop checking that those exist."""
+        The index also repeats the packs that earlier (interrupted) or concurrent runs
+        stored under pending checkpoints and this run found (`BlobIndex.adopted`), so
+        readers stop checking that those exist, and supersedes those checkpoints."""
+        index = self.vault.index
         ours = {r.id for r in self.uploaded}
-        recs = self.uploaded + [r for r in self.vault.index.adopted if r.id not in ours]
+        recs = self.uploaded + [r for r in index.adopted if r.id not in ours]
+        # The checkpoints this index repeats whole: ours, and those whose packs it adopted.
+        supersedes = self.checkpoints + sorted(index.adoptable - set(self.checkpoints))
         if recs:
-            await trio.to_thread.run_sync(lambda: self.vault.save_index(recs, supersedes=self.checkpoints))
+            await trio.to_thread.run_sync(lambda: self.vault.save_index(recs, supersedes=supersedes))
         crash_point("index-stored")
         sid = await trio.to_thread.run_sync(self.vault.save_snapshot, rec)
         crash_point("snapshot-stored")

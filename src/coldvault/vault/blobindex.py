@@ -31,8 +31,8 @@ class BlobIndex:
         self.index_ids: set[str] = set()
         # Pending (write-ahead) index objects, and what their records turned out to be:
         self.pending_ids: set[str] = set()
-        self.adopted: list[PackRecord] = []  # pack stored by a run that did not commit: reusable
-        self.unstored: set[str] = set()  # pack ids never stored: records ignored
+        self.adopted: list[PackRecord] = []  # packs stored by a run that had not committed: reusable
+        self.adoptable: set[str] = set()  # pending index ids whose packs are all among `adopted`
         self._lock = threading.Lock()
 
     def add_pack(self, rec: PackRecord) -> None:

@@ -138,30 +138,40 @@ class Vault:
 
     def load_index(self) -> BlobIndex:
         """Read the index objects not read yet. Records of pending (write-ahead) indexes count
-        only where their pack is in the store: one HEAD per such pack that no other index names."""
+        only where their pack is in the store: one HEAD per such pack that no other index names.
+        A pending index all of whose packs were found stored is `adoptable`: the next run's
+        index repeats those packs and supersedes it."""
         names = [INDEX_PREFIX + i for i in self._object_ids(INDEX_PREFIX) if i not in self.index.index_ids]
 
         def load(name):
-            return name, self._read_checked(name, lambda d: packindex.decode(d, self.sealer, name))
+            try:
+                return name, self._read_checked(name, lambda d: packindex.decode(d, self.sealer, name))
+            except NotFoundError:  # a checkpoint that a finishing run deleted after our listing
+                return name, None
 
         index = self.index
-        pending: dict[str, packindex.PackRecord] = {}
+        pending: list[tuple[str, packindex.IndexDoc]] = []
         for name, doc in self._parallel(load, names):
+            if doc is None:
+                continue
             iid = name[len(INDEX_PREFIX):]
             index.index_ids.add(iid)
             if doc.pending:
                 index.pending_ids.add(iid)
-                pending.update((p.id, p) for p in doc.packs)
+                pending.append((iid, doc))
             else:
                 for p in doc.packs:
                     index.add_pack(p)
-        recs = [r for pid, r in pending.items() if pid not in index.packs]
-        for rec, stored in zip(recs, self._parallel(self._pack_stored, recs)):
-            if stored:
+        unknown = {p.id: p for _, doc in pending for p in doc.packs if p.id not in index.packs}
+        recs = list(unknown.values())
+        stored = {r.id for r, ok in zip(recs, self._parallel(self._pack_stored, recs)) if ok}
+        for rec in recs:
+            if rec.id in stored:
                 index.add_pack(rec)
                 index.adopted.append(rec)
-            else:
-                index.unstored.add(rec.id)
+        for iid, doc in pending:
+            if all(p.id in stored for p in doc.packs):
+                index.adoptable.add(iid)
         return index
 
     def _pack_stored(self, rec: packindex.PackRecord) -> bool:
