@@ -120,6 +120,30 @@ def test_attributes_symlinks_and_stable_inodes(tmp_path):
         assert os.stat(m / "files/s/latest/docs/a.txt").st_ino == ino
 
 
+def bdi_read_ahead_kb(mountpoint: str) -> int:
+    with open("/proc/self/mountinfo") as f:
+        dev = [line.split()[2] for line in f if line.split()[4] == mountpoint][-1]
+    with open(f"/sys/class/bdi/{dev}/read_ahead_kb") as f:
+        return int(f.read())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="raising a FUSE mount's readahead needs root")
+def test_first_open_gets_1_mib_readahead(tmp_path):
+    """The kernel asks for 1 MiB per request from the very first file opened (128 KiB by
+    default): the mount raises the readahead when the first file is opened, which is
+    after FUSE_INIT and before the kernel sets up that file's readahead."""
+    src = tmp_path / "src"
+    write(src / "f.bin", os.urandom(3_000_000))
+    env = vault_env(str(tmp_path / "vault"))
+    run(["init"], env)
+    run(["backup", "dir", str(src), "--name", "s"], env)
+    with mounted(env, tmp_path / "mnt") as m:
+        assert bdi_read_ahead_kb(m.path) == 128  # nothing opened yet
+        with open(m / "files/s/latest/f.bin", "rb") as f:  # at once after mounting
+            assert bdi_read_ahead_kb(m.path) == 1024
+            assert f.read() == (src / "f.bin").read_bytes()
+
+
 def _backup_cold(tmp_path, env, n_files=2):
     src = tmp_path / "src"
     for i in range(n_files):
