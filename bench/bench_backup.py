@@ -116,18 +116,34 @@ def busy_cpu_seconds() -> float:
     return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def settle(max_wait: float) -> None:
-    """Sync, then wait (at most `max_wait` s) for a second in which the machine is nearly idle.
+def settle(max_wait: float) -> float:
+    """Sync, then wait (at most `max_wait` s) for a second in which the machine is nearly idle
+    (< 0.1 CPU-s used machine-wide); returns the wait.
 
     Other work on the machine (tests of other sessions) cannot be stopped, only waited out.
     """
+    t0 = time.monotonic()
     os.sync()
-    deadline = time.monotonic() + max_wait
     while True:
         b0 = busy_cpu_seconds()
         time.sleep(1.0)
-        if busy_cpu_seconds() - b0 < 0.1 or time.monotonic() >= deadline:
-            return
+        if busy_cpu_seconds() - b0 < 0.1 or time.monotonic() - t0 >= max_wait:
+            return time.monotonic() - t0
+
+
+def prefault(nbytes: int) -> None:
+    """Touch `nbytes` of fresh memory and free it again, right before a timed step.
+
+    On this VM, memory the guest has not touched for a while can cost several times more kernel
+    time on first touch than memory freed a moment ago (writing 1 GiB to /dev/shm once took 2.6 s,
+    then 0.35 s each time). A backup, a FUSE read or a zfs send fills about 1 GiB of page cache and
+    heap, so without this step a run can end up measuring how cold the VM's free memory happens to
+    be (one backup in three had twice the system time). In a child process: a forked child starts
+    with its parent's peak RSS (the kernel copies the high-water mark with the address space, and
+    keeps it across exec in the rusage), so a large allocation here would show in every tool's peak
+    RSS."""
+    if nbytes > 0:
+        subprocess.run([sys.executable, "-c", f"bytearray({nbytes})"], check=True)
 
 
 def timed(cmd: list[str], env: dict, log_path: str) -> tuple[float, int, float, float, str]:
@@ -202,6 +218,7 @@ def coldvault_runs(args, man: dict, work: str) -> list[Run]:
     runs = []
     for which in ("first", "second"):
         settle(args.settle)
+        prefault(args.prefault * MiB)
         cmd = [args.coldvault, "backup", "dir", man["path"], "--name", f"bench-{man['name']}", "--json"]
         secs, rss, cpu, other, out = timed(cmd, env, os.path.join(work, "logs", f"coldvault-{man['name']}-{which}"))
         s = json.loads(out)
@@ -234,6 +251,7 @@ def restic_runs(args, man: dict, work: str) -> list[Run]:
     runs = []
     for which in ("first", "second"):
         settle(args.settle)
+        prefault(args.prefault * MiB)
         cmd = [args.restic, "--repo", repo, "backup", man["path"]]
         secs, rss, cpu, other, out = timed(cmd, env, os.path.join(work, "logs", f"restic-{man['name']}-{which}"))
         runs.append(Run(man["name"], "restic", which, secs, man["bytes"], rss, cpu, du(repo), restic_summary(out), other))
@@ -338,6 +356,9 @@ def main(argv=None) -> int:
                     help="repetitions of the whole sequence per data set; the table shows medians (default 1)")
     ap.add_argument("--settle", type=float, default=30.0,
                     help="before each timed run, wait up to this many seconds for the machine to be idle (default 30)")
+    ap.add_argument("--prefault", type=int, default=2048, metavar="MIB",
+                    help="after the idle wait, touch and free this many MiB so that the run gets warm memory "
+                         "from the VM (default 2048; 0 turns it off); see prefault()")
     ap.add_argument("--only", default=",".join(gen_data.DATASETS),
                     help=f"comma-separated data sets (default {','.join(gen_data.DATASETS)})")
     ap.add_argument("--coldvault", default=os.path.join(REPO_ROOT, ".venv", "bin", "coldvault"),
@@ -362,6 +383,8 @@ def main(argv=None) -> int:
     print(f"command:   {' '.join([sys.executable] + sys.argv)} (in {os.getcwd()})")
     print(f"idle wait: before each timed run, sync and wait up to {args.settle:.0f} s for a 1 s window with < 0.1 CPU s "
           "used machine-wide")
+    print(f"memory:    then {args.prefault} MiB are touched and freed (in a child), so the run's page cache and heap come "
+          "from warm memory" if args.prefault > 0 else "memory:    no prefault (--prefault 0)")
     print(f"host:      {platform.node()}, {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {cpu_model()}")
     print(f"kernel:    {platform.release()}, Python {platform.python_version()}")
     print(f"coldvault: {coldvault_facts(args.coldvault)} (default init: zstd level 3, ChaCha20-Poly1305, 16 MiB packs)")

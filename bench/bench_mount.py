@@ -61,6 +61,7 @@ from bench_backup import (  # noqa: E402
     coldvault_facts,
     cpu_model,
     meminfo,
+    prefault,
     restic_facts,
     settle,
     truncated,
@@ -142,22 +143,6 @@ def sha256_file(path: str) -> str:
         while k := f.readinto(buf):
             h.update(view[:k])
     return h.hexdigest()
-
-
-def prefault(nbytes: int) -> float:
-    """Touch `nbytes` of fresh memory and free it again; returns the seconds it took.
-
-    On this VM, memory the guest has not touched for a while can cost several times more kernel time on
-    first touch than memory freed a moment ago (writing 1 GiB to /dev/shm once took 2.6 s, then 0.35 s
-    each time). A buffered read through FUSE fills the page cache with as many new pages as the file
-    has bytes, so a read can end up measuring how cold the VM's free memory happens to be: in a run
-    without this step, trivialfs needed 1.2-2.1 CPU-s for the same reads that take it about 0.45 CPU-s
-    otherwise. Called right before each timed step; --prefault 0 turns it off.
-    """
-    t0 = time.monotonic()
-    b = bytearray(nbytes)  # zero-filled, so every page is written
-    del b
-    return time.monotonic() - t0
 
 
 # ---- processes and mounts --------------------------------------------------------------------------
@@ -328,8 +313,7 @@ class Bench:
     def settle(self) -> None:
         """Before a timed step: wait for a quiet machine, then make fresh memory cheap to take (prefault)."""
         settle(self.args.settle)
-        if self.args.prefault > 0:
-            prefault(self.args.prefault * MiB)
+        prefault(self.args.prefault * MiB)
 
     def log(self, name: str) -> str:
         return os.path.join(self.logs, name)

@@ -63,7 +63,9 @@ from bench_backup import (  # noqa: E402
     cpu_model,
     du,
     meminfo,
+    prefault,
     restic_facts,
+    settle,
     truncated,
     untimed,
 )
@@ -122,27 +124,6 @@ def sh(*cmd: str) -> str:
     if p.returncode != 0:
         raise ChildFailedError(f"{' '.join(cmd)} failed: {p.stderr.strip()}")
     return p.stdout
-
-
-def settle(max_wait: float) -> float:
-    """Sync, then wait (at most `max_wait` s) for a second with < 0.1 CPU-s used machine-wide; returns the wait."""
-    t0 = time.monotonic()
-    os.sync()
-    while True:
-        b0 = busy_cpu_seconds()
-        time.sleep(1.0)
-        if busy_cpu_seconds() - b0 < 0.1 or time.monotonic() - t0 >= max_wait:
-            return time.monotonic() - t0
-
-
-def prefault(nbytes: int) -> None:
-    """Touch and free `nbytes` of memory. On this VM, memory untouched for a while costs several times more
-    kernel time on first touch (see bench_mount.py); every run here fills ~1 GiB of page cache.
-
-    In a child process: a forked child starts with its parent's peak RSS (the kernel copies the high-water
-    mark with the address space, and keeps it across exec in the rusage), so a large allocation in this
-    process would show up as every tool's peak RSS."""
-    subprocess.run([sys.executable, "-c", f"bytearray({nbytes})"], check=True)
 
 
 @dataclass
@@ -476,8 +457,7 @@ class Bench:
 
     def before(self) -> str:
         waited = settle(self.args.settle)
-        if self.args.prefault > 0:
-            prefault(self.args.prefault * MiB)
+        prefault(self.args.prefault * MiB)
         return f"settled {waited:.0f} s"
 
     def attempt(self, fn) -> Run:

@@ -12,7 +12,7 @@ import uuid
 import msgpack
 import pytest
 
-from cvtools import COLDVAULT, diff_signatures, run, signature, vault_env
+from cvtools import diff_signatures, run, signature, vault_env
 from mounttools import mounted, unmount
 
 STATE = "user.coldvault.state"

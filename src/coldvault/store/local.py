@@ -14,7 +14,6 @@ import json
 import os
 import threading
 import time
-from typing import Iterator
 
 from coldvault.store.base import (
     HOT_CLASS,

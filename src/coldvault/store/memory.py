@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Iterator
 
 from coldvault.store.base import (
     HOT_CLASS,

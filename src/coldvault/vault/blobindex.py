@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass
 
 from coldvault.index.ids import BlobId, PackId
-from coldvault.index.pack import BlobEntry, object_name
+from coldvault.index.pack import object_name
 from coldvault.index.packindex import PackRecord
 
 
