@@ -221,6 +221,26 @@ def test_restore_of_missing_object(store):
 # --- the simulated cold tier of the local and memory stores ---------------------------
 
 
+def test_local_store_on_a_file_system_without_directory_fsync(tmp_path, monkeypatch):
+    """Some network and FUSE file systems answer EINVAL to fsync on a directory: writes go on."""
+    import errno as errno_
+    import stat as stat_
+
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if stat_.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno_.EINVAL, "Invalid argument")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    s = LocalStore(str(tmp_path / "vault"), fsync=True)
+    s.put("data/ab/pack1", b"x" * 10)
+    s.delete("data/ab/pack1")
+    s.put("index/i1", b"y")
+    assert names(s.list("")) == ["index/i1"]
+
+
 def test_discard_partial_writes_leaves_objects_alone(store):
     store.put("data/ab/pack1", b"x" * 100, "GLACIER")
     store.put("index/i1", b"y" * 10)

@@ -54,12 +54,21 @@ def _check_name(name: str) -> None:
         raise StoreError(f"invalid object name {name!r}", name)
 
 
+# What a file system says when it cannot fsync a directory (some network and FUSE file
+# systems): durability is then the file system's own, and the write goes on.
+_NO_DIR_FSYNC = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF, errno.EISDIR}
+
+
 def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        if exc.errno not in _NO_DIR_FSYNC:
+            raise
 
 
 class LocalStore(Store):
