@@ -518,3 +518,34 @@ async def test_current_writer_is_read_by_the_spec(tmp_path, password):
         f"0o644 b'/sub/text.md' {len(text)} {text[:40]!r}",
         "0o777 b'/sub/link' -> b'../hello.txt'",
     }
+
+
+def test_hand_reader_after_a_killed_backup(tmp_path):
+    """The spec's reader copes with what a kill leaves: a pending checkpoint whose pack was
+    never stored (format.md 6.4) and a temporary file of a write cut short."""
+    from cvtools import run, vault_env
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "kept.txt").write_bytes(b"committed before the crash\n")
+    path = str(tmp_path / "vault")
+    env = vault_env(path)
+    run(["init", "--pack-size", "1"], env)
+    run(["backup", "dir", str(src), "--name", "src", "--time", "2024-01-02T03:04:05Z"], env)
+    for i in range(6):
+        (src / f"new{i}.bin").write_bytes(os.urandom(600_000))
+    r = run(["backup", "dir", str(src), "--name", "src"], {**env, "COLDVAULT_CRASH_AT": "checkpoint-stored:2"},
+            check=False)
+    assert r.code == -9, r.err
+    sealer = Vault.open(LocalStore(path), lambda: b"test-password").sealer
+    docs = []
+    for name in os.listdir(os.path.join(path, "index")):
+        with open(os.path.join(path, "index", name), "rb") as f:
+            docs.append(packindex.decode(f.read(), sealer, name))
+    packs = {o for _, _, files in os.walk(os.path.join(path, "data")) for o in files}
+    assert any(d.pending and any(p.id not in packs for p in d.packs) for d in docs), \
+        "the kill left no checkpoint of a pack never stored"
+    with open(os.path.join(path, "index", ".tmp-999999999-1-abandoned"), "wb") as f:
+        f.write(b"half an index")
+    lines = run_hand_reader(tmp_path, path, b"test-password")
+    assert lines == ["2024-01-02T03:04:05Z tree src 1 files", "0o644 b'/kept.txt' 27 b'committed before the crash\\n'"]
