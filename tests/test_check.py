@@ -170,8 +170,9 @@ def test_damaged_snapshot_record(vault):
 
 
 def test_leftovers_are_harmless(vault):
-    """A pack in no index (a backup killed before its checkpoint), a superseded checkpoint
-    index, and an indexed pack no snapshot uses: reported for prune, exit 0."""
+    """A pack in no index (a checkpoint lost, say), a superseded checkpoint index, a pending
+    checkpoint whose pack never arrived (a backup killed between the two) and an indexed pack
+    no snapshot uses: each reported for prune, exit 0."""
     repo, env, ids = vault
     from coldvault.index import blob as blobfmt
     from coldvault.index.ids import blob_id
@@ -180,12 +181,13 @@ def test_leftovers_are_harmless(vault):
 
     v = local_vault(repo)
 
-    def pack_of(data: bytes):
+    def pack_of(data: bytes, store: bool = True):
         w = PackWriter("data", v.sealer)
         bid = blob_id(data, v.sealer.id_key)
         w.add(bid, blobfmt.DATA, blobfmt.encode(data, bid, v.sealer, 3), len(data))
         pack = w.finish()
-        v.put_pack(pack)
+        if store:
+            v.put_pack(pack)
         return pack
 
     orphan = pack_of(os.urandom(5000))
@@ -193,17 +195,21 @@ def test_leftovers_are_harmless(vault):
     rec = PackRecord(unused.id, unused.kind, len(unused.data), unused.blobs)
     checkpoint = v.save_index([rec])
     v.save_index([rec], supersedes=[checkpoint])
+    never = pack_of(os.urandom(7000), store=False)
+    v.save_index([PackRecord(never.id, never.kind, len(never.data), never.blobs)], pending=True)
 
     r = run(["check", "--read-data"], env)
     assert damage_lines(r.out) == [] and "no damage found" in r.out
     leftover = [line for line in r.out.splitlines() if line.startswith("leftover:")]
-    assert len(leftover) == 3 and all("coldvault prune" in line for line in leftover)
+    assert len(leftover) == 4 and all("coldvault prune" in line for line in leftover)
     assert orphan.name in leftover[0] and "in no index" in leftover[0]
     assert f"index/{checkpoint}" in leftover[1]
-    assert unused.name in leftover[2]
+    assert never.name in leftover[2] and "never stored" in leftover[2]
+    assert unused.name in leftover[3]
     j = run(["check", "--json"], env).json()["leftovers"]
     assert [p["name"] for p in j["unindexed_packs"]] == [orphan.name]
     assert j["superseded_indexes"] == [f"index/{checkpoint}"]
+    assert j["unstored_packs"] == [never.name]
     assert [p["name"] for p in j["unused_packs"]] == [unused.name]
 
 

@@ -141,19 +141,20 @@ def _print(report: CheckReport, quiet: bool) -> None:
         print(damage_line(r, p))
     if quiet:
         return
-    if r.unindexed_packs:
-        print(f"leftover: {_n(len(r.unindexed_packs), 'pack')} in no index "
-              f"({size(sum(i.size for i in r.unindexed_packs))}), left by an interrupted backup: "
-              f"{_few([i.name for i in r.unindexed_packs], SHOW_PACKS)}; {PRUNE_HINT}")
-    if r.superseded_indexes:
-        print(f"leftover: {_n(len(r.superseded_indexes), 'checkpoint index', 'checkpoint indexes')} "
-              f"repeated by a later index: {_few(r.superseded_indexes, SHOW_PACKS)}; {PRUNE_HINT}")
-    if r.unstored_packs:
-        print(f"leftover: checkpoint indexes name {_n(len(r.unstored_packs), 'pack')} that an interrupted backup "
-              f"never stored (ignored): {_few(r.unstored_packs, SHOW_PACKS)}; {PRUNE_HINT}")
-    if r.unused_packs:
-        print(f"leftover: {_n(len(r.unused_packs), 'pack')} ({size(sum(i.size for i in r.unused_packs))}) "
-              f"with no blob that a snapshot uses: {_few([i.name for i in r.unused_packs], SHOW_PACKS)}; {PRUNE_HINT}")
+    leftovers = (  # (what, how many, bytes or None, names)
+        ("in no index, left by an interrupted backup", _n(len(r.unindexed_packs), "pack"),
+         sum(i.size for i in r.unindexed_packs), [i.name for i in r.unindexed_packs]),
+        ("repeated by a later index", _n(len(r.superseded_indexes), "checkpoint index", "checkpoint indexes"),
+         None, r.superseded_indexes),
+        ("named by checkpoints only, never stored by an interrupted backup (ignored)",
+         _n(len(r.unstored_packs), "pack"), None, r.unstored_packs),
+        ("with no blob that a snapshot uses", _n(len(r.unused_packs or ()), "pack"),
+         sum(i.size for i in r.unused_packs or ()), [i.name for i in r.unused_packs or ()]),
+    )
+    for what, count, nbytes, names in leftovers:
+        if names:
+            amount = f" ({size(nbytes)})" if nbytes is not None else ""
+            print(f"leftover: {count}{amount} {what}: {_few(names, SHOW_PACKS)}; {PRUNE_HINT}")
     if r.skipped_cold:
         print(f"skipped: {_n(len(r.skipped_cold), 'cold pack')} ({size(sum(i.size for i in r.skipped_cold))}) "
               f"not restored, so not read: {_few([i.name for i in r.skipped_cold], SHOW_PACKS)}; "
