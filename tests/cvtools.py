@@ -46,6 +46,20 @@ def vault_env(repo: str, password: str | None = "test-password", **extra) -> dic
     return env
 
 
+def sample_vault(tmp_path) -> tuple[str, dict, object]:
+    """A vault (password "test-password") with one snapshot, source "src", of a small tree:
+    docs/report.txt (compressible text) and photo.jpg (300 kB random). Returns (repo, env, src)."""
+    src = tmp_path / "src"
+    (src / "docs").mkdir(parents=True)
+    (src / "docs" / "report.txt").write_text("quarterly report\n" * 1000)
+    (src / "photo.jpg").write_bytes(os.urandom(300_000))
+    repo = str(tmp_path / "vault")
+    env = vault_env(repo)
+    run(["init"], env)
+    run(["backup", "dir", str(src), "--name", "src"], env)
+    return repo, env, src
+
+
 def _digest(path: bytes) -> str:
     h = xxhash.xxh3_128()
     with open(path, "rb") as f:

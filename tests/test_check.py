@@ -9,7 +9,7 @@ import uuid
 import pytest
 import trio
 
-from cvtools import run, vault_env
+from cvtools import run, sample_vault, vault_env
 
 DAMAGED, USAGE = 13, 2
 PASSWORD = "test-password"
@@ -70,14 +70,7 @@ def vault(tmp_path):
 
     Returns (repo, env, [short ids oldest first]).
     """
-    src = tmp_path / "src"
-    (src / "docs").mkdir(parents=True)
-    (src / "docs" / "report.txt").write_text("quarterly report\n" * 1000)
-    (src / "photo.jpg").write_bytes(os.urandom(300_000))
-    repo = str(tmp_path / "vault")
-    env = vault_env(repo)
-    run(["init"], env)
-    run(["backup", "dir", str(src), "--name", "src"], env)
+    repo, env, src = sample_vault(tmp_path)
     (src / "photo.jpg").write_bytes(os.urandom(200_000))
     run(["backup", "dir", str(src), "--name", "src"], env)
     ids = [s["short_id"] for s in run(["snapshots", "--json"], env).json()]

@@ -8,7 +8,7 @@ import socket
 import msgpack
 import pytest
 
-from cvtools import run, vault_env
+from cvtools import run, sample_vault, vault_env
 
 # Exit codes, as documented in the README.
 PARTIAL, NO_VAULT, BAD_PASSWORD, UNSUPPORTED, DAMAGED, COLD, UNREACHABLE, USAGE = 3, 10, 11, 12, 13, 14, 15, 2
@@ -34,15 +34,7 @@ def files_under(root) -> dict:
 @pytest.fixture
 def vault(tmp_path):
     """A vault with one snapshot of a small tree; returns (repo path, env, source dir)."""
-    src = tmp_path / "src"
-    (src / "docs").mkdir(parents=True)
-    (src / "docs" / "report.txt").write_text("quarterly report\n" * 1000)
-    (src / "photo.jpg").write_bytes(os.urandom(300_000))
-    repo = str(tmp_path / "vault")
-    env = vault_env(repo)
-    run(["init"], env)
-    run(["backup", "dir", str(src), "--name", "src"], env)
-    return repo, env, src
+    return sample_vault(tmp_path)
 
 
 def test_wrong_password_changes_nothing(vault, tmp_path):
