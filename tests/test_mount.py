@@ -121,9 +121,8 @@ def test_attributes_symlinks_and_stable_inodes(tmp_path):
 
 
 def bdi_read_ahead_kb(mountpoint: str) -> int:
-    with open("/proc/self/mountinfo") as f:
-        dev = [line.split()[2] for line in f if line.split()[4] == mountpoint][-1]
-    with open(f"/sys/class/bdi/{dev}/read_ahead_kb") as f:
+    dev = os.stat(mountpoint).st_dev
+    with open(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb") as f:
         return int(f.read())
 
 
@@ -137,7 +136,7 @@ def test_first_open_gets_1_mib_readahead(tmp_path):
     env = vault_env(str(tmp_path / "vault"))
     run(["init"], env)
     run(["backup", "dir", str(src), "--name", "s"], env)
-    with mounted(env, tmp_path / "mnt") as m:
+    with mounted(env, tmp_path / "mnt café\tx") as m:  # escaped (\011) and raw UTF-8 in mountinfo
         assert bdi_read_ahead_kb(m.path) == 128  # nothing opened yet
         with open(m / "files/s/latest/f.bin", "rb") as f:  # at once after mounting
             assert bdi_read_ahead_kb(m.path) == 1024

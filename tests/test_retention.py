@@ -201,6 +201,9 @@ def test_killed_backup_leaves_a_consistent_vault_and_resumes(tmp_path, point):
     assert after["damage"] == []
     assert not any(after["leftovers"][k] for k in ("unindexed_packs", "unstored_packs", "superseded_indexes"))
     assert loaded_index(repo).pending_ids == set()
-    for s in run(["snapshots", "--json"], env).json():
+    snaps = run(["snapshots", "--json"], env).json()  # oldest first
+    assert len(snaps) == (3 if committed else 2)
+    for s, source in zip(snaps, [first] + [src] * (len(snaps) - 1)):
         target = tmp_path / f"r-{s['id'][:8]}"
         run(["restore", "dir", s["id"], "--target", str(target)], env)
+        assert not diff_signatures(signature(source), signature(target)), s["id"]

@@ -112,10 +112,6 @@ class DiskCache:
             except OSError:
                 pass
 
-    @property
-    def total(self) -> int:
-        return self._total
-
 
 class _Pending:
     __slots__ = ("event", "value", "error")

@@ -49,7 +49,6 @@ class FuseOps(pyfuse3.Operations):
         after we answer the open."""
         super().__init__()
         self.fs = fs
-        self.uid, self.gid = os.getuid(), os.getgid()
         self._before_first_open = before_first_open
 
     def _entry(self, node: Node) -> pyfuse3.EntryAttributes:
@@ -126,12 +125,7 @@ class FuseOps(pyfuse3.Operations):
 
     @_errors
     async def getxattr(self, inode, name, ctx):
-        try:
-            return await self.fs.getxattr(inode, name)
-        except FsError as exc:
-            if exc.errno == errno.ENODATA:
-                raise pyfuse3.FUSEError(pyfuse3.ENOATTR) from None
-            raise
+        return await self.fs.getxattr(inode, name)  # ENODATA for other names (it is ENOATTR on Linux)
 
     @_errors
     async def listxattr(self, inode, ctx):
@@ -149,9 +143,3 @@ class FuseOps(pyfuse3.Operations):
         s.f_ffree = s.f_favail = 0
         s.f_namemax = 255
         return s
-
-    @_errors
-    async def access(self, inode, mode, ctx):
-        if mode & os.W_OK:
-            raise pyfuse3.FUSEError(errno.EROFS)
-        return True

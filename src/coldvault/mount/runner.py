@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 
@@ -32,20 +33,17 @@ def build_fs(vault: Vault, *, cold_mode: str = "fail", tier: str = "Bulk", days:
              cache_dir: str | None = None, cache_size: int = 1 << 30) -> VirtualFS:
     cache_dir = cache_dir or os.path.join(thaw.cache_dir(vault), "chunks")
     disk = DiskCache(cache_dir, cache_size) if cache_size > 0 else None
-    store = getattr(vault.store, "inner", vault.store)
-    if isinstance(store, LocalStore):
+    if isinstance(getattr(vault.store, "inner", vault.store), LocalStore):
         # A hot local pack is already on a local disk: only cold ones are worth a copy.
-        def cache_pack(name: str) -> bool:
-            return vault.store.head(name).cold
+        chunks = ChunkSource(vault, disk, cache_pack=lambda name: vault.store.head(name).cold)
     else:
-        def cache_pack(name: str) -> bool:
-            return True
-    chunks = ChunkSource(vault, disk, cache_pack=cache_pack)
+        chunks = ChunkSource(vault, disk)
     cold = RestoreManager(vault, mode=cold_mode, tier=tier, days=days)
     return VirtualFS(vault, chunks, cold)
 
 
 READ_AHEAD_KB = 1024
+_OCTAL_ESCAPE = re.compile(rb"\\([0-7]{3})")
 
 
 def raise_readahead(mountpoint: str) -> None:
@@ -59,12 +57,14 @@ def raise_readahead(mountpoint: str) -> None:
     FUSE request to ourselves.
     """
     dev = None
+    want = os.fsencode(mountpoint)
     try:
-        with open("/proc/self/mountinfo") as f:
+        with open("/proc/self/mountinfo", "rb") as f:
             for line in f:
                 fields = line.split()
-                if fields[4].encode().decode("unicode_escape") == mountpoint:
-                    dev = fields[2]  # the last mount on that path wins: ours
+                # Paths are raw bytes there, with space, tab, newline and backslash as \ooo.
+                if _OCTAL_ESCAPE.sub(lambda m: bytes((int(m[1], 8),)), fields[4]) == want:
+                    dev = fields[2].decode()  # the last mount on that path wins: ours
     except OSError:
         return
     if dev is None:
@@ -96,7 +96,7 @@ def _daemonize(log_file: str) -> None:
     logging.getLogger().handlers[:] = [handler]
 
 
-async def _serve(fs: VirtualFS, mountpoint: str) -> None:
+async def _serve(fs: VirtualFS) -> None:
     async with trio.open_nursery() as nursery:
         fs.nursery = nursery
 
@@ -137,6 +137,6 @@ def mount(fs: VirtualFS, mountpoint: str, *, foreground: bool, allow_other: bool
             print(f"mounted at {mountpoint}; log in {log_file}; unmount with: fusermount3 -u {mountpoint}")
             sys.stdout.flush()
             _daemonize(log_file)
-        trio.run(_serve, fs, mountpoint)
+        trio.run(_serve, fs)
     finally:
         pyfuse3.close(unmount=True)

@@ -64,11 +64,6 @@ class Attr:
     rdev: int = 0
 
 
-def entry_attr(e: tree.Entry) -> Attr:
-    return Attr(TYPE_BITS[e.type] | e.mode, e.size, e.uid, e.gid, e.mtime, e.ctime,
-                2 if e.type == tree.DIR else 1, e.rdev)
-
-
 def dir_attr(time_ns: int) -> Attr:
     return Attr(DIR_MODE, 0, 0, 0, time_ns, time_ns, 2)
 
@@ -77,8 +72,8 @@ def dir_attr(time_ns: int) -> Attr:
 
 
 class Node:
-    """`info` is an Attr, or the tree entry the node stands for: then no Attr is kept for
-    every node (FuseOps reads the entry directly; `attr()` makes one when asked)."""
+    """`info` is an Attr, or the tree entry the node stands for (most nodes: then no Attr
+    is made for them at all; FuseOps reads the attributes from either)."""
 
     __slots__ = ("ino", "key", "nlookup", "info")
 
@@ -87,10 +82,6 @@ class Node:
         self.ino = 0
         self.key = b""
         self.nlookup = 0
-
-    def attr(self) -> Attr:
-        a = self.info
-        return entry_attr(a) if type(a) is tree.Entry else a
 
     @property
     def path(self) -> str:
@@ -217,6 +208,7 @@ class ChangesDir(DirNode):
     """Entries created or modified in one day's snapshots, deletions not applied."""
 
     __slots__ = ("pairs",)
+    SORTED = True  # merge_changes lists by name
 
     def __init__(self, pairs, attr: Attr | tree.Entry):
         super().__init__(attr)
@@ -291,8 +283,9 @@ class VirtualFS:
         )
 
         def changes_for(day):
-            pairs = [(r.tree, p.tree if p is not None else None) for r, p in view.day_pairs(day)]
-            return ChangesDir(pairs, dir_attr(view.day_pairs(day)[-1][0].time))
+            day_pairs = view.day_pairs(day)
+            pairs = [(r.tree, p.tree if p is not None else None) for r, p in day_pairs]
+            return ChangesDir(pairs, dir_attr(day_pairs[-1][0].time))
 
         changes = StaticDir([(d.encode(), (lambda d=d: changes_for(d))) for d in days], dir_attr(newest))
         items = [(b"changes", lambda: changes), (b"dates", lambda: dates)]
@@ -360,7 +353,7 @@ class VirtualFS:
         return n
 
     async def load_tree(self, tree_id: bytes) -> tree.TreeNode:
-        cached = self.vault._tree_nodes.get(tree_id)
+        cached = self.vault.cached_tree(tree_id)
         if cached is not None:
             return cached
         return await trio.to_thread.run_sync(self.vault.load_tree, tree_id, limiter=self.meta_limiter)

@@ -335,6 +335,10 @@ class Vault:
                     self._tree_packs.put(loc.pack, data)
         return data
 
+    def cached_tree(self, bid: BlobId) -> tree.TreeNode | None:
+        """The decoded tree node if it is in memory; never reads the store."""
+        return self._tree_nodes.get(bid)
+
     def load_tree(self, bid: BlobId) -> tree.TreeNode:
         node = self._tree_nodes.get(bid)
         if node is None:
