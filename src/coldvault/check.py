@@ -94,10 +94,6 @@ class CheckReport:
     skipped_meta: int = 0  # tree nodes or chunk lists in cold data packs (format.md 13), not walked
 
     @property
-    def damaged(self) -> bool:
-        return any(p.kind == "damaged" for p in self.problems.values())
-
-    @property
     def unsupported(self) -> bool:
         return any(p.kind == "unsupported" for p in self.problems.values())
 

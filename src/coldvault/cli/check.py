@@ -73,7 +73,7 @@ def damage_line(report: CheckReport, problem: Problem) -> str:
     word = "unsupported" if problem.kind == "unsupported" else "damaged"
     line = f"{word}: {problem.object}: {problem.message}"
     if problem.affected:
-        files, truncated = _files(problem)
+        files, _ = _files(problem)
         total = max(len(files), max(count for count, _ in problem.affected.values()))
         snaps = [f"{s['short_id']} ({s['source']}, {s['time']})"
                  for s in sorted((_snapshot(report, sid) for sid in problem.affected), key=lambda s: s["time"])]

@@ -47,7 +47,7 @@ def _by_policy(args, records) -> tuple[dict[str, list[str]], list]:
 
 
 def _by_id(args, vault, records) -> tuple[dict[str, list[str]], list]:
-    chosen = {vault.find_snapshot(spec).id for spec in args.snapshots}
+    chosen = {vault.find_snapshot(spec, records=records).id for spec in args.snapshots}
     for dataset, streams in streams_by_dataset(records).items():
         lost = orphaned_by_removal(streams, chosen)
         if lost:

@@ -165,7 +165,7 @@ class Resolver:
     def _snapshot_path(self, text: str, spec: str, path: str | None) -> Target:
         from coldvault.restore.dirrestore import resolve
 
-        rec = self.vault.find_snapshot(spec, self.source)
+        rec = self.vault.find_snapshot(spec, self.source, records=self.records)
         if rec.kind == "zfs":
             if path:
                 raise UserError(f"snapshot {rec.short_id} is a ZFS stream: it has no paths",

@@ -8,7 +8,6 @@ import xxhash
 
 BlobId = NewType("BlobId", bytes)  # 16 bytes
 PackId = NewType("PackId", str)  # 32 lowercase hex digits
-SnapshotId = NewType("SnapshotId", str)  # 32 lowercase hex digits
 
 ID_LEN = 16
 
@@ -28,10 +27,6 @@ def blob_id(data, id_key: bytes | None) -> BlobId:
 def content_id(data) -> str:
     """Unkeyed XXH3-128 of stored bytes, as hex: the name of packs, indexes, snapshots."""
     return xxhash.xxh3_128_hexdigest(data)
-
-
-def hex_id(b: bytes) -> str:
-    return b.hex()
 
 
 def is_hex_id(s: str) -> bool:

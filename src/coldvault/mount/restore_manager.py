@@ -59,14 +59,9 @@ class RestoreManager:
         self.mode = mode
         self.tier = tier
         self.days = days
-        self.requested: dict[str, float] = {}  # pack name -> when we asked
         self.poll_first = float(os.environ.get(POLL_ENV, "5"))
         self.poll_max = max(self.poll_first, 300.0)
         self._heads: dict[str, tuple[float, ObjectInfo]] = {}
-
-    def packs_of(self, chunks) -> list[str]:
-        names = {self.vault.locate(c, "chunk").object_name for c in chunks}
-        return sorted(names)
 
     async def head(self, name: str, max_age: float = 0.0) -> ObjectInfo | None:
         cached = self._heads.get(name)
@@ -92,7 +87,7 @@ class RestoreManager:
 
     async def state(self, chunks) -> str:
         """hot | cold | restoring | restored, from `head` only (never reads data)."""
-        packs = self.packs_of(chunks)
+        packs = sorted(thaw.packs_for_chunks(self.vault, chunks))
         infos = await self._infos(packs, max_age=2.0)
         cold = [i for i in infos.values() if i is not None and is_cold_class(i.storage_class)]
         if not cold:
@@ -105,7 +100,7 @@ class RestoreManager:
 
     async def request(self, chunks, what: str) -> list[str]:
         """Ask for every unreadable pack behind `chunks`; returns those still unreadable."""
-        packs = self.packs_of(chunks)
+        packs = sorted(thaw.packs_for_chunks(self.vault, chunks))
         infos = await self._infos(packs)
         unreadable = [p for p, i in infos.items() if i is not None and not i.readable]
         asked, size = [], 0
@@ -121,7 +116,6 @@ class RestoreManager:
                 size += info.size
                 classes.add(info.storage_class)
                 logged.append(thaw.LoggedRestore(p, info.storage_class, tier, self.days, time.time(), info.size, "mount"))
-            self.requested[p] = time.time()
             self._heads.pop(p, None)
         if logged:  # for 'coldvault thaw --status'
             await trio.to_thread.run_sync(thaw.record_requests, self.vault, logged)

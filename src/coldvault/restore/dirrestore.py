@@ -19,7 +19,7 @@ from coldvault.errors import ColdDataError, DamagedError, UserError
 from coldvault.index import tree
 from coldvault.index.ids import BlobId
 from coldvault.index.snapshot import SnapshotRecord
-from coldvault.store.base import NotFoundError
+from coldvault.vault import thaw
 from coldvault.vault.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -88,9 +88,7 @@ class DirRestore:
             plan.files.append((entry.name, entry))
         else:
             plan.others.append((entry.name, entry))
-        for _, e in plan.files:
-            for c in e.chunks:
-                plan.packs.add(self.vault.locate(c, "chunk").object_name)
+        plan.packs = thaw.packs_for_chunks(self.vault, (c for _, e in plan.files for c in e.chunks))
         return plan
 
     def _walk(self, node_id: BlobId, rel: bytes, plan: Plan) -> None:
@@ -105,21 +103,15 @@ class DirRestore:
                 plan.others.append((p, e))
 
     def _check_cold(self, packs: set[str]) -> None:
-        cold = []
-        for name in sorted(packs):
-            try:
-                info = self.vault.store.head(name)
-            except NotFoundError:
-                raise DamagedError(f"pack {name} is missing from the vault", hint="run 'coldvault check'") from None
-            if not info.readable:
-                cold.append((name, info))
+        state = thaw.cold_state(self.vault, packs)  # a missing pack is damage
+        cold = state.unreadable
         if cold:
-            pending = sum(1 for _, i in cold if i.restore.status == "in-progress")
-            names = ", ".join(n for n, _ in cold[:3]) + (f" and {len(cold) - 3} more" if len(cold) > 3 else "")
-            state = f" ({pending} being restored)" if pending else ""
+            pending = len(state.restoring)
+            names = ", ".join(cold[:3]) + (f" and {len(cold) - 3} more" if len(cold) > 3 else "")
+            being = f" ({pending} being restored)" if pending else ""
             raise ColdDataError(
-                f"{len(cold)} pack(s) needed are in a cold tier{state}: {names}",
-                [n for n, _ in cold],
+                f"{len(cold)} pack(s) needed are in a cold tier{being}: {names}",
+                cold,
                 hint=f"request them with 'coldvault thaw {self._thaw_target()}' and run this again when they are ready",
             )
 

@@ -96,10 +96,10 @@ class ZfsBackup:
             log.warning("resuming the upload of %s, which an earlier run did not finish", snap.full_name)
             self.resumed = True
             return snap
-        name = f"{self.prefix}-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
+        stem = name = f"{self.prefix}-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
         n = 2
-        while name in local:
-            name = f"{name.rsplit('.', 1)[0]}.{n}"
+        while name in local:  # two runs within one second: <stem>.2, <stem>.3, ...
+            name = f"{stem}.{n}"
             n += 1
         return commands.create_snapshot(self.dataset, name)
 

@@ -79,6 +79,3 @@ class Deduper:
                 return False
             self._claimed.add(bid)
             return True
-
-    def known(self, bid: bytes) -> bool:
-        return bid in self._known or bid in self._claimed

@@ -264,9 +264,11 @@ class Vault:
         rec.id = sid
         return sid
 
-    def find_snapshot(self, spec: str, source: str | None = None) -> snapshot.SnapshotRecord:
-        """A snapshot by id prefix, or `latest` (of `source`, if given)."""
-        recs = self.snapshots()
+    def find_snapshot(self, spec: str, source: str | None = None,
+                      records: list[snapshot.SnapshotRecord] | None = None) -> snapshot.SnapshotRecord:
+        """A snapshot by id prefix, or `latest` (of `source`, if given), among `records`
+        (oldest first) if the caller has them already: reading them all costs a GET each."""
+        recs = self.snapshots() if records is None else records
         if source is not None:
             recs = [r for r in recs if r.source == source]
         if spec == "latest":

@@ -62,10 +62,6 @@ class Stream:
         """`@S.zfs` for a full stream, `@B..@S.zfs` for an increment."""
         return f"@{self.snapshot}.zfs" if self.base is None else f"@{self.base}..@{self.snapshot}.zfs"
 
-    @property
-    def label(self) -> str:
-        return f"{self.dataset}@{self.snapshot}" + (f" (from @{self.base})" if self.base else " (full)")
-
 
 def streams_by_dataset(records: list[SnapshotRecord]) -> dict[str, list[Stream]]:
     out: dict[str, list[Stream]] = {}
