@@ -87,24 +87,29 @@ def test_hooks(tmp_path):
 
 
 def test_sqlite_consistent_while_written(tmp_path):
-    """A database in WAL mode written to all through the backup is stored as a valid commit."""
+    """A database in WAL mode, written to all through the backup, is stored as a valid commit
+    that includes what is only in the WAL: a copy of the main file alone would not even hold
+    the table (no checkpoint runs: autocheckpoint is off and a connection stays open)."""
     src = tmp_path / "seafile"
     src.mkdir()
     db_path = src / "seahub.db"
     db = sqlite3.connect(db_path)
     db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA wal_autocheckpoint=0")
     db.execute("CREATE TABLE t (i INTEGER, pad TEXT)")
     db.executemany("INSERT INTO t VALUES (?, ?)", [(i, "x" * 500) for i in range(20000)])
     db.commit()
-    stop = threading.Event()
+    stop, writing = threading.Event(), threading.Event()
 
     def writer():
         w = sqlite3.connect(db_path)
+        w.execute("PRAGMA wal_autocheckpoint=0")
         i = 20000
         while not stop.is_set():
             w.executemany("INSERT INTO t VALUES (?, ?)", [(i + k, "y" * 500) for k in range(200)])
             w.commit()
             i += 200
+            writing.set()
         w.close()
 
     t = threading.Thread(target=writer)
@@ -112,17 +117,20 @@ def test_sqlite_consistent_while_written(tmp_path):
     env = vault_env(str(tmp_path / "vault"))
     try:
         run(["init"], env)
+        assert writing.wait(30)
+        assert os.path.getsize(str(db_path) + "-wal") > 10_000_000  # the rows are in the WAL
         run(["backup", "dir", str(src), "--sqlite-consistent"], env)
     finally:
         stop.set()
         t.join()
+    db.close()
     listing = run(["ls", "latest"], env).out
     assert "seahub.db" in listing and "seahub.db-wal" not in listing and "seahub.db-shm" not in listing
     run(["restore", "dir", "latest", "--target", str(tmp_path / "r")], env)
     restored = sqlite3.connect(tmp_path / "r" / "seahub.db")
     assert restored.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     count = restored.execute("SELECT count(*) FROM t").fetchone()[0]
-    assert count >= 20000 and count % 200 == 0  # whole transactions only
+    assert count >= 20200 and count % 200 == 0  # whole transactions only, the writer's among them
 
 
 def test_cron_output_is_one_line(tmp_path):
