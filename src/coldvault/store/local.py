@@ -15,6 +15,7 @@ import os
 import threading
 import time
 
+from coldvault.faults import crash_point
 from coldvault.store.base import (
     HOT_CLASS,
     ArchivedError,
@@ -109,6 +110,7 @@ class LocalStore(Store):
                 if self.fsync:
                     f.flush()
                     os.fsync(f.fileno())
+            crash_point("store-rename")  # written, not yet in place: what a kill leaves mid-put
             os.replace(tmp, path)
             if self.fsync:
                 self._sync_dirs(directory)
