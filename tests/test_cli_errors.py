@@ -62,10 +62,17 @@ def test_password_file_and_command(vault, tmp_path):
 
 
 def test_missing_vault(tmp_path):
-    for repo in (str(tmp_path / "nothing-here"), str(tmp_path)):
-        r = run(["snapshots"], vault_env(repo), check=False)
-        assert r.code == NO_VAULT
-        assert "no vault" in one_error_line(r.err)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_text("a")
+    for repo in (str(tmp_path / "nothing-here"), str(tmp_path / "src")):
+        before = files_under(tmp_path)
+        for args in (["snapshots"], ["backup", "dir", str(src)]):
+            r = run(args, vault_env(repo), check=False)
+            assert r.code == NO_VAULT
+            assert "no vault" in one_error_line(r.err)
+        assert files_under(tmp_path) == before  # not even the directory was made
+        assert not os.path.exists(tmp_path / "nothing-here")
     r = run(["snapshots"], {"COLDVAULT_REPO": ""}, check=False)
     assert r.code == USAGE and "no vault given" in one_error_line(r.err)
 
@@ -79,7 +86,7 @@ def test_init_twice_refused(vault):
 
 
 def test_vault_of_newer_version(vault):
-    repo, env, _ = vault
+    repo, env, src = vault
     path = os.path.join(repo, "config")
     with open(path, "rb") as f:
         data = f.read()
@@ -88,9 +95,12 @@ def test_vault_of_newer_version(vault):
     doc["version"] = 2
     with open(path, "wb") as f:
         f.write(data[:4] + msgpack.packb(doc, use_bin_type=True))
-    r = run(["snapshots"], env, check=False)
-    assert r.code == UNSUPPORTED
-    assert "version 2" in one_error_line(r.err)
+    before = files_under(repo)
+    for args in (["snapshots"], ["backup", "dir", str(src)]):
+        r = run(args, env, check=False)
+        assert r.code == UNSUPPORTED
+        assert "version 2" in one_error_line(r.err)
+    assert files_under(repo) == before
 
 
 def test_unreachable_endpoint():
