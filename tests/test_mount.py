@@ -143,11 +143,11 @@ def test_first_open_gets_1_mib_readahead(tmp_path):
             assert f.read() == (src / "f.bin").read_bytes()
 
 
-def _backup_cold(tmp_path, env, n_files=2):
+def _backup_cold(tmp_path, env, n_files=2, storage_class="DEEP_ARCHIVE"):
     src = tmp_path / "src"
     for i in range(n_files):
         write(src / f"photo{i}.jpg", os.urandom(200_000 + i))
-    run(["init", "--data-storage-class", "DEEP_ARCHIVE"], env)
+    run(["init", "--data-storage-class", storage_class], env)
     run(["backup", "dir", str(src), "--name", "photos"], env)
     return src
 
@@ -216,6 +216,20 @@ def test_cold_on_s3_deep_archive(tmp_path, moto_endpoint):
         assert read(f) == (src / "photo0.jpg").read_bytes()
         # the stored blob went to the on-disk cache
         assert any(files for _, _, files in os.walk(tmp_path / "cache"))
+
+
+def test_cold_wait_on_s3_glacier(tmp_path, moto_endpoint):
+    """--cold wait against a real S3 endpoint (moto over HTTP), GLACIER class: the read that
+    meets archived data requests the restore at the chosen tier and returns the bytes."""
+    repo = f"s3://cv-{uuid.uuid4().hex[:12]}/photos"
+    env = vault_env(repo, COLDVAULT_S3_ENDPOINT=moto_endpoint, COLDVAULT_RESTORE_POLL="0.2")
+    src = _backup_cold(tmp_path, env, storage_class="GLACIER")
+    with mounted(env, tmp_path / "mnt", "--cold", "wait", "--restore-tier", "Expedited") as m:
+        f = m / "files/photos/latest/photo1.jpg"
+        assert os.getxattr(f, STATE) == b"cold"
+        assert read(f) == (src / "photo1.jpg").read_bytes()  # no EAGAIN in wait mode
+        assert "GLACIER: requested restore of 1 pack(s), " in m.log() and "tier Expedited" in m.log()
+        assert os.getxattr(f, STATE) == b"restored"
 
 
 def test_corrupt_chunk_gives_eio_for_that_file_only(tmp_path):
