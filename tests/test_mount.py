@@ -85,6 +85,36 @@ def test_views_follow_seaweedfs_incremental_mode(seaweed, tmp_path):
         assert not diff_signatures(signature(src), signature(f"{web}/dates/2021-03-02"))
 
 
+def test_issue_example_byte_for_byte(tmp_path):
+    """The example of issue 3, exactly: two days, one snapshot each; every file of every view read."""
+    src = tmp_path / "src"
+    env = vault_env(str(tmp_path / "vault"))
+    run(["init"], env)
+    d = src / "dir1"
+    day1 = {f"file{i}": f"file{i}, 2021-03-01\n".encode() for i in (1, 2, 3)}
+    for name, data in day1.items():
+        write(d / name, data, 1614556800)
+    run(["backup", "dir", str(src), "--name", "web", "--time", "2021-03-01T12:00:00Z"], env)
+    write(d / "file1", b"file1, modified 2021-03-02\n", 1614643200)
+    os.unlink(d / "file3")
+    write(d / "file4", b"file4, created 2021-03-02\n", 1614643200)
+    run(["backup", "dir", str(src), "--name", "web", "--time", "2021-03-02T12:00:00Z"], env)
+    day2 = {"file1": b"file1, modified 2021-03-02\n", "file2": day1["file2"], "file4": b"file4, created 2021-03-02\n"}
+    with mounted(env, tmp_path / "mnt") as m:
+        web = m / "files/web"
+        views = {
+            "changes/2021-03-01/dir1": day1,
+            "changes/2021-03-02/dir1": {k: day2[k] for k in ("file1", "file4")},
+            "dates/2021-03-01/dir1": day1,
+            "dates/2021-03-02/dir1": day2,
+            "latest/dir1": day2,
+        }
+        for view, files in views.items():
+            assert os.listdir(f"{web}/{view}") == sorted(files), view
+            for name, data in files.items():
+                assert read(f"{web}/{view}/{name}") == data, f"{view}/{name}"
+
+
 def test_attributes_symlinks_and_stable_inodes(tmp_path):
     src = tmp_path / "src"
     write(src / "docs" / "a.txt", "hello\n", 1_500_000_000)
