@@ -13,6 +13,7 @@ class ExitCode:
     ERROR = 1  # unexpected error (a bug): traceback in the log
     USAGE = 2  # bad command line
     PARTIAL = 3  # finished, but some source files could not be read
+    COMMAND_FAILED = 4  # `backup stdin --command`: the command failed, no snapshot was saved
     NO_VAULT = 10  # no vault at that URL / config missing
     BAD_PASSWORD = 11
     UNSUPPORTED = 12  # vault or object of a newer format version / unknown feature
