@@ -22,6 +22,8 @@ from coldvault.vault.lock import source_lock
 
 log = logging.getLogger(__name__)
 
+COMMAND_EXAMPLE = "coldvault backup stdin --name db.sql --command -- mysqldump --single-transaction db"
+
 
 def register(sub, common) -> None:
     p = sub.add_parser("backup", help="back up a directory, stdin or a ZFS dataset")
@@ -46,7 +48,7 @@ def register(sub, common) -> None:
         description="Back up standard input as one file; or, with --command -- CMD ARGS..., the standard\n"
                     "output of CMD, which coldvault runs itself (no shell): if CMD fails, no snapshot is\n"
                     "saved and coldvault exits 4. Safer than a pipe, whose failure /bin/sh does not see.",
-        epilog="example:\n  coldvault backup stdin --name db.sql --command -- mysqldump --single-transaction db")
+        epilog=f"example:\n  {COMMAND_EXAMPLE}")
     s.add_argument("--name", required=True, metavar="FILE", help="file name of the stream in the snapshot")
     s.add_argument("--source", metavar="NAME", help="source name (default: FILE)")
     s.add_argument("--time", metavar="ISO8601", help="snapshot time, ISO 8601 (default: now)")
@@ -192,15 +194,14 @@ def run_stdin(args) -> int:
     command = None
     if args.from_command:
         if not args.command_argv:
-            raise UserError("--command needs the command to run after --",
-                            hint="e.g. coldvault backup stdin --name db.sql --command -- mysqldump --single-transaction db")
+            raise UserError("--command needs the command to run after --", hint=f"e.g. {COMMAND_EXAMPLE}")
         command = args.command_argv
     elif args.command_argv:
         raise UserError(f"unexpected argument {args.command_argv[0]!r}; to back up a command's output, "
                         "give --command -- CMD ARGS...")
     elif sys.stdin.isatty():
         raise UserError("standard input is a terminal; pipe the data in, or give --command -- CMD ARGS...",
-                        hint="e.g. coldvault backup stdin --name db.sql --command -- mysqldump --single-transaction db")
+                        hint=f"e.g. {COMMAND_EXAMPLE}")
 
     def backup(vault):
         stream = None if command else sys.stdin.buffer
