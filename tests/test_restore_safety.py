@@ -277,3 +277,23 @@ def test_cold_packs_still_stop_before_anything_is_written(tmp_path):
     assert r.code == COLD
     assert "cold tier" in one_error_line(r.err)
     assert not target.exists()
+
+
+def test_cold_packs_stop_the_restore_even_when_another_is_missing(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(4):
+        (src / f"f{i}").write_bytes(os.urandom(400_000))
+    env = new_vault(tmp_path, "--data-storage-class", "DEEP_ARCHIVE", "--pack-size", "1")
+    run(["backup", "dir", str(src)], env)
+    repo = str(tmp_path / "vault")
+    packs = sorted(set().union(*file_packs(repo).values()))
+    assert len(packs) >= 2
+    os.remove(os.path.join(repo, packs[0]))
+    target = tmp_path / "t"
+    r = run(["restore", "dir", "latest", "--target", str(target)], env, check=False)
+    assert r.code == COLD, r.err
+    line = one_error_line(r.err)
+    assert "cold tier" in line and packs[1] in line and packs[0] not in line
+    assert packs[0] in r.err and "missing" in r.err  # said, too
+    assert not target.exists()
