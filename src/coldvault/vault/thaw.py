@@ -67,12 +67,23 @@ def packs_for_chunks(vault: Vault, chunks) -> set[str]:
 
 def cold_state(vault: Vault, packs) -> ColdState:
     """HEAD every pack (a few at a time); a missing pack is damage."""
+    state, missing = cold_state_and_missing(vault, packs)
+    if missing:
+        raise DamagedError(f"pack {missing[0]} is missing from the vault", hint="run 'coldvault check'")
+    return state
+
+
+def cold_state_and_missing(vault: Vault, packs) -> tuple[ColdState, list[str]]:
+    """Like `cold_state`, but a missing pack is reported (second value, sorted), not raised.
+
+    For callers that can still do part of their work without it (`restore dir`).
+    """
 
     def head(name):
         try:
             return name, vault.store.head(name)
         except NotFoundError:
-            raise DamagedError(f"pack {name} is missing from the vault", hint="run 'coldvault check'") from None
+            return name, None
 
     names = sorted(packs)
     if len(names) <= 1:
@@ -80,7 +91,8 @@ def cold_state(vault: Vault, packs) -> ColdState:
     else:
         with ThreadPoolExecutor(min(PARALLEL_HEADS, len(names))) as pool:
             results = list(pool.map(head, names))
-    return ColdState(dict(results))
+    missing = [n for n, info in results if info is None]
+    return ColdState({n: info for n, info in results if info is not None}), missing
 
 
 def request(vault: Vault, state: ColdState, tier: str, days: int, by: str = "restore") -> list[str]:
