@@ -102,7 +102,9 @@ def test_one_damaged_index_of_two(two_sources, tmp_path, bad):
     # The other one fails, naming what is missing and the way out.
     r = run(["restore", "dir", bad_sid[:8], "--target", str(tmp_path / "bad")], env, check=False)
     assert r.code == DAMAGED
-    assert "not in any index" in r.err and "coldvault: hint:" in r.err and "coldvault repair index" in r.err
+    (error,) = [line for line in r.err.splitlines() if line.startswith("coldvault: error:")]
+    assert "not in any index" in error and f"index/{bad_iid}" in error
+    assert "coldvault: hint:" in r.err and "coldvault repair index" in r.err
     assert not os.path.exists(tmp_path / "bad") or os.listdir(tmp_path / "bad") == []
 
     # check says so, and suggests the repair; prune refuses to delete the unindexed packs.

@@ -3,6 +3,9 @@
 Exit 0 when nothing is damaged (leftovers and skipped cold packs are not
 damage), 13 when something is (each problem is one line naming the object and
 what it costs), 12 when something is of a newer format than this coldvault.
+When `coldvault repair index` would help (a damaged index object, or blobs the
+snapshots use in no index while some pack is in no index), the error's hint
+says so, and those packs are not offered to `prune` as leftovers.
 """
 
 from __future__ import annotations

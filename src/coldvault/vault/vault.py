@@ -305,14 +305,16 @@ class Vault:
     def locate(self, bid: BlobId, what: str = "blob") -> Location:
         loc = self.index.lookup(bid)
         if loc is None:
+            message = f"{what} {bid.hex()} is not in any index of the vault"
             if self.damaged_indexes:
-                n = len(self.damaged_indexes)
-                hint = (f"{n} index object{'s are' if n > 1 else ' is'} damaged; 'coldvault repair index' "
-                        f"rebuilds the index from the packs' own headers")
+                names = sorted(INDEX_PREFIX + i for i in self.damaged_indexes)
+                more = f" (+{len(names) - 3} more)" if len(names) > 3 else ""
+                message += f"; damaged, so not read: {', '.join(names[:3])}{more}"
+                hint = "'coldvault repair index' rebuilds the index from the packs' own headers"
             else:
                 hint = ("run 'coldvault check'; if it finds packs in no index, 'coldvault repair index' "
                         "indexes them from their own headers")
-            raise DamagedError(f"{what} {bid.hex()} is not in any index of the vault", hint=hint)
+            raise DamagedError(message, hint=hint)
         return loc
 
     def get_range(self, name: str, start: int = 0, length: int | None = None) -> bytes:
