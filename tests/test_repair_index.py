@@ -288,3 +288,38 @@ def test_s3(tmp_path, moto_endpoint):
         run(["restore", "dir", "latest", "--source", name, "--target", str(target)], env)
         assert diff_signatures(signature(src), signature(target)) == []
     assert "no damage found" in run(["check", "--read-data"], env).out
+
+
+GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "golden")
+
+
+@pytest.mark.parametrize("kind,password", [("encrypted", "golden"), ("unencrypted", None)])
+def test_rebuilt_index_equals_the_written_one_on_the_golden_vaults(tmp_path, kind, password):
+    """Both index objects of a vault written by coldvault 0.1.0 damaged: the index rebuilt from its
+    (many, small) packs' headers holds exactly the entries the writer put in the index."""
+    import shutil
+
+    from coldvault.store.local import LocalStore
+    from coldvault.vault import Vault
+
+    repo = str(tmp_path / kind)
+    shutil.copytree(os.path.join(GOLDEN, kind), repo)
+    env = vault_env(repo, password)
+
+    def entries():
+        vault = Vault.open(LocalStore(repo), lambda: password.encode())
+        vault.load_index()
+        assert not vault.damaged_indexes
+        return vault.index.packs, vault.index.blobs
+
+    written = entries()
+    old = index_ids(repo)
+    assert len(old) == 2
+    for iid in old:
+        flip(os.path.join(repo, "index", iid), 30)
+    assert run(["ls", "latest"], env, check=False).code == DAMAGED
+    j = run(["repair", "index", "--json"], env).json()
+    assert j["packs_read"] == j["packs_listed"] == len(written[0])
+    assert j["blobs_indexed"] >= len(written[1]) and sorted(j["removed_indexes"]) == sorted(f"index/{i}" for i in old)
+    assert entries() == written
+    assert "no damage found" in run(["check", "--read-data"], env).out
