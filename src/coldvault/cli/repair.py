@@ -10,7 +10,7 @@ no index were skipped (named; --thaw asks for their restore, then run it again).
 from __future__ import annotations
 
 from coldvault.cli.common import open_vault, print_json, size
-from coldvault.errors import ColdDataError, DamagedError
+from coldvault.errors import ColdDataError, DamagedError, UserError
 from coldvault.store.base import RESTORE_TIERS
 from coldvault.vault import repair
 from coldvault.vault.lock import vault_lock
@@ -41,6 +41,8 @@ def _few(names: list[str]) -> str:
 
 
 def run_index(args) -> int:
+    if args.days < 1:
+        raise UserError(f"--days {args.days}: restored copies must stay readable at least 1 day")
     vault = open_vault(args, load_index=False)
     lock = None if args.dry_run else vault_lock(vault, "repair index")
     if lock:

@@ -119,7 +119,7 @@ def plan(vault: Vault) -> RepairPlan:
             elif isinstance(result, ObjectInfo):
                 p.cold.append(result)
             else:
-                log.warning("pack %s: cannot index it: %s", *result)
+                log.info("pack %s: cannot index it: %s", *result)  # the caller names it
                 p.bad_headers.append(result)
     return p
 
