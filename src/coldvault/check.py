@@ -93,9 +93,18 @@ class CheckReport:
     skipped_cold: list[ObjectInfo] = field(default_factory=list)
     skipped_meta: int = 0  # tree nodes or chunk lists in cold data packs (format.md 13), not walked
 
+    unreadable_indexes: list[str] = field(default_factory=list)  # index objects that do not decode
+
     @property
     def unsupported(self) -> bool:
         return any(p.kind == "unsupported" for p in self.problems.values())
+
+    @property
+    def repair_index_helps(self) -> bool:
+        """Whether `coldvault repair index` would help: an index object is damaged (it removes
+        it, and indexes its packs again from their headers), or snapshots use blobs that no
+        index names while some pack is in no index (it may hold them)."""
+        return bool(self.unreadable_indexes) or (NOT_INDEXED in self.problems and bool(self.unindexed_packs))
 
 
 def _add_paths(result: dict, key: str, count: int, paths: list[bytes]) -> None:
@@ -194,6 +203,8 @@ class Checker:
             for iid, (doc, problem) in zip(ids, pool.map(self._index_object, ids)):
                 if problem is not None:
                     self._problem(INDEX_PREFIX + iid, *problem)
+                    if problem[1] == "damaged":
+                        self.report.unreadable_indexes.append(INDEX_PREFIX + iid)
                 if doc is None:
                     continue
                 self.report.index_objects += 1

@@ -3,6 +3,9 @@
 Exit 0 when nothing is damaged (leftovers and skipped cold packs are not
 damage), 13 when something is (each problem is one line naming the object and
 what it costs), 12 when something is of a newer format than this coldvault.
+When `coldvault repair index` would help (a damaged index object, or blobs the
+snapshots use in no index while some pack is in no index), the error's hint
+says so, and those packs are not offered to `prune` as leftovers.
 """
 
 from __future__ import annotations
@@ -111,6 +114,7 @@ def as_json(report: CheckReport) -> dict:
             "packs_read": r.packs_read, "bytes_read": r.bytes_read, "blobs_read": r.blobs_read,
         },
         "damage": damage,
+        "repair_index": r.repair_index_helps,
         "leftovers": {
             "unindexed_packs": [{"name": i.name, "size": i.size} for i in r.unindexed_packs],
             "superseded_indexes": r.superseded_indexes,
@@ -151,9 +155,13 @@ def _print(report: CheckReport, quiet: bool) -> None:
         ("with no blob that a snapshot uses", _n(len(r.unused_packs or ()), "pack"),
          sum(i.size for i in r.unused_packs or ()), [i.name for i in r.unused_packs or ()]),
     )
-    for what, count, nbytes, names in leftovers:
+    for i, (what, count, nbytes, names) in enumerate(leftovers):
         if names:
             amount = f" ({size(nbytes)})" if nbytes is not None else ""
+            if i == 0 and r.repair_index_helps:  # they may hold what the snapshots miss: no prune
+                print(f"in no index: {count}{amount}: {_few(names, SHOW_PACKS)}; they may hold blobs that "
+                      f"snapshots use: run 'coldvault repair index', not 'coldvault prune'")
+                continue
             print(f"leftover: {count}{amount} {what}: {_few(names, SHOW_PACKS)}; {PRUNE_HINT}")
     if r.skipped_cold:
         print(f"skipped: {_n(len(r.skipped_cold), 'cold pack')} ({size(sum(i.size for i in r.skipped_cold))}) "
@@ -164,6 +172,18 @@ def _print(report: CheckReport, quiet: bool) -> None:
               f"stored in cold data packs, not walked")
     if not r.problems:
         print("no damage found")
+
+
+def repair_hint(report: CheckReport) -> str | None:
+    """The hint line when `coldvault repair index` would help, else None."""
+    if not report.repair_index_helps:
+        return None
+    why = []
+    if report.unreadable_indexes:
+        why.append(_n(len(report.unreadable_indexes), "damaged index object"))
+    if report.unindexed_packs:
+        why.append(_n(len(report.unindexed_packs), "pack") + " in no index")
+    return f"'coldvault repair index' rebuilds the index from the packs' own headers ({'; '.join(why)})"
 
 
 def run(args) -> int:
@@ -182,7 +202,8 @@ def run(args) -> int:
     damaged = [p for p in report.problems.values() if p.kind == "damaged"]
     if damaged:
         raise DamagedError(f"the vault is damaged: {len(damaged)} damaged object{'s' if len(damaged) > 1 else ''}"
-                           f" (listed {'above' if not args.json else 'in the report'})")
+                           f" (listed {'above' if not args.json else 'in the report'})",
+                           hint=repair_hint(report))
     if report.unsupported:
         raise UnsupportedFormatError("some objects are of a newer format than this coldvault reads",
                                      hint="upgrade coldvault")

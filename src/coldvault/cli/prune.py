@@ -47,6 +47,12 @@ def run(args) -> int:
 
 
 def _prune(args, vault) -> int:
+    if vault.damaged_indexes:
+        # Packs only a damaged index names look like leftovers in no index: never delete them.
+        raise DamagedError(
+            f"{len(vault.damaged_indexes)} index object(s) are damaged; pruning could delete packs only they name",
+            hint="run 'coldvault repair index' first",
+        )
     records = vault.snapshots()
     if vault.damaged_snapshots:
         raise DamagedError(
@@ -73,6 +79,14 @@ def _prune(args, vault) -> int:
                 partly.append((name, sum(b.length for b in blobs if b.id not in used)))
     indexed = {object_name(k, p) for p, (k, _) in index.packs.items()}
     leftovers = sorted(n for n in stored if n not in indexed)
+    unknown = sum(1 for b in used if b not in index.blobs)
+    if unknown and leftovers:
+        # The packs in no index may hold them (an index object was lost): never delete those.
+        raise DamagedError(
+            f"{unknown} blob(s) that snapshots use are in no index, and {len(leftovers)} pack(s) are in no index; "
+            f"pruning could delete what the snapshots need",
+            hint="'coldvault repair index' indexes those packs from their own headers",
+        )
     delete_existing = [n for n in delete if n in stored] + leftovers
 
     prices = pricing.load(args.prices)

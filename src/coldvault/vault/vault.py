@@ -80,6 +80,7 @@ class Vault:
         self._tree_nodes = LRU(64 * 1024 * 1024, size=lambda n: 200 * len(n.entries) + 64)
         self._fetch_lock = threading.Lock()
         self.damaged_snapshots: dict[str, DamagedError | UnsupportedFormatError] = {}
+        self.damaged_indexes: dict[str, DamagedError] = {}  # index id -> why it was left out
 
     # ---- creating and opening -------------------------------------------------
 
@@ -140,19 +141,35 @@ class Vault:
         """Read the index objects not read yet. Records of pending (write-ahead) indexes count
         only where their pack is in the store: one HEAD per such pack that no other index names.
         A pending index all of whose packs were found stored is `adoptable`: the next run's
-        index repeats those packs and supersedes it."""
-        names = [INDEX_PREFIX + i for i in self._object_ids(INDEX_PREFIX) if i not in self.index.index_ids]
+        index repeats those packs and supersedes it.
+
+        A damaged index object is left out with one warning and kept in `damaged_indexes`:
+        every snapshot whose blobs other indexes name stays readable, and a blob only it
+        named is "not in any index" until `coldvault repair index` rebuilds the index from
+        the packs' headers (vault/repair.py). A newer-format index object still stops the
+        command (exit 12): what it says cannot be guessed, and it is not damage."""
+        skip = self.index.index_ids | self.damaged_indexes.keys()
+        names = [INDEX_PREFIX + i for i in self._object_ids(INDEX_PREFIX) if i not in skip]
 
         def load(name):
             try:
                 return name, self._read_checked(name, lambda d: packindex.decode(d, self.sealer, name))
             except NotFoundError:  # a checkpoint that a finishing run deleted after our listing
                 return name, None
+            except UnsupportedFormatError:
+                raise
+            except DamagedError as exc:  # FormatError included
+                return name, exc
 
         index = self.index
         pending: list[tuple[str, packindex.IndexDoc]] = []
         for name, doc in self._parallel(load, names):
             if doc is None:
+                continue
+            if isinstance(doc, DamagedError):
+                log.warning("%s; ignoring it (the blobs only it names are unknown until "
+                            "'coldvault repair index')", doc.message)
+                self.damaged_indexes[name[len(INDEX_PREFIX):]] = doc
                 continue
             iid = name[len(INDEX_PREFIX):]
             index.index_ids.add(iid)
@@ -288,7 +305,16 @@ class Vault:
     def locate(self, bid: BlobId, what: str = "blob") -> Location:
         loc = self.index.lookup(bid)
         if loc is None:
-            raise DamagedError(f"{what} {bid.hex()} is not in any index of the vault", hint="run 'coldvault check'")
+            message = f"{what} {bid.hex()} is not in any index of the vault"
+            if self.damaged_indexes:
+                names = sorted(INDEX_PREFIX + i for i in self.damaged_indexes)
+                more = f" (+{len(names) - 3} more)" if len(names) > 3 else ""
+                message += f"; damaged, so not read: {', '.join(names[:3])}{more}"
+                hint = "'coldvault repair index' rebuilds the index from the packs' own headers"
+            else:
+                hint = ("run 'coldvault check'; if it finds packs in no index, 'coldvault repair index' "
+                        "indexes them from their own headers")
+            raise DamagedError(message, hint=hint)
         return loc
 
     def get_range(self, name: str, start: int = 0, length: int | None = None) -> bytes:
