@@ -28,7 +28,7 @@ from coldvault.store.base import (
 )
 from coldvault.store.local import LocalStore
 from coldvault.store.memory import MemoryStore
-from coldvault.store.retry import RetryingStore
+from coldvault.store.retry import REPEATED_RETRY, RetryingStore
 from coldvault.store.s3 import S3Store, parse_restore_header
 from coldvault.store.url import open_store
 
@@ -508,7 +508,9 @@ def test_retries_get_louder(caplog):
     store = RetryingStore(FlakyStore(failures=4), attempts=5, sleep=lambda s: None)
     store.put("config", b"x")
     levels = [r.levelno for r in caplog.records if r.name == "coldvault.store.retry"]
-    assert levels == [logging.DEBUG, logging.INFO, logging.WARNING, logging.WARNING]
+    # Louder as they repeat, but never WARNING: a plain run prints only the final error.
+    assert levels == [logging.INFO, REPEATED_RETRY, REPEATED_RETRY, REPEATED_RETRY]
+    assert logging.INFO < REPEATED_RETRY < logging.WARNING
 
 
 # --- vault URLs ----------------------------------------------------------------------
