@@ -8,6 +8,7 @@ keeps failing, the command exits 15 with one line and no traceback.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import uuid
@@ -196,3 +197,31 @@ def test_unreachable_endpoint_prints_one_line(tmp_path, command):
     retries = [x for x in r.err.splitlines() if "retrying in" in x]
     assert [f"attempt {n} of 4" in x for n, x in enumerate(retries, 1)] == [True] * 3, r.err
     assert [x for x in r.err.splitlines() if x.startswith("coldvault: error:")] == [line]
+
+
+def test_mount_read_that_keeps_failing_is_eio(tmp_path, moto_endpoint):
+    """A read the retries cannot save is EIO with one log line naming the file, and the
+    mount keeps serving: once the network heals, the same file reads whole."""
+    src = tmp_path / "src"
+    src.mkdir()
+    data = os.urandom(300_000)
+    (src / "photo.jpg").write_bytes(data)
+    with FaultProxy(moto_endpoint, rate=0.0, seed=2, kinds=["reset-body", "truncate", "503"]) as proxy:
+        env = faulty_env(f"s3://{unique_bucket()}/vault", proxy.endpoint, attempts=3)
+        run(["init"], env)
+        run(["backup", "dir", str(src), "--name", "src"], env)
+        with mounted(env, tmp_path / "mnt") as m:
+            path = m / "files/src/latest/photo.jpg"
+            assert os.path.getsize(path) == len(data)
+            proxy.rate = 1.0
+            with pytest.raises(OSError) as info:
+                with open(path, "rb") as f:
+                    f.read()
+            assert info.value.errno == errno.EIO
+            log = m.log()
+            assert "Traceback" not in log and "unexpected error" not in log, log
+            failures = [x for x in log.splitlines() if "giving up" in x]
+            assert failures and all("photo.jpg" in x for x in failures), log
+            proxy.rate = 0.0
+            with open(path, "rb") as f:
+                assert f.read() == data
