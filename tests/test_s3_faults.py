@@ -55,7 +55,7 @@ def error_lines(err: str) -> list[str]:
 # --- the store: every transport failure is a TransientError -------------------------
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def seeded_bucket(moto_endpoint):
     """A bucket with a 1 MiB hot object, a small GLACIER object and a listing of 30 keys."""
     direct = S3Store(unique_bucket(), endpoint_url=moto_endpoint)
