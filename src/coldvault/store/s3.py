@@ -6,12 +6,11 @@ botocore's own retries are turned off: `RetryingStore` does the retrying, with
 backoff and logging, for every store alike.
 
 Every failure of the transport, at any point of a request (connecting, sending,
-waiting for the headers, reading the body), is a TransientError. Some of them
-reach us from botocore as BotoCoreError; others (a body that breaks off while
-botocore parses a listing or an error, for one) escape as urllib3 or http.client
-exceptions, and are caught here too. A GET body shorter than its
-Content-Length or than the range asked for is also a TransientError: the
-connection lost it, and reading again gets it whole.
+waiting for the headers, reading the body), is a TransientError. Most reach us
+from botocore as BotoCoreError; whatever escapes as a urllib3, http.client or
+socket exception is caught too. A GET body shorter than its Content-Length or
+than the range asked for is also a TransientError: the connection lost it, and
+reading again gets it whole.
 
 Object ``name`` lives at key ``prefix + name``. Every botocore failure is
 translated here into the errors of `coldvault.store.base`; nothing above this
@@ -104,10 +103,10 @@ _CONNECTION_PROBLEMS = {
     botocore.exceptions.IncompleteReadError: "the answer from {} was cut short",
 }
 
-# What escapes botocore when an answer breaks off while botocore reads it itself
-# (every non-streaming answer, and error bodies): urllib3's ProtocolError and
-# ReadTimeoutError, http.client's IncompleteRead, socket errors, and the parse
-# error of an XML document cut short. All are failures of the transport.
+# Transport failures that botocore does not wrap in a BotoCoreError: urllib3's
+# ProtocolError and ReadTimeoutError from a streaming body read outside
+# botocore's wrapper, http.client and socket errors, and the parse error of an
+# XML answer cut short. Each is a failure of the connection, not of the request.
 _RAW_TRANSPORT_ERRORS = (
     urllib3.exceptions.HTTPError,
     http.client.HTTPException,
@@ -300,9 +299,14 @@ class S3Store(Store):
                 if code == "InvalidObjectState":
                     raise self._archived(name) from exc
                 raise
-            # The body streams from the connection: read it all here, in this thread.
-            with response["Body"] as body:
+            # The body streams from the connection: read it all here, in this thread,
+            # through botocore's StreamingBody (`with body as raw` would give the bare
+            # urllib3 stream, without botocore's error wrapping and length check).
+            body = response["Body"]
+            try:
                 data = body.read()
+            finally:
+                body.close()
         expected = self._expected_length(response, start, length)
         if expected is not None and len(data) != expected:
             raise TransientError(
