@@ -28,7 +28,7 @@ from coldvault.store.base import (
 )
 from coldvault.store.local import LocalStore
 from coldvault.store.memory import MemoryStore
-from coldvault.store.retry import RetryingStore
+from coldvault.store.retry import REPEATED_RETRY, RetryingStore
 from coldvault.store.s3 import S3Store, parse_restore_header
 from coldvault.store.url import open_store
 
@@ -508,7 +508,9 @@ def test_retries_get_louder(caplog):
     store = RetryingStore(FlakyStore(failures=4), attempts=5, sleep=lambda s: None)
     store.put("config", b"x")
     levels = [r.levelno for r in caplog.records if r.name == "coldvault.store.retry"]
-    assert levels == [logging.DEBUG, logging.INFO, logging.WARNING, logging.WARNING]
+    # Louder as they repeat, but never WARNING: a plain run prints only the final error.
+    assert levels == [logging.INFO, REPEATED_RETRY, REPEATED_RETRY, REPEATED_RETRY]
+    assert logging.INFO < REPEATED_RETRY < logging.WARNING
 
 
 # --- vault URLs ----------------------------------------------------------------------
@@ -555,6 +557,27 @@ def test_open_s3_url(monkeypatch):
     assert store.url == "s3://my-bucket/backups/home/"
     other = open_store("s3://my-bucket", endpoint_url="http://127.0.0.1:10").inner
     assert (other.prefix, other.endpoint) == ("", "http://127.0.0.1:10")
+
+
+def test_open_s3_retry_and_timeout_settings(monkeypatch):
+    monkeypatch.setenv("COLDVAULT_S3_ENDPOINT", "http://127.0.0.1:9")
+    store = open_store("s3://my-bucket")
+    config = store.inner._client.meta.config
+    assert (store.attempts, store.base_delay) == (6, 0.5)
+    assert (config.connect_timeout, config.read_timeout) == (10.0, 60.0)
+    assert config.retries["total_max_attempts"] == 1  # one retry layer: RetryingStore
+    monkeypatch.setenv("COLDVAULT_RETRY_ATTEMPTS", "20")
+    monkeypatch.setenv("COLDVAULT_RETRY_DELAY", "0.05")
+    monkeypatch.setenv("COLDVAULT_S3_TIMEOUT", "2.5")
+    store = open_store("s3://my-bucket")
+    config = store.inner._client.meta.config
+    assert (store.attempts, store.base_delay) == (20, 0.05)
+    assert (config.connect_timeout, config.read_timeout) == (2.5, 2.5)
+    for var, bad in (("COLDVAULT_RETRY_DELAY", "-1"), ("COLDVAULT_S3_TIMEOUT", "0"), ("COLDVAULT_S3_TIMEOUT", "nan")):
+        monkeypatch.setenv(var, bad)
+        with pytest.raises(UserError, match=var):
+            open_store("s3://my-bucket")
+        monkeypatch.delenv(var)
 
 
 @pytest.mark.parametrize("url", ["s3://", "s3:///prefix", "s3://bad bucket/x", "s3://b?x=1"])

@@ -3,8 +3,13 @@
 `RetryingStore` repeats a call that failed with TransientError (connection
 trouble, 5xx, throttling), waiting longer each time (exponential backoff with
 jitter, so many clients that failed together do not return together). Every
-other error is permanent and passes straight through. Each retry is logged,
-louder as they repeat: the first at DEBUG, the second at INFO, then WARNING.
+other error is permanent and passes straight through.
+
+Each retry is logged below WARNING, so that a plain run (a cron job) prints
+nothing about retries that ended well, and exactly one line, the final error,
+when they did not; ``-v`` shows every retry. They get louder as they repeat:
+the first at INFO, later ones at REPEATED_RETRY (between INFO and WARNING), so
+a handler at that level sees only calls that keep failing.
 
 All six calls are safe to repeat: a put replaces the object, a delete of an
 absent object succeeds, and `list` is collected whole inside one attempt so
@@ -26,7 +31,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Log level of the retry after the n-th consecutive failure (1-based); later ones: the last.
-_RETRY_LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING)
+REPEATED_RETRY = logging.INFO + 5
+_RETRY_LEVELS = (logging.INFO, REPEATED_RETRY)
 
 
 class RetryingStore(Store):

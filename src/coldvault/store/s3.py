@@ -2,8 +2,15 @@
 
 One boto3 client per store, created once and shared by every thread (boto3
 clients are thread-safe; sessions are not, so the store owns its session).
-botocore's own retries are turned down to a minimum: `RetryingStore` does the
-retrying, with backoff and logging, for every store alike.
+botocore's own retries are turned off: `RetryingStore` does the retrying, with
+backoff and logging, for every store alike.
+
+Every failure of the transport, at any point of a request (connecting, sending,
+waiting for the headers, reading the body), is a TransientError. Most reach us
+from botocore as BotoCoreError; whatever escapes as a urllib3, http.client or
+socket exception is caught too. A GET body shorter than its Content-Length or
+than the range asked for is also a TransientError: the connection lost it, and
+reading again gets it whole.
 
 Object ``name`` lives at key ``prefix + name``. Every botocore failure is
 translated here into the errors of `coldvault.store.base`; nothing above this
@@ -23,12 +30,15 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import http.client
 import re
 import urllib.parse
 
 import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.parsers
+import urllib3.exceptions
 
 from coldvault.store.base import (
     HOT_CLASS,
@@ -93,6 +103,25 @@ _CONNECTION_PROBLEMS = {
     botocore.exceptions.IncompleteReadError: "the answer from {} was cut short",
 }
 
+# Transport failures that botocore does not wrap in a BotoCoreError: urllib3's
+# ProtocolError and ReadTimeoutError from a streaming body read outside
+# botocore's wrapper, http.client and socket errors, and the parse error of an
+# XML answer cut short. Each is a failure of the connection, not of the request.
+_RAW_TRANSPORT_ERRORS = (
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    ConnectionError,
+    TimeoutError,
+    botocore.parsers.ResponseParserError,
+)
+_RAW_PROBLEMS = {
+    urllib3.exceptions.ReadTimeoutError: "{} did not answer in time",
+    TimeoutError: "{} did not answer in time",
+    botocore.parsers.ResponseParserError: "the answer from {} was cut short or garbled",
+}
+
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+
 _RESTORE_ONGOING = re.compile(r'ongoing-request\s*=\s*"(true|false)"', re.IGNORECASE)
 _RESTORE_EXPIRY = re.compile(r'expiry-date\s*=\s*"([^"]*)"', re.IGNORECASE)
 
@@ -137,8 +166,10 @@ class S3Store(Store):
     `endpoint_url` selects a non-AWS service (path-style addressing is then
     used, as MinIO, Ceph and moto expect); `region` defaults to the AWS chain.
     `max_pool` sizes the HTTP connection pool; size the caller's concurrency
-    limiter alike. `client_attempts` is botocore's own total attempts per call,
-    kept low because `RetryingStore` retries on top.
+    limiter alike. `read_timeout` is how long S3 may stay silent in the middle
+    of an answer. `client_attempts` is botocore's own total attempts per call:
+    1, no retry, because `RetryingStore` retries on top (one retry layer, one
+    backoff, one log).
     """
 
     def __init__(
@@ -150,7 +181,7 @@ class S3Store(Store):
         max_pool: int = 16,
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
-        client_attempts: int = 2,
+        client_attempts: int = 1,
     ):
         if not bucket:
             raise StoreError("an S3 store needs a bucket name")
@@ -222,14 +253,20 @@ class S3Store(Store):
             return TransientError(
                 f"{action} {self._subject(name, False)} failed: {problem} ({type(exc).__name__})", name
             )
+        if isinstance(exc, _RAW_TRANSPORT_ERRORS):
+            problem = next((p for t, p in _RAW_PROBLEMS.items() if isinstance(exc, t)), "the answer from {} broke off")
+            return TransientError(
+                f"{action} {self._subject(name, False)} failed: {problem.format(self.endpoint)} ({type(exc).__name__})",
+                name,
+            )
         return StoreError(f"{action} {self._subject(name)} failed: {type(exc).__name__}", name)
 
     @contextlib.contextmanager
     def _errors(self, action: str, name: str | None = None):
-        """Translate any botocore failure inside the block; StoreErrors pass through."""
+        """Translate any botocore or transport failure inside the block; StoreErrors pass through."""
         try:
             yield
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError, *_RAW_TRANSPORT_ERRORS) as exc:
             raise self._translate(exc, name, action) from exc
 
     def _key(self, name: str) -> str:
@@ -262,9 +299,34 @@ class S3Store(Store):
                 if code == "InvalidObjectState":
                     raise self._archived(name) from exc
                 raise
-            # The body streams from the connection: read it all here, in this thread.
-            with response["Body"] as body:
-                return body.read()
+            # The body streams from the connection: read it all here, in this thread,
+            # through botocore's StreamingBody (`with body as raw` would give the bare
+            # urllib3 stream, without botocore's error wrapping and length check).
+            body = response["Body"]
+            try:
+                data = body.read()
+            finally:
+                body.close()
+        expected = self._expected_length(response, start, length)
+        if expected is not None and len(data) != expected:
+            raise TransientError(
+                f"reading {self._subject(name, False)} failed: the answer from {self.endpoint} "
+                f"was cut short ({len(data)} of {expected} bytes)",
+                name,
+            )
+        return data
+
+    @staticmethod
+    def _expected_length(response: dict, start: int, length: int | None) -> int | None:
+        """How many bytes a GET answer must hold: the range asked for, within the object."""
+        match = _CONTENT_RANGE.fullmatch((response.get("ContentRange") or "").strip())
+        if match and match.group(3) != "*":
+            total = int(match.group(3))
+            available = max(0, total - start)
+            return available if length is None else min(length, available)
+        if start == 0 and length is None and "ContentLength" in response:
+            return int(response["ContentLength"])
+        return None
 
     def _archived(self, name: str) -> ArchivedError:
         """The error for a GET refused because the object is in a cold tier."""

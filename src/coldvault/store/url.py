@@ -6,7 +6,11 @@
     memory://                        a fresh in-memory store, for tests
 
 The S3 endpoint comes from `endpoint_url` (``--endpoint-url``), else from
-COLDVAULT_S3_ENDPOINT, else AWS. The local store's simulated restore takes
+COLDVAULT_S3_ENDPOINT, else AWS. COLDVAULT_S3_TIMEOUT (seconds, default 60) is how
+long S3 may stay silent, while connecting or in the middle of an answer, before
+the call fails and is retried. A store call is tried COLDVAULT_RETRY_ATTEMPTS
+times (default 6); COLDVAULT_RETRY_DELAY (seconds, default 0.5) is the wait
+before the first retry, doubled for each further one. The local store's simulated restore takes
 `restore_delay` seconds, else COLDVAULT_LOCAL_RESTORE_DELAY, else 2 seconds.
 """
 
@@ -26,6 +30,10 @@ ENDPOINT_ENV = "COLDVAULT_S3_ENDPOINT"
 RESTORE_DELAY_ENV = "COLDVAULT_LOCAL_RESTORE_DELAY"
 DEFAULT_LOCAL_RESTORE_DELAY = 2.0
 RETRY_ENV = "COLDVAULT_RETRY_ATTEMPTS"
+RETRY_DELAY_ENV = "COLDVAULT_RETRY_DELAY"
+DEFAULT_RETRY_DELAY = 0.5
+S3_TIMEOUT_ENV = "COLDVAULT_S3_TIMEOUT"
+DEFAULT_S3_TIMEOUT = 60.0
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _URL_FORMS = "a path, file:///path, s3://bucket/prefix or memory://"
@@ -46,7 +54,9 @@ def open_store(url: str, *, endpoint_url: str | None = None, restore_delay: floa
 
         bucket, prefix = parse_s3_url(url)
         endpoint = endpoint_url or os.environ.get(ENDPOINT_ENV) or None
-        return RetryingStore(S3Store(bucket, prefix, endpoint_url=endpoint), attempts=_retry_attempts())
+        timeout = _seconds(S3_TIMEOUT_ENV, DEFAULT_S3_TIMEOUT, minimum=0.1)
+        s3 = S3Store(bucket, prefix, endpoint_url=endpoint, connect_timeout=min(10.0, timeout), read_timeout=timeout)
+        return RetryingStore(s3, attempts=_retry_attempts(), base_delay=_seconds(RETRY_DELAY_ENV, DEFAULT_RETRY_DELAY))
     if scheme == "memory":
         if url.lower() != "memory://":
             raise UserError(f"invalid vault URL {url}: memory:// takes nothing after it")
@@ -86,13 +96,18 @@ def _retry_attempts() -> int:
 def _local_restore_delay(value: float | None) -> float:
     if value is not None:
         return value
-    text = os.environ.get(RESTORE_DELAY_ENV)
+    return _seconds(RESTORE_DELAY_ENV, DEFAULT_LOCAL_RESTORE_DELAY)
+
+
+def _seconds(env: str, default: float, minimum: float = 0.0) -> float:
+    """A number of seconds from the environment variable `env`, at least `minimum`."""
+    text = os.environ.get(env)
     if not text:
-        return DEFAULT_LOCAL_RESTORE_DELAY
+        return default
     try:
-        delay = float(text)
+        value = float(text)
     except ValueError:
-        delay = -1.0
-    if not delay >= 0:  # also refuses nan
-        raise UserError(f"{RESTORE_DELAY_ENV} must be a number of seconds, not {text!r}")
-    return delay
+        value = -1.0
+    if not (minimum <= value < float("inf")):  # also refuses nan
+        raise UserError(f"{env} must be a number of seconds (at least {minimum:g}), not {text!r}")
+    return value
