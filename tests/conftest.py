@@ -47,6 +47,9 @@ def pytest_sessionfinish(session, exitstatus):
     lines = [f"ZFS pools made by this test session were left behind: {', '.join(left)}",
              ("destroyed now" if not still else f"STILL THERE: {', '.join(still)} (zpool destroy -f NAME)")]
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_sep("=", "ZFS POOLS LEFT BEHIND: the session fails", red=True, bold=True)
     for line in lines:
         if reporter is not None:
             reporter.write_line(line, red=True, bold=True)
