@@ -218,6 +218,15 @@ def test_malformed_zfs_records_are_skipped_with_a_warning(zpool, tmp_path):
     assert tree_contents(os.path.join(root, "back")) == tree_contents(os.path.join(root, "d"))
     assert len(run(["snapshots", "--json"], env, check=False).json()) == 2
 
+    # As prune's hint says: forget the damaged records (by id or prefix), then prune runs.
+    r = run(["forget", bad_ids[0], *(sid[:12] for sid in bad_ids[1:])], env)
+    assert r.out.count("damaged record") == len(bad_ids) and "Traceback" not in r.err
+    r = run(["snapshots", "--json"], env)  # exit 0, no warning: they are gone
+    assert len(r.json()) == 2 and r.err == ""
+    run(["prune"], env)
+    run(["restore", "zfs", f"{ds}@{snap2}", "--into", f"{name}/again"], env)
+    assert tree_contents(os.path.join(root, "again")) == tree_contents(os.path.join(root, "d"))
+
 
 # ---- item: restore zfs verifies the whole stream before it can be committed ----------------
 
