@@ -29,3 +29,30 @@ def moto_endpoint():
             mp.setenv(var, value)
         with moto_server.run_moto_server() as endpoint:
             yield endpoint
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the session, loudly, if a ZFS pool made by one of its tests is still there.
+
+    tests/zfstools.py `pool()` destroys each pool even when its test fails; a pool left
+    behind means that went wrong (or the test was killed). One more destroy is tried, and
+    the session fails either way, so a leak is never silent."""
+    zfstools = sys.modules.get("zfstools")
+    if zfstools is None:
+        return  # no test made a pool
+    left = zfstools.leftover_pools()
+    if not left:
+        return
+    still = [n for n in left if zfstools.destroy_leftover(n) is not None]
+    lines = [f"ZFS pools made by this test session were left behind: {', '.join(left)}",
+             ("destroyed now" if not still else f"STILL THERE: {', '.join(still)} (zpool destroy -f NAME)")]
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_sep("=", "ZFS POOLS LEFT BEHIND: the session fails", red=True, bold=True)
+    for line in lines:
+        if reporter is not None:
+            reporter.write_line(line, red=True, bold=True)
+        else:
+            print(line, file=sys.stderr)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

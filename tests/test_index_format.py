@@ -1000,9 +1000,24 @@ def test_tree_decode_arbitrary_bytes(data):
 
 # -- snapshots -------------------------------------------------------------------------------
 
-snapshot_records = st.builds(
+zfs_names = st.text(st.characters(blacklist_characters="/@#\0", blacklist_categories=("Cs",)), min_size=1,
+                   max_size=12).filter(lambda n: n not in (".", ".."))
+zfs_maps = st.fixed_dictionaries({
+    "dataset": st.lists(zfs_names, min_size=1, max_size=3).map("/".join),
+    "snapshot": zfs_names,
+    "guid": st.integers(0, 2**64 - 1),
+    "createtxg": st.integers(0, 2**40),
+    "creation": st.integers(-2**40, 2**40),
+    "base": st.none() | st.fixed_dictionaries(
+        {"snapshot": zfs_names, "guid": st.integers(0, 2**64 - 1), "createtxg": st.integers(0, 2**40)}),
+    "flags": st.lists(st.sampled_from(["-c", "-L", "-p", "-w"]), max_size=2),
+    "length": st.integers(0, 2**50),
+    "xxh3": ids16,
+    "chunks": ids16,
+})
+snapshot_records = st.sampled_from(snapshot.KINDS).flatmap(lambda kind: st.builds(
     snapshot.SnapshotRecord,
-    kind=st.sampled_from(snapshot.KINDS),
+    kind=st.just(kind),
     source=st.text(max_size=40),
     time=st.integers(0, 2**63 - 1),
     hostname=st.text(max_size=20),
@@ -1013,9 +1028,9 @@ snapshot_records = st.builds(
     incomplete=st.booleans(),
     errors=st.lists(st.text(max_size=30), max_size=3),
     tags=st.lists(st.text(max_size=10), max_size=3),
-    zfs=st.none() | st.dictionaries(st.text(max_size=10), st.text(max_size=10) | st.integers(0, 2**40), max_size=3),
+    zfs=zfs_maps if kind == "zfs" else st.none(),
     program=st.text(max_size=20),
-)
+))
 
 
 @prop
@@ -1062,6 +1077,55 @@ GOOD_SNAPSHOT = {"version": 1, "kind": "tree", "source": "/src", "time": 1}
 def test_snapshot_hostile(changes):
     data = envelope.seal({**GOOD_SNAPSHOT, **changes}, "snapshot", PLAIN)
     with pytest.raises(FormatError):
+        snapshot.decode(data, PLAIN, "snapshot")
+
+
+GOOD_ZFS = {"dataset": "tank/photos", "snapshot": "nightly-2", "guid": 2**64 - 1, "createtxg": 9,
+            "creation": 1_700_000_000, "base": {"snapshot": "nightly-1", "guid": 5, "createtxg": 3},
+            "flags": ["-c"], "length": 0, "xxh3": b"\1" * 16, "chunks": b"\2" * 16}
+
+
+def test_snapshot_zfs_map_valid():
+    rec = snapshot.decode(envelope.seal({**GOOD_SNAPSHOT, "kind": "zfs", "zfs": GOOD_ZFS}, "snapshot", PLAIN),
+                          PLAIN, "snapshot")
+    assert rec.zfs == GOOD_ZFS
+
+
+@pytest.mark.parametrize(
+    "zfs, problem",
+    [
+        pytest.param(None, "not a map", id="zfs-kind-without-map"),
+        pytest.param([1, 2], "not a map", id="list"),
+        pytest.param({k: v for k, v in GOOD_ZFS.items() if k != "chunks"}, "chunks", id="no-chunks"),
+        pytest.param({**GOOD_ZFS, "dataset": b"tank"}, "dataset", id="dataset-bin"),
+        pytest.param({**GOOD_ZFS, "dataset": "tank//x"}, "dataset", id="dataset-empty-component"),
+        pytest.param({**GOOD_ZFS, "dataset": "tank/.."}, "dataset", id="dataset-dotdot"),
+        pytest.param({**GOOD_ZFS, "snapshot": "a/b"}, "snapshot", id="snapshot-slash"),
+        pytest.param({**GOOD_ZFS, "snapshot": 7}, "snapshot", id="snapshot-int"),
+        pytest.param({**GOOD_ZFS, "guid": "12"}, "guid", id="guid-str"),
+        pytest.param({**GOOD_ZFS, "guid": -1}, "guid", id="guid-negative"),
+        pytest.param({**GOOD_ZFS, "createtxg": True}, "createtxg", id="createtxg-bool"),
+        pytest.param({**GOOD_ZFS, "creation": 1.5}, "creation", id="creation-float"),
+        pytest.param({**GOOD_ZFS, "base": "nightly-1"}, "base", id="base-str"),
+        pytest.param({**GOOD_ZFS, "base": {"snapshot": "a", "guid": 1}}, "base.createtxg", id="base-no-txg"),
+        pytest.param({**GOOD_ZFS, "base": {"snapshot": None, "guid": 1, "createtxg": 1}}, "base.snapshot",
+                     id="base-snapshot-nil"),
+        pytest.param({**GOOD_ZFS, "flags": "-c"}, "flags", id="flags-str"),
+        pytest.param({**GOOD_ZFS, "flags": [1]}, "flags", id="flags-int"),
+        pytest.param({**GOOD_ZFS, "length": -1}, "length", id="length-negative"),
+        pytest.param({**GOOD_ZFS, "xxh3": b"\1" * 15}, "xxh3", id="xxh3-short"),
+        pytest.param({**GOOD_ZFS, "chunks": "00" * 16}, "chunks", id="chunks-hex"),
+    ],
+)
+def test_snapshot_bad_zfs_map(zfs, problem):
+    data = envelope.seal({**GOOD_SNAPSHOT, "kind": "zfs", "zfs": zfs}, "snapshot", PLAIN)
+    with pytest.raises(FormatError, match=f"zfs map: {problem}"):
+        snapshot.decode(data, PLAIN, "snapshot")
+
+
+def test_snapshot_tree_with_zfs_map():
+    data = envelope.seal({**GOOD_SNAPSHOT, "zfs": GOOD_ZFS}, "snapshot", PLAIN)
+    with pytest.raises(FormatError, match="a tree snapshot with a zfs map"):
         snapshot.decode(data, PLAIN, "snapshot")
 
 

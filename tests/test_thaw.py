@@ -510,7 +510,7 @@ def test_zfs_chain_targets(tmp_path):
         with mounted(env, tmp_path / "mnt") as m:
             zdir = Path(m.path) / "zfs" / name / "photos"
             assert names(str(zdir / "@b.restore")) == packs_a | packs_b
-            assert names(str(zdir / "@b.restore" / "2-@a..@b.zfs")) == packs_b
+            assert names(str(zdir / "@b.restore" / "0002-@a..@b.zfs")) == packs_b
             assert names(str(zdir / "@a..@b.zfs")) == packs_b
             assert names(str(zdir / "@a.zfs")) == packs_a
             r = run(["thaw", str(zdir), "--dry-run"], env, check=False)

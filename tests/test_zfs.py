@@ -85,9 +85,9 @@ def test_nightly_chain_bypass_mount_and_restore(zpool, tmp_path):
             with open(os.path.join(d, fname), "rb") as f:
                 assert f.read() == want, fname
         # The shortest chain to the third night uses the bypass: two steps, not three.
-        assert os.listdir(os.path.join(d, f"@{third}.restore")) == [f"1-@{first}.zfs", f"2-@{first}..@{third}.zfs"]
+        assert os.listdir(os.path.join(d, f"@{third}.restore")) == [f"0001-@{first}.zfs", f"0002-@{first}..@{third}.zfs"]
         steps = sorted(os.listdir(os.path.join(d, f"@{fourth}.restore")))
-        assert steps == [f"1-@{first}.zfs", f"2-@{first}..@{third}.zfs", f"3-@{third}..@{fourth}.zfs"]
+        assert steps == [f"0001-@{first}.zfs", f"0002-@{first}..@{third}.zfs", f"0003-@{third}..@{fourth}.zfs"]
         receive_files([os.path.join(d, f"@{fourth}.restore", s) for s in steps], f"{name}/frommount")
     source = tree_contents(data)
     assert tree_contents(os.path.join(root, "frommount")) == source

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
+import time
 import uuid
 
 
@@ -25,21 +27,99 @@ def ensure_daemon() -> None:
     assert p.returncode == 0, f"zfs-fuse could not be started: {p.stderr.strip()}"
 
 
+# Pools made by this test session: tests/conftest.py fails the session if one is left.
+CREATED: dict[str, tuple[str, str]] = {}  # name -> (mountpoint, file)
+
+
+def pool_exists(name: str) -> bool:
+    return subprocess.run(["zpool", "list", "-H", "-o", "name", name], capture_output=True).returncode == 0
+
+
+def _holders(name: str, mnt: str) -> list[int]:
+    """Processes that can keep pool `name` busy: a `zfs send`/`receive` (or coldvault) still
+    working on it (the pool's name is unique, so it is in their arguments), or a process with
+    its working directory or an open file under the pool's mountpoint."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm") as f:
+                if f.read().strip() == "zfs-fuse":
+                    continue  # the daemon itself, shared by every pool
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            paths = [os.readlink(f"/proc/{entry}/cwd")]
+            paths += [os.readlink(f"/proc/{entry}/fd/{fd}") for fd in os.listdir(f"/proc/{entry}/fd")]
+        except OSError:
+            continue  # gone, or not ours to look at
+        if any(name.encode() in a for a in argv) or any(p == mnt or p.startswith(mnt + "/") for p in paths):
+            pids.append(int(entry))
+    return pids
+
+
+def destroy(name: str, mnt: str, img: str, patience: float = 60) -> str | None:
+    """Destroy pool `name`, then remove its file; None when done, else what stopped it.
+
+    zfs-fuse refuses a destroy now and then ("pool is busy": a dataset still being unmounted,
+    a send or receive that has not let go, another pool's work in the shared daemon): the
+    holders are killed, the datasets unmounted and the destroy tried again until `patience`
+    runs out. The file stays while the pool exists: a pool without its file cannot be
+    exported, only destroyed."""
+    deadline = time.monotonic() + patience
+    pause = 0.1
+    while True:
+        p = subprocess.run(["zpool", "destroy", "-f", name], capture_output=True, text=True)
+        if not pool_exists(name):
+            break
+        said = p.stderr.strip() or f"exit status {p.returncode}"
+        if time.monotonic() > deadline:
+            return f"pool {name} could not be destroyed in {patience:.0f} s: {said}"
+        for pid in _holders(name, mnt):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        listed = subprocess.run(["zfs", "list", "-H", "-o", "name", "-r", name], capture_output=True, text=True)
+        for ds in sorted(listed.stdout.split(), reverse=True):  # children before their parents
+            subprocess.run(["zfs", "unmount", "-f", ds], capture_output=True)
+        time.sleep(pause)
+        pause = min(pause * 2, 2.0)
+    CREATED.pop(name, None)
+    with contextlib.suppress(OSError):
+        os.unlink(img)
+    return None
+
+
 @contextlib.contextmanager
 def pool(tmp_path, size: str = "400M"):
-    """A pool on a sparse file; yields (pool name, mountpoint of the pool's root dataset)."""
+    """A pool on a sparse file; yields (pool name, mountpoint of the pool's root dataset).
+
+    The pool is destroyed on the way out, also when the test fails; if it cannot be, a test
+    that passed fails here, and the session check in conftest.py reports it in any case."""
     ensure_daemon()
     name = f"cvt{uuid.uuid4().hex[:10]}"
-    img = tmp_path / f"{name}.img"
-    mnt = tmp_path / f"{name}-mnt"
-    subprocess.run(["truncate", "-s", size, str(img)], check=True)
-    sh("zpool", "create", "-m", str(mnt), name, str(img))
+    img = str(tmp_path / f"{name}.img")
+    mnt = str(tmp_path / f"{name}-mnt")
+    subprocess.run(["truncate", "-s", size, img], check=True)
+    CREATED[name] = (mnt, img)
+    passed = False
     try:
-        yield name, str(mnt)
+        sh("zpool", "create", "-m", mnt, name, img)
+        yield name, mnt
+        passed = True
     finally:
-        subprocess.run(["zpool", "destroy", "-f", name], capture_output=True)
-        with contextlib.suppress(OSError):
-            os.unlink(img)
+        problem = destroy(name, mnt, img)
+        if problem and passed:
+            raise AssertionError(problem)
+
+
+def leftover_pools() -> list[str]:
+    """Pools this session made that still exist."""
+    return sorted(n for n in CREATED if pool_exists(n))
+
+
+def destroy_leftover(name: str) -> str | None:
+    mnt, img = CREATED[name]
+    return destroy(name, mnt, img)
 
 
 def tree_contents(root: str) -> dict:

@@ -7,7 +7,7 @@ stream needs is never removed (the whole chain is kept, or a bypass is used).
 from __future__ import annotations
 
 from coldvault.cli.common import open_vault, print_json
-from coldvault.errors import UserError
+from coldvault.errors import DamagedError, UserError
 from coldvault.vault import retention
 from coldvault.vault.lock import vault_lock
 from coldvault.zfs.chain import orphaned_by_removal, streams_by_dataset
@@ -46,8 +46,26 @@ def _by_policy(args, records) -> tuple[dict[str, list[str]], list]:
     return kept, [r for r in candidates if r.id not in kept]
 
 
+def _damaged_ids(args, vault, records) -> dict[str, str]:
+    """Damaged records (unreadable: left out of `records` with a warning) that the user
+    named, spec -> id: by their id or a prefix no readable record shares. Removing one
+    cannot break a chain, since chains never use them. A record of a newer format is not
+    damaged and is never removed this way."""
+    damaged = [sid for sid, exc in vault.damaged_snapshots.items() if isinstance(exc, DamagedError)]
+    out = {}
+    for spec in args.snapshots:
+        hits = [sid for sid in damaged if sid.startswith(spec.lower())]
+        if not hits or any(r.id.startswith(spec.lower()) for r in records):
+            continue
+        if len(hits) > 1:
+            raise UserError(f"{spec!r} names {len(hits)} damaged snapshot records", hint="give more of the id")
+        out[spec] = hits[0]
+    return out
+
+
 def _by_id(args, vault, records) -> tuple[dict[str, list[str]], list]:
-    chosen = {vault.find_snapshot(spec, records=records).id for spec in args.snapshots}
+    damaged = _damaged_ids(args, vault, records)
+    chosen = {vault.find_snapshot(spec, records=records).id for spec in args.snapshots if spec not in damaged}
     for dataset, streams in streams_by_dataset(records).items():
         lost = orphaned_by_removal(streams, chosen)
         if lost:
@@ -70,16 +88,20 @@ def run(args) -> int:
     try:
         records = vault.snapshots()
         kept, remove = _by_id(args, vault, records) if args.snapshots else _by_policy(args, records)
+        damaged = sorted(set(_damaged_ids(args, vault, records).values())) if args.snapshots else []
         if not args.dry_run:
             for r in remove:
                 vault.store.delete(f"snapshots/{r.id}")
+            for sid in damaged:
+                vault.store.delete(f"snapshots/{sid}")
     finally:
         if lock:
             lock.release()
     by_id = {r.id: r for r in records}
     if args.json:
         print_json({
-            "removed": [{"id": r.id, "source": r.source, "time": r.time_str} for r in remove],
+            "removed": [{"id": r.id, "source": r.source, "time": r.time_str} for r in remove]
+                       + [{"id": sid, "source": None, "time": None, "damaged": True} for sid in damaged],
             "kept": [{"id": i, "source": by_id[i].source, "time": by_id[i].time_str, "reasons": why}
                      for i, why in sorted(kept.items(), key=lambda kv: by_id[kv[0]].time)],
             "dry_run": args.dry_run,
@@ -91,6 +113,9 @@ def run(args) -> int:
             print(f"keep    {r.short_id}  {r.time_str}  {r.source}  ({', '.join(why)})")
         for r in sorted(remove, key=lambda r: (r.source, r.time)):
             print(f"{verb:7} {r.short_id}  {r.time_str}  {r.source}")
-        if remove and not args.dry_run:
-            print(f"{len(remove)} snapshot(s) removed; run 'coldvault prune' to delete the data only they used")
+        for sid in damaged:
+            print(f"{verb:7} {sid[:8]}  (damaged record snapshots/{sid})")
+        if (remove or damaged) and not args.dry_run:
+            print(f"{len(remove) + len(damaged)} snapshot(s) removed; "
+                  "run 'coldvault prune' to delete the data only they used")
     return 0

@@ -304,7 +304,7 @@ class Resolver:
                 self._changes_chunks(sub, out)
 
     def _mount_zfs(self, text: str, parts: list[str]) -> Target:
-        from coldvault.zfs.chain import shortest_chain, streams_by_dataset
+        from coldvault.zfs.chain import shortest_chain, step_names, streams_by_dataset
 
         at = next((i for i, p in enumerate(parts) if p.startswith("@")), None)
         if at is None:
@@ -324,7 +324,7 @@ class Resolver:
                 raise UserError(f"{text}: no chain to {dataset}@{snap} in this vault")
             chain = shortest_chain(streams, want.guid)
             if rest:
-                steps = {f"{i}-{c.file_name}": c for i, c in enumerate(chain, 1)}
+                steps = dict(zip(step_names(chain), chain))
                 if len(rest) > 1 or rest[0] not in steps:
                     raise UserError(f"{text}: no {'/'.join(rest)} in {name}")
                 chain = [steps[rest[0]]]

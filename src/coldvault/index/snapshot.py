@@ -6,6 +6,11 @@
        "tree": bin16 | nil, "parent": hex | nil, "summary": {str: int|float},
        "incomplete": bool, "errors": [str], "tags": [str], "zfs": map | nil,
        "program": str}
+
+    zfs := {"dataset": str, "snapshot": str, "guid": uint64, "createtxg": uint, "creation": int,
+            "base": nil | {"snapshot": str, "guid": uint64, "createtxg": uint},
+            "flags": [str], "length": uint, "xxh3": bin16, "chunks": bin16}
+    (a map exactly when kind is "zfs"; docs/format.md 6.6)
 """
 
 from __future__ import annotations
@@ -77,6 +82,55 @@ def encode(rec: SnapshotRecord, sealer: Sealer) -> bytes:
     )
 
 
+_BAD_IN_NAMES = ("/", "@", "#", "\0")
+
+
+def _snapshot_name_ok(v) -> bool:
+    return (isinstance(v, str) and v not in ("", ".", "..") and len(v.encode("utf-8", "surrogatepass")) <= 255
+            and not any(c in v for c in _BAD_IN_NAMES))
+
+
+def _dataset_name_ok(v) -> bool:
+    """`pool/child/...`: components that are neither empty nor `.`/`..`, without `@`, `#`
+    or NUL (the mount makes a directory of each, and `@` starts a snapshot)."""
+    if not isinstance(v, str) or len(v.encode("utf-8", "surrogatepass")) > 255:
+        return False
+    return all(_snapshot_name_ok(part) for part in v.split("/"))
+
+
+def _uint(v, bits: int = 63) -> bool:
+    return type(v) is int and 0 <= v < 2**bits
+
+
+def zfs_problem(z) -> str | None:
+    """What is wrong with a record's `zfs` map, or None if it is a valid one."""
+    if not isinstance(z, dict):
+        return "not a map"
+    base = z.get("base")
+    checks = [
+        ("dataset", _dataset_name_ok(z.get("dataset")), "a dataset name"),
+        ("snapshot", _snapshot_name_ok(z.get("snapshot")), "a snapshot name"),
+        ("guid", _uint(z.get("guid"), 64), "an unsigned 64-bit int"),
+        ("createtxg", _uint(z.get("createtxg")), "an int >= 0"),
+        ("creation", type(z.get("creation")) is int, "an int"),
+        ("base", base is None or isinstance(base, dict), "nil or a map"),
+        ("flags", isinstance(z.get("flags"), list) and all(isinstance(f, str) for f in z["flags"]), "a list of str"),
+        ("length", _uint(z.get("length")), "an int >= 0"),
+        ("xxh3", isinstance(z.get("xxh3"), bytes) and len(z["xxh3"]) == 16, "16 bytes"),
+        ("chunks", isinstance(z.get("chunks"), bytes) and len(z["chunks"]) == ID_LEN, f"{ID_LEN} bytes"),
+    ]
+    if isinstance(base, dict):
+        checks += [
+            ("base.snapshot", _snapshot_name_ok(base.get("snapshot")), "a snapshot name"),
+            ("base.guid", _uint(base.get("guid"), 64), "an unsigned 64-bit int"),
+            ("base.createtxg", _uint(base.get("createtxg")), "an int >= 0"),
+        ]
+    for key, ok, want in checks:
+        if not ok:
+            return f"{key} is not {want}"
+    return None
+
+
 def decode(data: bytes, sealer: Sealer, what: str) -> SnapshotRecord:
     d = envelope.open_(data, "snapshot", sealer, what)
     limits.check_version(d, what, VERSION)
@@ -91,11 +145,14 @@ def decode(data: bytes, sealer: Sealer, what: str) -> SnapshotRecord:
         and (d.get("tree") is None or (isinstance(d["tree"], bytes) and len(d["tree"]) == ID_LEN))
         and (d.get("parent") is None or isinstance(d["parent"], str))
         and isinstance(d.get("summary") or {}, dict)
-        and (d.get("zfs") is None or isinstance(d["zfs"], dict))
         and strings("paths") and strings("errors") and strings("tags")
     )
     if not ok:
         raise FormatError(f"{what}: bad snapshot record")
+    if d["kind"] == "zfs" or d.get("zfs") is not None:
+        problem = zfs_problem(d.get("zfs")) if d["kind"] == "zfs" else f"a {d['kind']} snapshot with a zfs map"
+        if problem:
+            raise FormatError(f"{what}: bad snapshot record: zfs map: {problem}")
     return SnapshotRecord(
         kind=d["kind"],
         source=d["source"],

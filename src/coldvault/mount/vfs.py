@@ -31,7 +31,7 @@ from coldvault.mount.restore_manager import ColdFailError, InterruptedWaitError,
 from coldvault.mount.views import SourceView, group_sources, merge_changes
 from coldvault.restore.zfsrestore import stream_chunks
 from coldvault.vault.vault import Vault
-from coldvault.zfs.chain import Stream, shortest_chain, streams_by_dataset
+from coldvault.zfs.chain import Stream, shortest_chain, step_names, streams_by_dataset
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +325,7 @@ class VirtualFS:
                 if chain is None:
                     continue
                 seen_snaps.add(s.snapshot)
-                steps = [(f"{i}-{c.file_name}".encode(), stream_file(c)) for i, c in enumerate(chain, 1)]
+                steps = [(n.encode(), stream_file(c)) for n, c in zip(step_names(chain), chain)]
                 items.append((f"@{s.snapshot}.restore".encode(),
                               (lambda st=steps, t=s.rec.time: StaticDir(st, dir_attr(t)))))
             return StaticDir(items, dir_attr(newest))

@@ -1,13 +1,19 @@
 """Receive a snapshot from the vault into a ZFS dataset: the shortest chain, step by step.
 
-Each step's stream is rebuilt from its chunks (each checked against its id
-as it is read), fed to `zfs receive -F`, and its length and XXH3-128 compared
-with the record before the receive is allowed to finish. The first failure
-stops the restore with the target at its last good snapshot.
+Before anything is received, each step's chunk list must add up (by the sizes
+in the index) to the length its record gives. Each step's stream is then
+rebuilt from its chunks (each checked against its id as it is read) and fed to
+`zfs receive -F`, all but its last `TAIL` bytes: `zfs receive` commits a
+snapshot when it reads the stream's END record, before end of file, so the
+tail that holds that record is written only once the length and XXH3-128 of
+the whole stream match the record. On a mismatch the receive is killed and its
+input closed without the tail: nothing of that stream is committed. The first
+failure stops the restore with the target at its last good snapshot.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import deque
@@ -18,6 +24,7 @@ import xxhash
 from coldvault.errors import ColdDataError, DamagedError, UserError
 from coldvault.index import chunklist, limits
 from coldvault.index.errors import FormatError
+from coldvault.index.ids import BlobId
 from coldvault.vault import thaw
 from coldvault.vault.vault import Vault
 from coldvault.zfs import commands
@@ -27,6 +34,10 @@ from coldvault.zfs.commands import ZfsError
 log = logging.getLogger(__name__)
 
 POLL_ENV = "COLDVAULT_RESTORE_POLL"
+# Bytes of each stream held back until the whole stream is verified: the END record that
+# makes `zfs receive` commit is the last 312 bytes of a send stream (more with a trailing
+# record of `zfs send -R`, never near this).
+TAIL = 64 * 1024
 
 
 def stream_chunks(vault: Vault, s: Stream) -> list[bytes]:
@@ -36,6 +47,15 @@ def stream_chunks(vault: Vault, s: Stream) -> list[bytes]:
             return chunklist.decode(vault.read_blob(s.z["chunks"]), what)
     except FormatError as exc:
         raise DamagedError(str(exc)) from None
+
+
+def check_length(vault: Vault, s: Stream, chunks: list[bytes]) -> None:
+    """The chunk list adds up to the stream's recorded length (sizes from the index, no reads)."""
+    what = f"a chunk of {s.dataset}@{s.snapshot}"
+    total = sum(vault.locate(BlobId(c), what).raw_length for c in chunks)
+    if total != s.length:
+        raise DamagedError(f"the chunk list of {s.dataset}@{s.snapshot} ({s.file_name}) adds up to {total} bytes, "
+                           f"its record says {s.length}", hint="run 'coldvault check'")
 
 
 def find_stream(streams: list[Stream], snap: str, dataset: str) -> Stream:
@@ -134,19 +154,30 @@ class ZfsRestore:
         proc = commands.receive(self.target)
         h = xxhash.xxh3_128()
         n = 0
+        held = b""  # the last TAIL bytes seen: not written until the whole stream is verified
         try:
             for data in iter_stream(self.vault, chunks):
                 h.update(data)
                 n += len(data)
-                proc.stdin.write(data)
+                buf = held + data
+                cut = len(buf) - TAIL
+                if cut > 0:
+                    proc.stdin.write(memoryview(buf)[:cut])
+                    held = buf[cut:]
+                else:
+                    held = buf
             if n != s.length or h.digest() != s.z["xxh3"]:
                 raise DamagedError(f"the rebuilt stream {s.file_name} does not match its record "
-                                   f"({n} of {s.length} bytes, or a different checksum)")
+                                   f"({n} of {s.length} bytes, or a different checksum); nothing of it was committed")
+            proc.stdin.write(held)
             proc.stdin.close()
         except BrokenPipeError:
             pass  # zfs receive gave up: its exit status and message say why
         except BaseException:
+            # Without the tail the stream has no END record: whatever was read is thrown away.
             proc.kill()
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
             proc.wait()
             raise
         err = proc.stderr.read().decode(errors="replace").strip()
@@ -160,6 +191,12 @@ class ZfsRestore:
             self.out(f"{self.target} already has @{self.snap}")
             return []
         chunk_lists = [stream_chunks(self.vault, s) for s in chain]
+        for s, chunks in zip(chain, chunk_lists):
+            try:
+                check_length(self.vault, s, chunks)
+            except DamagedError as exc:
+                exc.message += f"; nothing was received into {self.target}"
+                raise
         total = sum(s.length for s in chain)
         self.out(f"restoring {self.dataset}@{self.snap} into {self.target}: {len(chain)} stream(s), "
                  f"{total / 2**20:.1f} MiB: " + ", ".join(s.file_name for s in chain))

@@ -103,6 +103,14 @@ def shortest_chain(streams: list[Stream], target_guid: int, start_guid: int | No
     return list(reversed(chain))
 
 
+def step_names(chain: list[Stream]) -> list[str]:
+    """The names of a chain's streams in the mount's `@S.restore/`: `0001-@A.zfs`,
+    `0002-@A..@B.zfs`, ... Numbers of one fixed width (four digits, more only for a chain
+    longer than 9999), so that plain text order, a shell glob's, is chain order."""
+    width = max(4, len(str(len(chain))))
+    return [f"{i:0{width}d}-{s.file_name}" for i, s in enumerate(chain, 1)]
+
+
 def reachable(streams: list[Stream]) -> set[int]:
     """GUIDs of the snapshots some chain from a full stream reaches."""
     return {s.guid for s in streams if shortest_chain(streams, s.guid) is not None}
