@@ -310,6 +310,10 @@ class Vault:
         what = f"blob {bid.hex()[:16]} in pack {loc.object_name}"
         if len(stored) != loc.length:
             raise DamagedError(f"{what} is truncated ({len(stored)} of {loc.length} bytes)")
+        if loc.type == blobfmt.DATA and loc.raw_length > self.settings.chunker_max:
+            # No chunk of this vault can be larger: its index entry is damaged or hostile.
+            raise DamagedError(f"{what}: the index says {loc.raw_length} bytes, more than the vault's "
+                               f"largest chunk ({self.settings.chunker_max})")
         try:
             return blobfmt.decode(stored, bid, self.sealer, what, loc.raw_length)
         except FormatError as exc:

@@ -1,0 +1,138 @@
+"""Hostile and broken surroundings (issue 8): decompression bombs, file permissions, a damaged
+mount cache, a full disk, a damaged config. Everything runs the real command, on real files,
+FUSE mounts, moto S3 and tmpfs."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import threading
+
+import pytest
+import zstandard
+
+import mounttools
+from cvtools import run, vault_env
+from coldvault.index import blob as blobfmt
+from coldvault.index import packindex
+from coldvault.index.pack import PackWriter
+from coldvault.store.local import LocalStore
+from coldvault.vault.vault import Vault
+
+PASSWORD = "test-password"
+GiB = 1024 ** 3
+# Every command of the bomb tests runs with at most 1 GiB of address space: a reader that
+# believed the bomb would die of MemoryError (a traceback, exit 1) instead of passing.
+LIMITED = ["prlimit", f"--as={GiB}"]
+LIMITED_ENV = {"MALLOC_ARENA_MAX": "2"}  # thread arenas reserve address space, not memory
+BOMB = 1_600_000_000  # what the hostile blob claims or produces
+
+
+def assert_clean_error(r, code: int, *words: str) -> None:
+    assert r.code == code, (r.code, r.err)
+    assert "Traceback" not in r.err, r.err
+    lines = [ln for ln in r.err.splitlines() if ln.startswith("coldvault: error:")]
+    assert len(lines) == 1, r.err
+    for w in words:
+        assert w in lines[0], (w, r.err)
+
+
+# ---- item 5: decompression bombs -------------------------------------------------------------
+
+
+def _zeros_frame(n: int, with_size: bool) -> bytes:
+    """A zstd frame of `n` zero bytes, built a piece at a time (never holding `n` bytes)."""
+    cctx = zstandard.ZstdCompressor(level=1, write_content_size=with_size)
+    cobj = cctx.compressobj(size=n if with_size else -1)
+    piece = bytes(16 * 1024 * 1024)
+    out = []
+    for start in range(0, n, len(piece)):
+        out.append(cobj.compress(piece[: min(len(piece), n - start)]))
+    out.append(cobj.flush())
+    return b"".join(out)
+
+
+def _plant_bomb(repo: str, frame: bytes, raw_length: int) -> str:
+    """Replace the only chunk of big.bin by a blob carrying `frame`, whose index entry says
+    `raw_length`; written with coldvault's own encoders. Returns the new pack's name."""
+    store = LocalStore(repo)
+    v = Vault.open(store, lambda: PASSWORD.encode())
+    idx = v.load_index()
+    rec = v.find_snapshot("latest")
+    bid = v.load_tree(rec.tree).find(b"big.bin").chunks[0]
+    old = v.locate(bid)
+    records, others = [], []
+    for iid in sorted(idx.index_ids):
+        doc = packindex.decode(store.get("index/" + iid), v.sealer, iid)
+        records += [p for p in doc.packs if p.id != old.pack]
+        others += [b for p in doc.packs if p.id == old.pack for b in p.blobs if b.id != bid]
+        v.delete_index(iid)
+    w = PackWriter("data", v.sealer)
+    for b in others:  # the other chunks of that pack move along, untouched
+        w.add(b.id, b.type, store.get(old.object_name, b.offset, b.length), b.raw_length)
+    store.delete(old.object_name)
+    flags = blobfmt.COMPRESSED | blobfmt.ENCRYPTED
+    stored = bytes((flags,)) + v.sealer.seal(frame, bid + bytes((flags,)))
+    w.add(bid, blobfmt.DATA, stored, raw_length)
+    fin = w.finish()
+    v.put_pack(fin)
+    v.save_index([*records, fin])
+    return fin.name
+
+
+@pytest.fixture
+def bomb_vault(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big.bin").write_bytes(os.urandom(100_000))  # one chunk
+    (src / "small.txt").write_text("still readable\n")
+    repo = str(tmp_path / "vault")
+    env = vault_env(repo, PASSWORD, **LIMITED_ENV)
+    run(["init"], env)
+    run(["backup", "dir", str(src), "--name", "src"], env)
+    return repo, env
+
+
+def test_bomb_index_entry_claims_too_much(tmp_path, bomb_vault):
+    """An index entry with a huge raw_length (and a frame that really claims it) is refused
+    when the index is read, naming the index object; nothing is allocated for it."""
+    repo, env = bomb_vault
+    _plant_bomb(repo, _zeros_frame(BOMB, with_size=True), BOMB)
+    r = run(["restore", "dir", "latest", "--source", "src", "--target", str(tmp_path / "out")],
+            env, check=False, prefix=LIMITED)
+    assert_clean_error(r, 13, "index/", str(BOMB))
+    r = run(["check"], env, check=False, prefix=LIMITED)
+    assert r.code == 13 and "Traceback" not in r.err and "index/" in r.out and str(BOMB) in r.out, (r.out, r.err)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = run(["mount", str(mnt), "--foreground"], env, check=False, prefix=LIMITED, timeout=60)
+    assert_clean_error(r, 13, "index/", str(BOMB))
+    assert not os.path.ismount(mnt)
+
+
+def test_bomb_frame_without_size_is_cut_at_the_bound(tmp_path, bomb_vault, monkeypatch):
+    """A frame that does not say its size and expands to 1.6 GB, behind an honest-looking
+    index entry: decompression stops at raw_length; restore and check name the pack, a mount
+    answers EIO for that file and goes on serving the rest."""
+    repo, env = bomb_vault
+    name = _plant_bomb(repo, _zeros_frame(BOMB, with_size=False), 100_000)
+    r = run(["restore", "dir", "latest", "--source", "src", "--target", str(tmp_path / "out")],
+            env, check=False, prefix=LIMITED)
+    assert_clean_error(r, 13, name, "100000")
+    r = run(["check", "--read-data"], env, check=False, prefix=LIMITED)
+    assert r.code == 13 and "Traceback" not in r.err and name in r.out + r.err, (r.out, r.err)
+
+    monkeypatch.setattr(mounttools, "COLDVAULT", [*LIMITED, *mounttools.COLDVAULT])
+    with mounttools.mounted(env, tmp_path / "mnt") as m:
+        snap = m / "files/src/latest"
+        with pytest.raises(OSError) as exc:
+            with open(os.path.join(snap, "big.bin"), "rb") as f:
+                f.read()
+        assert exc.value.errno == 5  # EIO
+        with open(os.path.join(snap, "small.txt")) as f:
+            assert f.read() == "still readable\n"
+        assert m.proc.poll() is None
+        log = m.log()
+        assert name in log and "Traceback" not in log and "MemoryError" not in log, log
