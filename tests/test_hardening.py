@@ -136,3 +136,128 @@ def test_bomb_frame_without_size_is_cut_at_the_bound(tmp_path, bomb_vault, monke
         assert m.proc.poll() is None
         log = m.log()
         assert name in log and "Traceback" not in log and "MemoryError" not in log, log
+
+
+# ---- item 8: nothing readable by other local users ----------------------------------------
+
+
+UMASK_022 = ["sh", "-c", 'umask 022 && exec "$@"', "sh"]
+
+
+def _cold_vault(tmp_path, env, size=3_000_000) -> bytes:
+    """A DEEP_ARCHIVE vault with src/big.bin (several chunks), thawed so that it is readable."""
+    src = tmp_path / "src"
+    src.mkdir()
+    data = os.urandom(size)
+    (src / "big.bin").write_bytes(data)
+    run(["init", "--data-storage-class", "DEEP_ARCHIVE"], env, prefix=UMASK_022)
+    run(["backup", "dir", str(src), "--name", "src"], env, prefix=UMASK_022)
+    run(["thaw", "latest", "--source", "src"], env, prefix=UMASK_022)
+    return data
+
+
+def _modes(root) -> dict[str, int]:
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in [".", *filenames] if dirpath == str(root) else filenames:
+            p = os.path.join(dirpath, n)
+            out[os.path.relpath(p, root)] = stat.S_IMODE(os.lstat(p).st_mode)
+        for n in dirnames:
+            p = os.path.join(dirpath, n)
+            out[os.path.relpath(p, root) + "/"] = stat.S_IMODE(os.lstat(p).st_mode)
+    return out
+
+
+def test_vault_and_caches_are_private_whatever_the_umask(tmp_path):
+    cache = tmp_path / "cache"
+    repo = tmp_path / "vault"
+    env = vault_env(str(repo), PASSWORD, XDG_CACHE_HOME=str(cache))
+    data = _cold_vault(tmp_path, env)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    # A background mount (its log goes to the cache directory), with its chunk cache there too.
+    run(["mount", str(mnt)], env, prefix=UMASK_022, timeout=60)
+    try:
+        with open(mnt / "files/src/latest/big.bin", "rb") as f:
+            assert f.read() == data
+    finally:
+        mounttools.unmount(str(mnt))
+    modes = {**{f"vault/{k}": v for k, v in _modes(repo).items()},
+             **{f"cache/{k}": v for k, v in _modes(cache).items()}}
+    names = set(modes)
+    assert "vault/config" in names and "vault/locks/" in names
+    vid = next(n for n in names if n.startswith("cache/coldvault/") and n.count("/") == 3 and n.endswith("/"))
+    for want in ("restores.json", "restores.json.lock", "mount.log", "chunks/"):
+        assert vid + want in names, (want, sorted(names))
+    assert any(n.startswith(vid + "chunks/") and not n.endswith("/") for n in names), sorted(names)
+    wrong = {n: oct(m) for n, m in modes.items() if m != (0o700 if n.endswith("/") or n.endswith("/.") else 0o600)}
+    assert not wrong, wrong
+
+
+# ---- item 9: the mount's disk cache --------------------------------------------------------
+
+
+def _cache_files(cache) -> dict[str, bytes]:
+    out = {}
+    for dirpath, _, files in os.walk(cache):
+        for f in files:
+            if not f.startswith(".tmp"):
+                with open(os.path.join(dirpath, f), "rb") as fh:
+                    out[f] = fh.read()
+    return out
+
+
+def test_damaged_cache_entry_is_fetched_again(tmp_path):
+    env = vault_env(str(tmp_path / "vault"), PASSWORD, XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    data = _cold_vault(tmp_path, env, size=6_000_000)  # more than the largest chunk: 2 chunks at least
+    cache = tmp_path / "chunk-cache"
+    with mounttools.mounted(env, tmp_path / "mnt1", "--cache-dir", str(cache)) as m:
+        with open(m / "files/src/latest/big.bin", "rb") as f:
+            assert f.read() == data
+    good = _cache_files(cache)
+    assert len(good) >= 2  # several chunks, each cached
+    for dirpath, _, files in os.walk(cache):
+        for fn in files:
+            p = os.path.join(dirpath, fn)
+            b = bytearray(good[fn])
+            b[len(b) // 2] ^= 0x40  # one flipped bit
+            with open(p, "wb") as fh:
+                fh.write(b)
+    with mounttools.mounted(env, tmp_path / "mnt2", "--cache-dir", str(cache)) as m:
+        with open(m / "files/src/latest/big.bin", "rb") as f:
+            assert f.read() == data
+        log = m.log()
+    assert "dropping a damaged copy" in log and "Traceback" not in log, log
+    assert _cache_files(cache) == good  # every entry replaced by a good copy
+
+
+def test_two_mounts_share_one_cache_dir(tmp_path):
+    env = vault_env(str(tmp_path / "vault"), PASSWORD, XDG_CACHE_HOME=str(tmp_path / "xdg"))
+    data = _cold_vault(tmp_path, env, size=12_000_000)
+    cache = tmp_path / "chunk-cache"
+    with mounttools.mounted(env, tmp_path / "mnt1", "--cache-dir", str(cache)) as a:
+        # What the first mount leaves in the directory while it writes a chunk, and the leftover
+        # of a mount that died mid-write (no such process).
+        in_flight = cache / f".tmp-{a.proc.pid}-140000000000-{'ab' * 16}"
+        in_flight.write_bytes(b"being written")
+        dead = cache / f".tmp-{2**22 + 17}-140000000000-{'cd' * 16}"
+        dead.write_bytes(b"abandoned")
+        with mounttools.mounted(env, tmp_path / "mnt2", "--cache-dir", str(cache)) as b:
+            assert in_flight.exists(), "the second mount deleted a running mount's temporary file"
+            assert not dead.exists()
+            results = {}
+
+            def read(m):
+                with open(m / "files/src/latest/big.bin", "rb") as f:
+                    results[m.path] = f.read()
+
+            threads = [threading.Thread(target=read, args=(m,)) for m in (a, b)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(120)
+            assert results.get(a.path) == data and results.get(b.path) == data
+            for m in (a, b):
+                assert "Traceback" not in m.log() and "EIO" not in m.log(), m.log()
+    assert [f for f in os.listdir(cache) if f.startswith(".tmp")] == [in_flight.name]
+    assert len(_cache_files(cache)) >= 5

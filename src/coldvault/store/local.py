@@ -15,6 +15,7 @@ import os
 import threading
 import time
 
+from coldvault import privatefiles
 from coldvault.faults import crash_point
 from coldvault.store.base import (
     HOT_CLASS,
@@ -102,10 +103,10 @@ class LocalStore(Store):
         """Write, fsync, rename into place, fsync the directory: when put returns, the object
         survives a power loss, so the write order of docs/format.md section 8 holds on disk."""
         directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
+        privatefiles.makedirs(directory)
         tmp = os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{threading.get_ident()}-{os.path.basename(path)}")
         try:
-            with open(tmp, "wb") as f:
+            with os.fdopen(privatefiles.create(tmp), "wb") as f:
                 f.write(data)
                 if self.fsync:
                     f.flush()
