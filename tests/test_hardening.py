@@ -261,3 +261,33 @@ def test_two_mounts_share_one_cache_dir(tmp_path):
                 assert "Traceback" not in m.log() and "EIO" not in m.log(), m.log()
     assert [f for f in os.listdir(cache) if f.startswith(".tmp")] == [in_flight.name]
     assert len(_cache_files(cache)) >= 5
+
+
+# ---- item 12a: a full disk --------------------------------------------------------------------
+
+
+def test_full_disk_is_reported_as_a_full_disk(tmp_path):
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], check=True)
+    try:
+        repo = str(disk / "vault")
+        env = vault_env(repo, PASSWORD)
+        first = tmp_path / "first"
+        first.mkdir()
+        (first / "notes.txt").write_text("the first snapshot fits\n" * 100)
+        run(["init"], env)
+        run(["backup", "dir", str(first), "--name", "src"], env)
+        big = tmp_path / "big"
+        big.mkdir()
+        (big / "video.bin").write_bytes(os.urandom(5_000_000))
+        r = run(["backup", "dir", str(big), "--name", "src"], env, check=False)
+        assert_clean_error(r, 18, "no space left", repo)
+        # Nothing committed; the earlier snapshot restores as it was.
+        snaps = run(["snapshots", "--json"], env).json()
+        assert len(snaps) == 1, snaps
+        out = tmp_path / "out"
+        run(["restore", "dir", "latest", "--source", "src", "--target", str(out)], env)
+        assert (out / "notes.txt").read_text() == "the first snapshot fits\n" * 100
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)

@@ -20,6 +20,7 @@ from coldvault.faults import crash_point
 from coldvault.store.base import (
     HOT_CLASS,
     ArchivedError,
+    NoSpaceError,
     NotFoundError,
     ObjectInfo,
     PermissionDeniedError,
@@ -90,6 +91,10 @@ class LocalStore(Store):
             return NotFoundError(f"object {name} does not exist", name)
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             return PermissionDeniedError(f"cannot access object {name}: {exc.strerror}", name)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            what = "no space left" if exc.errno == errno.ENOSPC else "no space left (disk quota exceeded)"
+            return NoSpaceError(f"{what} on the device of the vault at {self.root} (writing {name})", name,
+                                hint="free some space (coldvault forget, then prune) or move the vault")
         return StoreError(f"cannot access object {name} in {self.root}: {exc.strerror}", name)
 
     def _cold(self, path: str) -> ColdRecord | None:
