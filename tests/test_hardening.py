@@ -5,11 +5,12 @@ FUSE mounts, moto S3 and tmpfs."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
-import sys
 import threading
 
+import msgpack
 import pytest
 import zstandard
 
@@ -291,3 +292,64 @@ def test_full_disk_is_reported_as_a_full_disk(tmp_path):
         assert (out / "notes.txt").read_text() == "the first snapshot fits\n" * 100
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+# ---- item 12c: a damaged config is damage, not a wrong password -----------------------------
+
+
+def _flip_at(raw: bytes, pos: int) -> bytes:
+    b = bytearray(raw)
+    b[pos] ^= 0x01
+    return bytes(b)
+
+
+def _config_parts(raw: bytes) -> dict[str, int]:
+    """Where to flip one byte of each part of a config written by this coldvault."""
+    doc = msgpack.unpackb(raw[4:])
+    key_at = raw.index(b"\xa3key")
+    parts = {name: raw.index(doc[name]) + len(doc[name]) // 2 for name in ("vault_id", "settings", "checksum")
+             if name in doc}
+    parts.update({name: raw.index(doc["key"][name]) + len(doc["key"][name]) // 2 for name in ("salt", "wrapped")})
+    parts["created"] = raw.index(b"\xa7created") + 8 + 5  # inside its 8-byte integer
+    parts["scrypt r"] = raw.index(b"\xa1r", key_at) + 2  # 8 -> 9: valid, but not the vault's
+    parts["scrypt p"] = raw.index(b"\xa1p", key_at) + 2  # 1 -> 0: out of range
+    return parts
+
+
+def test_damaged_config_is_damage_not_a_wrong_password(tmp_path):
+    repo = str(tmp_path / "vault")
+    env = vault_env(repo, PASSWORD)
+    run(["init"], env)
+    path = os.path.join(repo, "config")
+    with open(path, "rb") as f:
+        raw = f.read()
+    r = run(["snapshots"], {**env, "COLDVAULT_PASSWORD": "not the password"}, check=False)
+    assert_clean_error(r, 11, "wrong password")
+    for part, pos in _config_parts(raw).items():
+        with open(path, "wb") as f:
+            f.write(_flip_at(raw, pos))
+        r = run(["snapshots"], env, check=False)
+        assert r.code == 13, (part, r.code, r.err)
+        assert_clean_error(r, 13, "config", repo)
+    with open(path, "wb") as f:
+        f.write(raw)
+    run(["snapshots"], env)
+
+
+def test_config_without_checksum_reads_as_before(tmp_path):
+    """A version 1 config written before the checksum (the golden vault): it opens, and a
+    flipped byte of its salt still reads as a wrong password, as it always did."""
+    golden = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "golden", "encrypted")
+    repo = str(tmp_path / "vault")
+    shutil.copytree(golden, repo)
+    env = vault_env(repo, "golden")
+    assert len(run(["snapshots", "--json"], env).json()) == 2
+    path = os.path.join(repo, "config")
+    with open(path, "rb") as f:
+        raw = f.read()
+    assert b"checksum" not in raw
+    salt = msgpack.unpackb(raw[4:])["key"]["salt"]
+    with open(path, "wb") as f:
+        f.write(_flip_at(raw, raw.index(salt) + 5))
+    r = run(["snapshots"], env, check=False)
+    assert_clean_error(r, 11, "wrong password")
