@@ -128,8 +128,9 @@ class DiskCache:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
                 log.warning("chunk cache %s: %s; caching in memory only from now on", self.dir, exc.strerror)
                 self.enabled = False
-                return
-            raise
+            else:  # e.g. another mount sharing the directory removed an old temporary file
+                log.warning("chunk cache %s: could not keep chunk %s: %s", self.dir, key[:16], exc)
+            return
         with self._lock:
             if key not in self._lru:
                 self._lru[key] = len(data)
