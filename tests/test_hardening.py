@@ -83,6 +83,44 @@ def _plant_bomb(repo: str, frame: bytes, raw_length: int) -> str:
     return fin.name
 
 
+def test_zstd_decompress_never_goes_past_its_bound():
+    """The format layer alone: a frame without a size is cut one byte past the bound (this
+    frame would otherwise be decompressed whole), a frame claiming too much is refused unread.
+    (The commands above prove the memory bound under a limit; this one runs in pytest itself,
+    so its bomb stays small.)"""
+    from coldvault.index import limits
+    from coldvault.index.errors import FormatError
+
+    with pytest.raises(FormatError, match="expands past 4194304"):
+        limits.zstd_decompress(_zeros_frame(200_000_000, with_size=False), 4 * 1024 * 1024, "blob x")
+    with pytest.raises(FormatError, match=f"claims {BOMB} bytes"):
+        limits.zstd_decompress(_zeros_frame(BOMB, with_size=True), 4 * 1024 * 1024, "blob x")
+    frame = _zeros_frame(3_000_000, with_size=False)
+    assert limits.zstd_decompress(frame, 3_000_000, "blob x") == bytes(3_000_000)
+    with pytest.raises(FormatError, match="expands past"):
+        limits.zstd_decompress(frame, 2_999_999, "blob x")
+
+
+@pytest.mark.parametrize("btype, raw_length, length, ok", [
+    (blobfmt.DATA, blobfmt.MAX_DATA_BLOB, 100, True),
+    (blobfmt.DATA, blobfmt.MAX_DATA_BLOB + 1, 100, False),
+    (blobfmt.TREE, blobfmt.MAX_META_BLOB, 100, True),
+    (blobfmt.CHUNK_LIST, blobfmt.MAX_META_BLOB + 1, 100, False),
+    (blobfmt.DATA, 1000, 1000 + blobfmt.MAX_OVERHEAD, True),
+    (blobfmt.DATA, 1000, 1001 + blobfmt.MAX_OVERHEAD, False),  # stored larger than it can be
+])
+def test_index_entries_are_bounded_by_their_type(btype, raw_length, length, ok):
+    from coldvault.index.errors import FormatError
+    from coldvault.index.pack import BlobEntry
+
+    e = [b"\1" * 16, btype, 0, length, raw_length]
+    if ok:
+        assert BlobEntry.from_list(e, "index/x").raw_length == raw_length
+    else:
+        with pytest.raises(FormatError, match="index/x: blob 0101"):
+            BlobEntry.from_list(e, "index/x")
+
+
 @pytest.fixture
 def bomb_vault(tmp_path):
     src = tmp_path / "src"
