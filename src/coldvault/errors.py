@@ -22,6 +22,7 @@ class ExitCode:
     UNREACHABLE = 15  # store unreachable, or still failing after retries
     LOCKED = 16  # another coldvault process holds the lock
     PERMISSION = 17  # the store refused access
+    NO_SPACE = 18  # the store's disk (or quota) is full
 
 
 class ColdvaultError(Exception):

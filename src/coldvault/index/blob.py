@@ -31,7 +31,22 @@ TREE = 1
 CHUNK_LIST = 2
 BLOB_TYPES = (DATA, TREE, CHUNK_LIST)
 
-MAX_BLOB_PLAINTEXT = 512 * 1024 * 1024
+# The most plaintext a blob of each type may hold (docs/format.md, section 7). An index
+# entry that claims more is damage, and no blob is ever decompressed past its entry's
+# `raw_length`, so a hostile vault cannot make a reader allocate more than this per blob.
+# Data: the chunker's largest allowed `max` (a vault's own `chunker.max` is checked on read,
+# in vault.decode_stored). Metadata: a chunk list of 14.9 M chunks (18 bytes each: a 14 TiB
+# stream at 1 MiB average chunks) or a directory of about a million files.
+MAX_DATA_BLOB = 16 * 1024 * 1024
+MAX_META_BLOB = 256 * 1024 * 1024
+MAX_BLOB_PLAINTEXT = MAX_META_BLOB  # the bound when no index entry is at hand
+# Stored bytes beyond the plaintext: the flag byte, and nonce and tag when encrypted. A blob
+# is stored compressed only when that is smaller, so `length <= raw_length + MAX_OVERHEAD`.
+MAX_OVERHEAD = 1 + 12 + 16
+
+
+def max_plaintext(btype: int) -> int:
+    return MAX_DATA_BLOB if btype == DATA else MAX_META_BLOB
 
 _tls = threading.local()
 

@@ -4,7 +4,8 @@
       {"version": 1, "features": [], "vault_id": bin16, "created": int ns,
        "encryption": "chacha20-poly1305" | "none",
        "key": {"kdf": "scrypt", "n", "r", "p", "salt": bin32, "wrapped": bin} | nil,
-       "settings": bin}     -- an envelope(kind "settings"), sealed with the master keys
+       "settings": bin,     -- an envelope(kind "settings"), sealed with the master keys
+       "checksum": bin16}   -- XXH3-128 of the msgpack of every other key (absent in old configs)
 
     settings := {"version": 1,
                  "chunker": {"algorithm": "fastcdc2020", "min": int, "avg": int, "max": int, "seed": int},
@@ -14,11 +15,16 @@
 
 The settings are authenticated by the master keys, so nobody without the
 password can change how the vault is written (a weaker chunker, a hot class).
+The checksum is read before the password is tried, so a damaged config (a
+flipped byte in the salt or the wrapped key) is reported as damage, not as a
+wrong password. It detects accidents only: anyone can recompute it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+import xxhash
 
 from coldvault.index import FORMAT_VERSION, crypto, envelope, limits
 from coldvault.index.crypto import MasterKeys, Sealer
@@ -98,26 +104,35 @@ class VaultConfig:
     features: list[str] = field(default_factory=list)
 
 
+CHECKSUM = "checksum"
+
+
+def checksum(doc: dict) -> bytes:
+    """XXH3-128 of the msgpack of `doc` without its checksum key, keys in the stored order."""
+    return xxhash.xxh3_128_digest(limits.pack({k: v for k, v in doc.items() if k != CHECKSUM}))
+
+
 def encode(cfg: VaultConfig) -> bytes:
-    return envelope.seal(
-        {
-            "version": FORMAT_VERSION,
-            "features": cfg.features,
-            "vault_id": cfg.vault_id,
-            "created": cfg.created,
-            "encryption": ENCRYPTION if cfg.encrypted else "none",
-            "key": cfg.key,
-            "settings": cfg.settings_blob,
-        },
-        "config",
-        Sealer(None),
-        compress=False,
-    )
+    doc = {
+        "version": FORMAT_VERSION,
+        "features": cfg.features,
+        "vault_id": cfg.vault_id,
+        "created": cfg.created,
+        "encryption": ENCRYPTION if cfg.encrypted else "none",
+        "key": cfg.key,
+        "settings": cfg.settings_blob,
+    }
+    doc[CHECKSUM] = checksum(doc)
+    return envelope.seal(doc, "config", Sealer(None), compress=False)
 
 
 def decode(data: bytes) -> VaultConfig:
     d = envelope.open_(data, "config", Sealer(None), "config")
+    # A newer version may define its checksum differently: the version is checked first.
     limits.check_version(d, "config", FORMAT_VERSION)
+    if CHECKSUM in d:  # configs written before it was added have none: nothing to check
+        limits.expect(d[CHECKSUM] == checksum(d), "config",
+                      "its checksum does not match its content (a changed byte; no password could open it)")
     enc = d.get("encryption")
     limits.expect(enc in (ENCRYPTION, "none"), "config", f"unknown encryption {enc!r}")
     vid = d.get("vault_id")

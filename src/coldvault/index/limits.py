@@ -94,21 +94,35 @@ def hostile(what: str):
         raise FormatError(f"{what}: malformed ({exc})") from None
 
 
+ZSTD_STEP = 1024 * 1024  # output read at a time from a frame that does not say its size
+
+
 def zstd_decompress(payload, limit: int, what: str) -> bytes:
-    """Decompress one zstd frame, refusing frames that claim (or produce) more than `limit` bytes."""
+    """Decompress one zstd frame, refusing frames that claim (or produce) more than `limit` bytes.
+
+    A frame whose header states its size is refused before any allocation if that size is
+    over `limit`; otherwise zstd allocates exactly that size and fails if the frame produces
+    a different amount. A frame without a size is decompressed a MiB at a time and cut one
+    byte past `limit`, so no frame can make this allocate more than `limit` (plus a step)."""
     try:
         claimed = zstandard.frame_content_size(payload)
     except zstandard.ZstdError as exc:
         raise FormatError(f"{what}: bad compressed data ({exc})") from None
     if claimed > limit:
         raise FormatError(f"{what}: compressed data claims {claimed} bytes, more than {limit}")
+    dctx = zstandard.ZstdDecompressor()
     try:
         if claimed >= 0:
-            out = zstandard.ZstdDecompressor().decompress(payload)
-        else:
-            out = zstandard.ZstdDecompressor().decompressobj().decompress(payload)
+            return dctx.decompress(payload)
+        out = bytearray()
+        with dctx.stream_reader(payload) as reader:
+            while len(out) <= limit:
+                piece = reader.read(min(ZSTD_STEP, limit + 1 - len(out)))
+                if not piece:
+                    break
+                out += piece
     except zstandard.ZstdError as exc:
         raise FormatError(f"{what}: bad compressed data ({exc})") from None
     if len(out) > limit:
         raise FormatError(f"{what}: compressed data expands past {limit} bytes")
-    return out
+    return bytes(out)

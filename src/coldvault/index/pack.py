@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import xxhash
 
 from coldvault.index import envelope, limits
-from coldvault.index.blob import BLOB_TYPES
+from coldvault.index.blob import BLOB_TYPES, MAX_OVERHEAD, max_plaintext
 from coldvault.index.crypto import Sealer
 from coldvault.index.errors import FormatError
 from coldvault.index.ids import ID_LEN, BlobId, PackId
@@ -54,6 +54,11 @@ class BlobEntry:
         )
         if not ok:
             raise FormatError(f"{what}: bad blob entry")
+        cap = max_plaintext(e[1])
+        if e[4] > cap:
+            raise FormatError(f"{what}: blob {e[0].hex()[:16]} claims {e[4]} bytes, more than a blob of its type may hold ({cap})")
+        if e[3] > e[4] + MAX_OVERHEAD:
+            raise FormatError(f"{what}: blob {e[0].hex()[:16]} is {e[3]} bytes stored for {e[4]} bytes of plaintext")
         return cls(BlobId(e[0]), e[1], e[2], e[3], e[4])
 
 

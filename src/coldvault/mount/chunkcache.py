@@ -5,7 +5,14 @@ a small memory LRU (the kernel's page cache holds what was read; this one only
 serves the reads that cut across a chunk and the readahead); the stored (still encrypted) bytes of chunks fetched from a
 remote store, or from a cold pack, are kept in a size-bounded on-disk LRU so
 plaintext never lands on the cache disk. A full cache disk turns the disk
-cache off with one warning; reads go on.
+cache off with one warning; reads go on. A cached copy that does not decode
+(a bad disk, a torn write) is dropped and the chunk read from the vault again.
+
+Several mounts of one vault may share one cache directory: each writes through
+its own temporary names (``.tmp-<pid>-<thread>-<key>``) and, when it starts,
+removes only temporary files whose writer is gone (or that are an hour old).
+Each keeps its own account of the cache's size; a file another mount evicted
+is simply fetched again. Files are 0600 and directories 0700.
 """
 
 from __future__ import annotations
@@ -15,14 +22,34 @@ import functools
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 
 import trio
 
+from coldvault import privatefiles
+from coldvault.errors import DamagedError
 from coldvault.index.ids import BlobId
 from coldvault.vault.vault import LRU, Vault
 
 log = logging.getLogger(__name__)
+
+TMP_PREFIX = ".tmp-"
+ABANDONED_AGE = 3600.0  # a temporary file this old is abandoned, whoever wrote it
+
+
+def _writer_gone(name: str) -> bool:
+    """Whether the process named in ``.tmp-<pid>-...`` has ended (a name without one: yes)."""
+    pid = name[len(TMP_PREFIX):].split("-", 1)[0]
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, OverflowError):
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class DiskCache:
@@ -36,20 +63,26 @@ class DiskCache:
         self._total = 0
         self._lock = threading.Lock()
         if self.enabled:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
+            privatefiles.makedirs(directory)
             self._load()
 
     def _load(self) -> None:
         found = []
+        now = time.time()
         for dirpath, _, files in os.walk(self.dir):
             for f in files:
                 p = os.path.join(dirpath, f)
-                if f.startswith(".tmp"):
-                    os.unlink(p)
-                    continue
                 try:
                     st = os.stat(p)
                 except FileNotFoundError:
+                    continue
+                if f.startswith(".tmp"):
+                    # Another mount sharing this directory may be writing it right now.
+                    if _writer_gone(f) or now - st.st_mtime > ABANDONED_AGE:
+                        try:
+                            os.unlink(p)
+                        except FileNotFoundError:
+                            pass
                     continue
                 found.append((st.st_atime, f, st.st_size))
         for _, name, size in sorted(found):
@@ -81,10 +114,10 @@ class DiskCache:
             return
         key = bid.hex()
         path = self._path(key)
-        tmp = os.path.join(self.dir, f".tmp-{threading.get_ident()}")
+        tmp = os.path.join(self.dir, f"{TMP_PREFIX}{os.getpid()}-{threading.get_ident()}-{key}")
         try:
-            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            with open(tmp, "wb") as f:
+            privatefiles.makedirs(os.path.dirname(path))
+            with os.fdopen(privatefiles.create(tmp), "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
         except OSError as exc:
@@ -95,13 +128,24 @@ class DiskCache:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
                 log.warning("chunk cache %s: %s; caching in memory only from now on", self.dir, exc.strerror)
                 self.enabled = False
-                return
-            raise
+            else:  # e.g. another mount sharing the directory removed an old temporary file
+                log.warning("chunk cache %s: could not keep chunk %s: %s", self.dir, key[:16], exc)
+            return
         with self._lock:
             if key not in self._lru:
                 self._lru[key] = len(data)
                 self._total += len(data)
             self._evict()
+
+    def discard(self, bid: BlobId) -> None:
+        """Forget and delete the cached copy of `bid` (it did not decode)."""
+        key = bid.hex()
+        with self._lock:
+            self._total -= self._lru.pop(key, 0)
+        try:
+            os.unlink(self._path(key))
+        except FileNotFoundError:
+            pass
 
     def _evict(self) -> None:
         while self._total > self.max_bytes and self._lru:
@@ -162,8 +206,15 @@ class ChunkSource:
     def _fetch(self, bid: BlobId) -> bytes:
         loc = self.vault.locate(bid, "chunk")
         stored = self.disk.get(bid) if self.disk is not None else None
-        if stored is None:
-            stored = self.vault.get_range(loc.object_name, loc.offset, loc.length)
-            if self.disk is not None and self._cache_pack(loc.object_name):
-                self.disk.put(bid, stored)
-        return self.vault.decode_stored(stored, bid, loc)
+        if stored is not None:
+            try:
+                return self.vault.decode_stored(stored, bid, loc)
+            except DamagedError as exc:
+                log.warning("chunk cache %s: dropping a damaged copy (%s); reading it from the vault again",
+                            self.disk.dir, exc)
+                self.disk.discard(bid)
+        stored = self.vault.get_range(loc.object_name, loc.offset, loc.length)
+        data = self.vault.decode_stored(stored, bid, loc)  # only good copies go to the cache
+        if self.disk is not None and self._cache_pack(loc.object_name):
+            self.disk.put(bid, stored)
+        return data

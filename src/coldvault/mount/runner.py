@@ -16,7 +16,7 @@ import sys
 import pyfuse3
 import trio
 
-from coldvault import runtime
+from coldvault import privatefiles, runtime
 from coldvault.errors import UserError
 from coldvault.mount.chunkcache import ChunkSource, DiskCache
 from coldvault.mount.fuse_ops import FuseOps
@@ -88,7 +88,7 @@ def _daemonize(log_file: str) -> None:
     os.chdir("/")
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
-    out = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    out = privatefiles.create(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     os.dup2(out, 1)
     os.dup2(out, 2)
     handler = logging.StreamHandler(sys.stderr)
@@ -133,7 +133,7 @@ def mount(fs: VirtualFS, mountpoint: str, *, foreground: bool, allow_other: bool
     try:
         if not foreground:
             log_file = log_file or os.path.join(thaw.cache_dir(fs.vault), "mount.log")
-            os.makedirs(os.path.dirname(log_file), exist_ok=True)
+            privatefiles.makedirs(os.path.dirname(log_file))
             print(f"mounted at {mountpoint}; log in {log_file}; unmount with: fusermount3 -u {mountpoint}")
             sys.stdout.flush()
             _daemonize(log_file)

@@ -60,6 +60,12 @@ class PermissionDeniedError(StoreError):
     exit_code = ExitCode.PERMISSION
 
 
+class NoSpaceError(StoreError):
+    """The store has no room left (a full disk, a quota): not worth retrying, not damage."""
+
+    exit_code = ExitCode.NO_SPACE
+
+
 @dataclass(frozen=True)
 class RestoreState:
     """Restore state of a cold object.

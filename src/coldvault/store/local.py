@@ -15,10 +15,12 @@ import os
 import threading
 import time
 
+from coldvault import privatefiles
 from coldvault.faults import crash_point
 from coldvault.store.base import (
     HOT_CLASS,
     ArchivedError,
+    NoSpaceError,
     NotFoundError,
     ObjectInfo,
     PermissionDeniedError,
@@ -89,6 +91,10 @@ class LocalStore(Store):
             return NotFoundError(f"object {name} does not exist", name)
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             return PermissionDeniedError(f"cannot access object {name}: {exc.strerror}", name)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            what = "no space left" if exc.errno == errno.ENOSPC else "no space left (disk quota exceeded)"
+            return NoSpaceError(f"{what} on the device of the vault at {self.root} (writing {name})", name,
+                                hint="free some space (coldvault forget, then prune) or move the vault")
         return StoreError(f"cannot access object {name} in {self.root}: {exc.strerror}", name)
 
     def _cold(self, path: str) -> ColdRecord | None:
@@ -102,10 +108,10 @@ class LocalStore(Store):
         """Write, fsync, rename into place, fsync the directory: when put returns, the object
         survives a power loss, so the write order of docs/format.md section 8 holds on disk."""
         directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
+        privatefiles.makedirs(directory)
         tmp = os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{threading.get_ident()}-{os.path.basename(path)}")
         try:
-            with open(tmp, "wb") as f:
+            with os.fdopen(privatefiles.create(tmp), "wb") as f:
                 f.write(data)
                 if self.fsync:
                     f.flush()

@@ -20,6 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
+from coldvault import privatefiles
 from coldvault.errors import DamagedError
 from coldvault.store.base import NotFoundError, ObjectInfo
 from coldvault.store.tiers import effective_tier
@@ -187,8 +188,8 @@ def read_restore_log(vault: Vault) -> dict[str, LoggedRestore]:
 
 @contextlib.contextmanager
 def _locked(path: str):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    privatefiles.makedirs(os.path.dirname(path))
+    fd = privatefiles.create(path + ".lock", os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -213,7 +214,7 @@ def record_requests(vault: Vault, entries: list[LoggedRestore], now: float | Non
             doc = {"version": LOG_VERSION, "vault": vault.config.vault_id.hex(),
                    "restores": [asdict(e) for e in keep]}
             tmp = f"{path}.tmp-{os.getpid()}"
-            with open(tmp, "w", encoding="utf-8") as f:
+            with os.fdopen(privatefiles.create(tmp), "w", encoding="utf-8") as f:
                 json.dump(doc, f, indent=1, sort_keys=True)
                 f.write("\n")
             os.replace(tmp, path)

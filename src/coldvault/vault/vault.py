@@ -68,6 +68,11 @@ class LRU:
                 self._total -= self._size(old)
 
 
+def _damaged_config(store: Store, exc: FormatError) -> DamagedError:
+    return DamagedError(f"the config object of the vault at {store.url} is damaged: "
+                        f"{str(exc).removeprefix('config: ')}")
+
+
 class Vault:
     def __init__(self, store: Store, cfg: configfmt.VaultConfig, keys: MasterKeys | None):
         self.store = store
@@ -119,12 +124,18 @@ class Vault:
             raise NoVaultError(
                 f"no vault at {store.url} (no config object)", hint="create one with 'coldvault init'"
             ) from None
-        cfg = configfmt.decode(data)
+        try:
+            cfg = configfmt.decode(data)
+        except FormatError as exc:
+            raise _damaged_config(store, exc) from None
         keys = None
         if cfg.encrypted:
             if password is None:
                 raise BadPasswordError("the vault is encrypted and no password was given")
-            keys = configfmt.unlock(cfg, password())
+            try:
+                keys = configfmt.unlock(cfg, password())
+            except FormatError as exc:
+                raise _damaged_config(store, exc) from None
             if keys is None:
                 raise BadPasswordError(f"wrong password for the vault at {store.url}")
         return cls(store, cfg, keys)
@@ -336,6 +347,10 @@ class Vault:
         what = f"blob {bid.hex()[:16]} in pack {loc.object_name}"
         if len(stored) != loc.length:
             raise DamagedError(f"{what} is truncated ({len(stored)} of {loc.length} bytes)")
+        if loc.type == blobfmt.DATA and loc.raw_length > self.settings.chunker_max:
+            # No chunk of this vault can be larger: its index entry is damaged or hostile.
+            raise DamagedError(f"{what}: the index says {loc.raw_length} bytes, more than the vault's "
+                               f"largest chunk ({self.settings.chunker_max})")
         try:
             return blobfmt.decode(stored, bid, self.sealer, what, loc.raw_length)
         except FormatError as exc:
