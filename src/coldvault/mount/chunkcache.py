@@ -34,24 +34,6 @@ from coldvault.vault.vault import LRU, Vault
 
 log = logging.getLogger(__name__)
 
-TMP_PREFIX = ".tmp-"
-ABANDONED_AGE = 3600.0  # a temporary file this old is abandoned, whoever wrote it
-
-
-def _writer_gone(name: str) -> bool:
-    """Whether the process named in ``.tmp-<pid>-...`` has ended (a name without one: yes)."""
-    pid = name[len(TMP_PREFIX):].split("-", 1)[0]
-    if not pid.isdigit():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, OverflowError):
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
 class DiskCache:
     """Stored blobs as files ``<dir>/<2 hex>/<blob id hex>``, evicted least recently used first."""
 
@@ -76,9 +58,9 @@ class DiskCache:
                     st = os.stat(p)
                 except FileNotFoundError:
                     continue
-                if f.startswith(".tmp"):
+                if f.startswith(privatefiles.TMP_PREFIX):
                     # Another mount sharing this directory may be writing it right now.
-                    if _writer_gone(f) or now - st.st_mtime > ABANDONED_AGE:
+                    if privatefiles.abandoned(f, st.st_mtime, now):
                         try:
                             os.unlink(p)
                         except FileNotFoundError:
@@ -114,7 +96,7 @@ class DiskCache:
             return
         key = bid.hex()
         path = self._path(key)
-        tmp = os.path.join(self.dir, f"{TMP_PREFIX}{os.getpid()}-{threading.get_ident()}-{key}")
+        tmp = os.path.join(self.dir, privatefiles.temp_name(key))
         try:
             privatefiles.makedirs(os.path.dirname(path))
             with os.fdopen(privatefiles.create(tmp), "wb") as f:

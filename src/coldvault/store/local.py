@@ -33,22 +33,7 @@ from coldvault.store.base import (
 from coldvault.store.coldsim import ColdRecord
 
 COLD_SUFFIX = ".cold"
-TMP_PREFIX = ".tmp-"
-PARTIAL_AGE = 3600.0  # a temporary file this old is abandoned, whoever wrote it
-
-
-def _writer_alive(tmp_name: str) -> bool:
-    """Whether the process named in `.tmp-<pid>-<thread>-<name>` still runs (on this host)."""
-    pid = tmp_name[len(TMP_PREFIX):].split("-", 1)[0]
-    if not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return int(pid) != os.getpid()
+TMP_PREFIX = privatefiles.TMP_PREFIX
 
 
 def _check_name(name: str) -> None:
@@ -109,7 +94,7 @@ class LocalStore(Store):
         survives a power loss, so the write order of docs/format.md section 8 holds on disk."""
         directory = os.path.dirname(path)
         privatefiles.makedirs(directory)
-        tmp = os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{threading.get_ident()}-{os.path.basename(path)}")
+        tmp = os.path.join(directory, privatefiles.temp_name(os.path.basename(path)))
         try:
             with os.fdopen(privatefiles.create(tmp), "wb") as f:
                 f.write(data)
@@ -218,7 +203,7 @@ class LocalStore(Store):
                 path = os.path.join(dirpath, fn)
                 try:
                     st = os.stat(path)
-                    if fn.startswith(TMP_PREFIX) and now - st.st_mtime < PARTIAL_AGE and _writer_alive(fn):
+                    if fn.startswith(TMP_PREFIX) and not privatefiles.abandoned(fn, st.st_mtime, now):
                         continue
                     size = st.st_size
                     os.unlink(path)
