@@ -239,6 +239,7 @@ def test_readers_refused_while_prune_holds_the_vault(tmp_path):
     mnt.mkdir()
     with holding(repo, env, ["prune"]) as prune:
         for args in (["restore", "dir", "latest", "--target", str(tmp_path / "out")],
+                     ["restore", "zfs", "tank/data@nightly", "--into", "pool/data"],
                      ["ls", "latest"], ["check"], ["thaw", "latest"],
                      ["mount", str(mnt), "--foreground"]):
             assert_locked_out(run(args, env, check=False), "'prune'", f"pid {prune.pid}")

@@ -179,9 +179,10 @@ class VaultLock:
         self._owned = False  # our object is (as far as we know) in the store
         self._released = False
         self._last_ok = time.monotonic()
-        self._mutex = threading.Lock()  # orders a refresh's write, a loss and the release
+        self._mutex = threading.Lock()  # orders a refresh deciding to write, a loss, and the release
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._attempt: threading.Thread | None = None  # the refresh write under way, if any
 
     @property
     def name(self) -> str:
@@ -215,8 +216,10 @@ class VaultLock:
         return out
 
     def _write(self) -> None:
-        self.info.refreshed = time.time_ns()
-        self.vault.store.put(self.name, envelope.seal(self.info.to_map(), "lock", self.vault.sealer))
+        now = time.time_ns()
+        self.vault.store.put(self.name, envelope.seal({**self.info.to_map(), "refreshed": now}, "lock",
+                                                      self.vault.sealer))
+        self.info.refreshed = now
         self._owned = True
         self._last_ok = time.monotonic()
 
@@ -292,7 +295,7 @@ class VaultLock:
             with self._mutex:
                 if self._released or self.lost is not None:
                     return
-                self._write()
+            self._write()  # not under the mutex: a write that hangs must not hold up a loss
         except BaseException as exc:  # reported by the loop
             box["error"] = exc
 
@@ -315,6 +318,7 @@ class VaultLock:
             # One attempt in its own thread, so that a store call that hangs cannot keep
             # this loop past the point where the holder must stop.
             attempt = threading.Thread(target=self._refresh_once, args=(box,), name="lock-write", daemon=True)
+            self._attempt = attempt
             attempt.start()
             attempt.join(max(0.0, self._last_ok + limit - time.monotonic()))
             if attempt.is_alive():
@@ -344,8 +348,9 @@ class VaultLock:
         with self._mutex:
             self._released = True
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
+        for thread in (self._thread, self._attempt):  # so that no refresh lands after our delete
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=5)
         if not self._owned:
             return  # never written, or it is someone else's now: not ours to delete
         try:
