@@ -121,7 +121,9 @@ def test_prune_and_forget_refused_while_a_mount_runs(tmp_path):
         with open(m / "files/src/latest/docs/report.txt", "rb") as f:
             assert f.read() == (src / "docs/report.txt").read_bytes()
         assert len(lock_names(repo)) == 1
-    assert m.proc.returncode == 0, m.log()
+        m.proc.send_signal(signal.SIGTERM)  # unmounts
+        assert m.proc.wait(timeout=60) == 0, m.log()
+        assert "SIGTERM: unmounting" in m.log() and not os.path.ismount(m.path)
     assert lock_names(repo) == []  # released on unmount
     for sid in [s["id"] for s in run(["snapshots", "--json"], env).json()]:
         run(["forget", sid], env)
@@ -374,3 +376,24 @@ def test_lock_timings_from_the_environment(vault, monkeypatch):
     monkeypatch.setenv("COLDVAULT_LOCK_STALE", "soon")
     r = run(["ls", "latest"], {**vault_env(vault.store.root), "COLDVAULT_LOCK_STALE": "soon"}, check=False)
     assert r.code == 2 and "COLDVAULT_LOCK_STALE='soon' is not a positive number of seconds" in r.err
+
+
+def test_a_restore_that_cannot_refresh_its_lock_stops_before_it_could_be_stale(tmp_path):
+    repo, env, src = big_vault(tmp_path)
+    env = {**env, "COLDVAULT_LOCK_REFRESH": "0.05", "COLDVAULT_LOCK_STALE": "1"}
+    locks = os.path.join(repo, "locks")
+    with holding(repo, env, ["restore", "dir", "latest", "--target", str(tmp_path / "out")]) as restore:
+        (name,) = lock_names(repo)
+        os.rename(locks, locks + ".away")
+        with open(locks, "w"):
+            pass  # the store takes no lock write from now on
+        time.sleep(1)  # stopped for longer than half the stale time
+    try:
+        code, err = finish(restore)
+    finally:
+        os.unlink(locks)
+        os.rename(locks + ".away", locks)
+    assert code == 15, err
+    (line,) = [x for x in err.splitlines() if x.startswith("coldvault: error:")]
+    assert line.startswith(f"coldvault: error: could not refresh the lock locks/{name} for "), err
+    assert "stopped before another process could take it over as stale" in err and "Traceback" not in err

@@ -216,12 +216,14 @@ class VaultLock:
         return out
 
     def _write(self) -> None:
-        now = time.time_ns()
+        # The deadline to stop counts from the `refreshed` stamp others judge us by, taken
+        # before the write: a slow write leaves less time, never more.
+        now, started = time.time_ns(), time.monotonic()
         self.vault.store.put(self.name, envelope.seal({**self.info.to_map(), "refreshed": now}, "lock",
                                                       self.vault.sealer))
         self.info.refreshed = now
         self._owned = True
-        self._last_ok = time.monotonic()
+        self._last_ok = started
 
     def acquire(self, refresh: bool = True) -> None:
         """Take the lock or raise LockedError naming the holder. `refresh=False`: the caller
@@ -306,11 +308,12 @@ class VaultLock:
             left = self._last_ok + limit - time.monotonic()
             if self._stop.wait(max(0.0, min(self.refresh_every, left))):
                 return
-            if time.monotonic() - self._last_ok >= limit:
+            elapsed = time.monotonic() - self._last_ok
+            if elapsed >= limit:
                 code = last_error.exit_code if isinstance(last_error, ColdvaultError) else ExitCode.UNREACHABLE
                 self._lose(LockLostError(
-                    f"could not refresh the lock {self.name} for {age_text(limit)}"
-                    f" ({last_error or 'the store did not answer'}); "
+                    f"could not refresh the lock {self.name} for {age_text(elapsed)}"
+                    f" ({last_error or 'no refresh got through in time'}); "
                     "stopped before another process could take it over as stale",
                     hint="is the store reachable? run the command again when it is", exit_code=code))
                 return
@@ -360,7 +363,11 @@ class VaultLock:
             log.warning("could not remove lock %s: %s", self.name, exc)
 
     def __enter__(self) -> "VaultLock":
-        self.acquire()
+        try:
+            self.acquire()
+        except KeyboardInterrupt:  # Ctrl-C, or the lock lost already: do not leave it behind
+            self.__exit__(None, None, None)  # raises self.lost if the interrupt was ours
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
