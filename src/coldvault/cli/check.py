@@ -18,6 +18,7 @@ from coldvault.check import Checker, CheckReport, Problem
 from coldvault.cli import progress
 from coldvault.cli.common import open_vault, print_json, size
 from coldvault.errors import DamagedError, UnsupportedFormatError
+from coldvault.vault.lock import read_lock
 
 SHOW_FILES = 5  # paths, snapshots and pack names shown per line; --json lists them all
 SHOW_SNAPSHOTS = 3
@@ -194,7 +195,8 @@ def run(args) -> int:
     async def check():
         return await trio.to_thread.run_sync(checker.run, abandon_on_cancel=True)
 
-    report = trio.run(progress.run_with_progress, check, checker.progress)
+    with read_lock(vault, "check"):  # a prune meanwhile would look like damage
+        report = trio.run(progress.run_with_progress, check, checker.progress)
     if args.json:
         print_json(as_json(report))
     else:

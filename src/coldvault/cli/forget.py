@@ -6,6 +6,8 @@ stream needs is never removed (the whole chain is kept, or a bypass is used).
 
 from __future__ import annotations
 
+import contextlib
+
 from coldvault.cli.common import open_vault, print_json
 from coldvault.errors import DamagedError, UserError
 from coldvault.vault import retention
@@ -82,10 +84,8 @@ def run(args) -> int:
     if bool(args.snapshots) == has_policy:
         raise UserError("name snapshots to forget, or give a policy with --keep-*, not both or neither")
     vault = open_vault(args, load_index=False)
-    lock = None if args.dry_run else vault_lock(vault, "forget")
-    if lock:
-        lock.acquire()
-    try:
+    # Exclusive: no reader is between finding a snapshot and reading it.
+    with contextlib.nullcontext() if args.dry_run else vault_lock(vault, "forget"):
         records = vault.snapshots()
         kept, remove = _by_id(args, vault, records) if args.snapshots else _by_policy(args, records)
         damaged = sorted(set(_damaged_ids(args, vault, records).values())) if args.snapshots else []
@@ -94,9 +94,6 @@ def run(args) -> int:
                 vault.store.delete(f"snapshots/{r.id}")
             for sid in damaged:
                 vault.store.delete(f"snapshots/{sid}")
-    finally:
-        if lock:
-            lock.release()
     by_id = {r.id: r for r in records}
     if args.json:
         print_json({

@@ -9,6 +9,7 @@ import sys
 from coldvault.cli.common import iso, open_vault, print_json
 from coldvault.index import tree
 from coldvault.restore.dirrestore import resolve
+from coldvault.vault.lock import read_lock
 
 TYPE_CHAR = {tree.FILE: "-", tree.DIR: "d", tree.SYMLINK: "l", tree.FIFO: "p", tree.CHARDEV: "c", tree.BLOCKDEV: "b"}
 
@@ -41,6 +42,11 @@ def _json(e: tree.Entry, path: bytes) -> dict:
 
 def run(args) -> int:
     vault = open_vault(args)
+    with read_lock(vault, f"ls {args.snapshot}"):  # prune deletes no tree node meanwhile
+        return _list(args, vault)
+
+
+def _list(args, vault) -> int:
     rec = vault.find_snapshot(args.snapshot, args.source)
     entry = resolve(vault, rec, args.path)
     out = []

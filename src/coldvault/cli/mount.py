@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 from coldvault.cli.common import open_vault
 from coldvault.errors import UserError
 from coldvault.store.base import RESTORE_TIERS
+from coldvault.vault.lock import read_lock
 
 
 def parse_size(text: str) -> int:
@@ -38,7 +40,18 @@ def run(args) -> int:
         raise UserError("--restore-days must be between 1 and 3650")
     size = parse_size(args.cache_size)
     vault = open_vault(args)
-    fs = build_fs(vault, cold_mode=args.cold, tier=args.restore_tier, days=args.restore_days,
-                  cache_dir=args.cache_dir, cache_size=size)
-    mount(fs, args.mountpoint, foreground=args.foreground, allow_other=args.allow_other, log_file=args.log)
+    # Held while mounted, so prune and forget delete nothing under the mount. Taken first: a
+    # vault held by prune gives exit 16 before anything is mounted. The refresh thread starts
+    # in the process that serves (after the fork into the background, if any).
+    lock = read_lock(vault, f"mount {os.path.abspath(args.mountpoint)}")
+    lock.acquire(refresh=False)
+    try:
+        fs = build_fs(vault, cold_mode=args.cold, tier=args.restore_tier, days=args.restore_days,
+                      cache_dir=args.cache_dir, cache_size=size)
+        mount(fs, args.mountpoint, foreground=args.foreground, allow_other=args.allow_other, log_file=args.log,
+              lock=lock)
+    finally:
+        lock.release()
+    if lock.lost is not None:
+        raise lock.lost  # unmounted because of it (said in the log too)
     return 0

@@ -12,6 +12,7 @@ a crash at any point leaves only harmless leftovers.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from coldvault.cli.common import money, open_vault, print_json, size
@@ -35,15 +36,11 @@ def register(sub, common) -> None:
 
 def run(args) -> int:
     vault = open_vault(args, load_index=False)
-    lock = None if args.dry_run else vault_lock(vault, "prune")
-    if lock:
-        lock.acquire()
-    try:
-        vault.load_index()  # under the lock: no backup adds packs while we decide what is unused
+    # Exclusive: no backup adds packs while we decide what is unused, and no reader (mount,
+    # restore, check, thaw, ls) is reading a pack we delete.
+    with contextlib.nullcontext() if args.dry_run else vault_lock(vault, "prune"):
+        vault.load_index()
         return _prune(args, vault)
-    finally:
-        if lock:
-            lock.release()
 
 
 def _prune(args, vault) -> int:

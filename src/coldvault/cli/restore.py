@@ -8,6 +8,7 @@ from coldvault.cli.common import open_vault, print_json, size
 from coldvault.errors import UserError
 from coldvault.restore.dirrestore import DirRestore
 from coldvault.store.base import RESTORE_TIERS
+from coldvault.vault.lock import read_lock
 
 
 def register(sub, common) -> None:
@@ -33,9 +34,10 @@ def register(sub, common) -> None:
 
 def run_dir(args) -> int:
     vault = open_vault(args)
-    rec = vault.find_snapshot(args.snapshot, args.source)
-    job = DirRestore(vault, rec, args.path, args.target, overwrite=args.overwrite)
-    stats = trio.run(job.run)
+    with read_lock(vault, f"restore dir {args.snapshot}"):  # prune deletes nothing meanwhile
+        rec = vault.find_snapshot(args.snapshot, args.source)
+        job = DirRestore(vault, rec, args.path, args.target, overwrite=args.overwrite)
+        stats = trio.run(job.run)
     if args.json:
         print_json({"snapshot": rec.id, "target": args.target, "files": stats.files, "dirs": stats.dirs,
                     "symlinks": stats.symlinks, "bytes": stats.bytes})
@@ -56,6 +58,7 @@ def run_zfs(args) -> int:
         raise UserError("--wait goes with --thaw")
     vault = open_vault(args)
     out = (lambda *a: None) if args.quiet else print
-    ZfsRestore(vault, dataset, snap, args.into, thaw_=args.thaw, wait=args.wait, tier=args.tier,
-               days=args.days, out=out).run()
+    with read_lock(vault, f"restore zfs {args.snapshot}"):  # prune deletes nothing meanwhile
+        ZfsRestore(vault, dataset, snap, args.into, thaw_=args.thaw, wait=args.wait, tier=args.tier,
+                   days=args.days, out=out).run()
     return 0

@@ -32,6 +32,7 @@ from coldvault.store import pricing
 from coldvault.store.base import RESTORE_TIERS, ObjectInfo, is_cold_class
 from coldvault.store.tiers import effective_tier, restore_time
 from coldvault.vault import thaw
+from coldvault.vault.lock import read_lock
 from coldvault.vault.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -379,6 +380,11 @@ def run_thaw(args) -> int:
         raise UserError("--days must be between 1 and 3650")
     prices = pricing.load(args.prices)
     vault = open_vault(args)
+    with read_lock(vault, "thaw"):  # prune deletes no pack this plans for or asks to restore
+        return _plan_and_request(args, vault, prices)
+
+
+def _plan_and_request(args, vault: Vault, prices) -> int:
     resolver = Resolver(vault, args.source)
     targets = [resolver.resolve(t) for t in args.targets]
     packs: set[str] = set()

@@ -2,7 +2,13 @@
 
 The filesystem is mounted (pyfuse3.init) before the process detaches, so
 every error a user can make is reported by the command itself; only then
-does it fork into the background, where trio serves requests.
+does it fork into the background, where trio serves requests. The command
+waits until the daemon has taken over the vault's read lock (it names the
+daemon's pid from then on) and exits with the daemon's verdict.
+
+The read lock is refreshed by a thread of the serving process; when it is
+lost (taken over, or not refreshable for half the stale time) the mount
+unmounts itself with a log line.
 """
 
 from __future__ import annotations
@@ -17,13 +23,14 @@ import pyfuse3
 import trio
 
 from coldvault import privatefiles, runtime
-from coldvault.errors import UserError
+from coldvault.errors import ColdvaultError, ExitCode, UserError
 from coldvault.mount.chunkcache import ChunkSource, DiskCache
 from coldvault.mount.fuse_ops import FuseOps
 from coldvault.mount.restore_manager import RestoreManager
 from coldvault.mount.vfs import VirtualFS
 from coldvault.store.local import LocalStore
 from coldvault.vault import thaw
+from coldvault.vault.lock import LockLostError, VaultLock
 from coldvault.vault.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -79,9 +86,31 @@ def raise_readahead(mountpoint: str) -> None:
         log.debug("could not raise readahead (%s): %s", path, exc)
 
 
-def _daemonize(log_file: str) -> None:
+def _wait_for_daemon(ready: int, mountpoint: str, log_file: str) -> None:
+    """In the command: exit with what the daemon reports on `ready` ("<code>\\n<message>")."""
+    data = b""
+    while chunk := os.read(ready, 4096):
+        data += chunk
+    code_text, _, message = data.decode(errors="replace").partition("\n")
+    if code_text == "0":
+        print(f"mounted at {mountpoint}; log in {log_file}; unmount with: fusermount3 -u {mountpoint}")
+        sys.stdout.flush()
+        os._exit(0)
+    if not code_text.isdigit():
+        code_text, message = str(ExitCode.ERROR), f"the mount process ended before it was ready; see {log_file}"
+    print(f"coldvault: error: {message}", file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(int(code_text))
+
+
+def _daemonize(log_file: str, mountpoint: str) -> int:
+    """Fork into the background. Returns, in the daemon, the pipe on which the waiting
+    command expects "0" (ready) or "<exit code>\\n<error>"."""
+    ready_r, ready_w = os.pipe()
     if os.fork():
-        os._exit(0)  # the mount is up; the command returns
+        os.close(ready_w)
+        _wait_for_daemon(ready_r, mountpoint, log_file)  # does not return
+    os.close(ready_r)
     os.setsid()
     if os.fork():
         os._exit(0)
@@ -94,11 +123,32 @@ def _daemonize(log_file: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s coldvault[%(process)d]: %(message)s"))
     logging.getLogger().handlers[:] = [handler]
+    return ready_w
 
 
-async def _serve(fs: VirtualFS) -> None:
+def _report(ready: int, code: int, message: str = "") -> None:
+    os.write(ready, f"{code}\n{message}".encode())
+    os.close(ready)
+
+
+def _unmount_for(error: LockLostError) -> None:
+    log.error("%s: unmounting", error.message)
+    pyfuse3.terminate()
+
+
+async def _serve(fs: VirtualFS, lock: VaultLock | None = None) -> None:
     async with trio.open_nursery() as nursery:
         fs.nursery = nursery
+        if lock is not None:
+            token = trio.lowlevel.current_trio_token()
+
+            def lost(error: LockLostError) -> None:  # in the refresh thread
+                try:
+                    trio.from_thread.run_sync(_unmount_for, error, trio_token=token)
+                except trio.RunFinishedError:
+                    pass  # unmounting anyway
+
+            lock.start_refresh(on_lost=lost)
 
         async def on_signal():
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
@@ -113,7 +163,9 @@ async def _serve(fs: VirtualFS) -> None:
 
 
 def mount(fs: VirtualFS, mountpoint: str, *, foreground: bool, allow_other: bool = False,
-          log_file: str | None = None, fsname: str = "coldvault") -> None:
+          log_file: str | None = None, fsname: str = "coldvault", lock: VaultLock | None = None) -> None:
+    """Mount and serve until unmounted. `lock` (acquired, not yet refreshed) is refreshed while
+    serving; if it is lost the mount ends, and `lock.lost` says why."""
     mountpoint = os.path.abspath(mountpoint)
     if not os.path.isdir(mountpoint):
         raise UserError(f"mount point {mountpoint} is not a directory")
@@ -134,9 +186,18 @@ def mount(fs: VirtualFS, mountpoint: str, *, foreground: bool, allow_other: bool
         if not foreground:
             log_file = log_file or os.path.join(thaw.cache_dir(fs.vault), "mount.log")
             privatefiles.makedirs(os.path.dirname(log_file))
-            print(f"mounted at {mountpoint}; log in {log_file}; unmount with: fusermount3 -u {mountpoint}")
             sys.stdout.flush()
-            _daemonize(log_file)
-        trio.run(_serve, fs)
+            ready = _daemonize(log_file, mountpoint)
+            try:
+                if lock is not None:
+                    lock.moved_to_this_process()  # the lock names the daemon, not the command
+            except ColdvaultError as exc:
+                _report(ready, exc.exit_code, exc.message)
+                raise
+            except BaseException:
+                _report(ready, ExitCode.ERROR, f"the mount failed; see {log_file}")
+                raise
+            _report(ready, ExitCode.OK)
+        trio.run(_serve, fs, lock)
     finally:
         pyfuse3.close(unmount=True)
