@@ -396,3 +396,7 @@ class Vault:
                 log.warning("tree node %s: dropped an entry: %s", bid.hex()[:16], why)
             self._tree_nodes.put(bid, node)
         return node
+
+    def delete_snapshot(self, sid: str) -> None:
+        """Remove the snapshot record `sid` (readable or damaged); the data it used stays for prune."""
+        self.store.delete(SNAPSHOT_PREFIX + sid)
