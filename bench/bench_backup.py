@@ -33,19 +33,34 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gen_data  # noqa: E402
+from benchlib import (  # noqa: E402
+    HERE,
+    PASSWORD,
+    REPO_ROOT,
+    ChildFailedError,
+    MiB,
+    before_timed_step,
+    clean_env,
+    coldvault_facts,
+    command_line,
+    du,
+    host_line,
+    meminfo,
+    mib_s,
+    read_all,
+    restic_facts,
+    run_main,
+    timed,
+    truncated,
+    untimed,
+)
 
-MiB = 1024 * 1024
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(HERE)
-PASSWORD = "bench-password"
 TARGET_RATIO = 1.5
 
 
@@ -61,10 +76,6 @@ class Run:
     repo_bytes: int
     note: str
     other_cpu_seconds: float  # CPU time the rest of the machine used during the run (contention)
-
-
-def mib_s(nbytes: int, seconds: float) -> float:
-    return nbytes / MiB / seconds if seconds > 0 else float("inf")
 
 
 @dataclass
@@ -105,108 +116,6 @@ def summarize(runs: list[Run]) -> list[Summary]:
     return out
 
 
-class ChildFailedError(Exception):
-    pass
-
-
-def busy_cpu_seconds() -> float:
-    """CPU time spent by the whole machine so far (all CPUs, not idle or iowait), from /proc/stat."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def settle(max_wait: float) -> float:
-    """Sync, then wait (at most `max_wait` s) for a second in which the machine is nearly idle
-    (< 0.1 CPU-s used machine-wide); returns the wait.
-
-    Other work on the machine (tests of other sessions) cannot be stopped, only waited out.
-    """
-    t0 = time.monotonic()
-    os.sync()
-    while True:
-        b0 = busy_cpu_seconds()
-        time.sleep(1.0)
-        if busy_cpu_seconds() - b0 < 0.1 or time.monotonic() - t0 >= max_wait:
-            return time.monotonic() - t0
-
-
-def prefault(nbytes: int) -> None:
-    """Touch `nbytes` of fresh memory and free it again, right before a timed step.
-
-    On this VM, memory the guest has not touched for a while can cost several times more kernel
-    time on first touch than memory freed a moment ago (writing 1 GiB to /dev/shm once took 2.6 s,
-    then 0.35 s each time). A backup, a FUSE read or a zfs send fills about 1 GiB of page cache and
-    heap, so without this step a run can end up measuring how cold the VM's free memory happens to
-    be (one backup in three had twice the system time). In a child process: a forked child starts
-    with its parent's peak RSS (the kernel copies the high-water mark with the address space, and
-    keeps it across exec in the rusage), so a large allocation here would show in every tool's peak
-    RSS."""
-    if nbytes > 0:
-        subprocess.run([sys.executable, "-c", f"bytearray({nbytes})"], check=True)
-
-
-def timed(cmd: list[str], env: dict, log_path: str) -> tuple[float, int, float, float, str]:
-    """Run `cmd`; returns (wall seconds, peak RSS KiB, user+sys CPU seconds, other CPU seconds, stdout).
-
-    "Other" is the CPU time everything else on the machine used meanwhile. stdout and
-    stderr go to files, not pipes, so reading them costs the child nothing.
-    """
-    with open(log_path + ".out", "wb") as out, open(log_path + ".err", "wb") as err:
-        busy0 = busy_cpu_seconds()
-        t0 = time.monotonic()
-        p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-        _, status, ru = os.wait4(p.pid, 0)
-        seconds = time.monotonic() - t0
-        busy = busy_cpu_seconds() - busy0
-    p.returncode = os.waitstatus_to_exitcode(status)
-    with open(log_path + ".out", "rb") as f:
-        stdout = f.read().decode(errors="replace")
-    if p.returncode != 0:
-        with open(log_path + ".err", "rb") as f:
-            stderr = f.read().decode(errors="replace")
-        raise ChildFailedError(f"{' '.join(cmd)} exited with {p.returncode}:\n{stderr[-3000:]}")
-    cpu = ru.ru_utime + ru.ru_stime
-    return seconds, ru.ru_maxrss, cpu, max(0.0, busy - cpu), stdout
-
-
-def untimed(cmd: list[str], env: dict) -> str:
-    r = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise ChildFailedError(f"{' '.join(cmd)} exited with {r.returncode}:\n{r.stderr[-3000:]}")
-    return r.stdout
-
-
-def du(path: str) -> int:
-    total = 0
-    for dirpath, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-            except FileNotFoundError:
-                pass
-    return total
-
-
-def warm(path: str) -> tuple[int, float]:
-    """Read every file once (untimed for the tools) so the source is in the page cache."""
-    t0 = time.monotonic()
-    n = 0
-    buf = bytearray(4 * MiB)
-    for dirpath, _, files in os.walk(path):
-        for name in files:
-            with open(os.path.join(dirpath, name), "rb", buffering=0) as f:
-                while k := f.readinto(buf):
-                    n += k
-    return n, time.monotonic() - t0
-
-
-def clean_env() -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RESTIC_", "COLDVAULT_"))}
-    env.setdefault("LC_ALL", "C.UTF-8")
-    return env
-
-
 # ---- the tools -------------------------------------------------------------------------------------
 
 
@@ -217,8 +126,7 @@ def coldvault_runs(args, man: dict, work: str) -> list[Run]:
     untimed([args.coldvault, "init", "--quiet"], env)
     runs = []
     for which in ("first", "second"):
-        settle(args.settle)
-        prefault(args.prefault * MiB)
+        before_timed_step(args.settle, args.prefault)
         cmd = [args.coldvault, "backup", "dir", man["path"], "--name", f"bench-{man['name']}", "--json"]
         secs, rss, cpu, other, out = timed(cmd, env, os.path.join(work, "logs", f"coldvault-{man['name']}-{which}"))
         s = json.loads(out)
@@ -250,8 +158,7 @@ def restic_runs(args, man: dict, work: str) -> list[Run]:
     untimed([args.restic, "--repo", repo, "init"], env)
     runs = []
     for which in ("first", "second"):
-        settle(args.settle)
-        prefault(args.prefault * MiB)
+        before_timed_step(args.settle, args.prefault)
         cmd = [args.restic, "--repo", repo, "backup", man["path"]]
         secs, rss, cpu, other, out = timed(cmd, env, os.path.join(work, "logs", f"restic-{man['name']}-{which}"))
         runs.append(Run(man["name"], "restic", which, secs, man["bytes"], rss, cpu, du(repo), restic_summary(out), other))
@@ -262,51 +169,6 @@ def restic_runs(args, man: dict, work: str) -> list[Run]:
 
 
 # ---- what is printed -------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def restic_facts(restic: str, work: str) -> tuple[str, str]:
-    """(version line, repository version and compression of a fresh default repository)."""
-    version = untimed([restic, "version"], clean_env()).strip()
-    with tempfile.TemporaryDirectory(dir=work) as tmp:
-        env = clean_env() | {"RESTIC_PASSWORD": PASSWORD, "RESTIC_CACHE_DIR": os.path.join(tmp, "cache")}
-        untimed([restic, "--repo", os.path.join(tmp, "r"), "init"], env)
-        cfg = json.loads(untimed([restic, "--repo", os.path.join(tmp, "r"), "cat", "config"], env))
-    rv = cfg.get("version")
-    if rv is not None and rv >= 2:
-        comp = f"repository format v{rv}, compression on (default mode 'auto', zstd)"
-    else:
-        comp = f"repository format v{rv}, no compression"
-    return version, comp
-
-
-def coldvault_facts(coldvault: str) -> str:
-    version = untimed([coldvault, "--version"], clean_env()).strip()
-    try:
-        commit = subprocess.run(["git", "-C", REPO_ROOT, "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, check=True).stdout.strip()
-        changed = subprocess.run(["git", "-C", REPO_ROOT, "diff", "--name-only", "HEAD", "--", "src"],
-                                 capture_output=True, text=True, check=True).stdout.split()
-    except (OSError, subprocess.CalledProcessError):
-        return f"{version}, commit unknown"
-    return f"{version}, commit {commit}" + (f" + uncommitted changes to {', '.join(changed)}" if changed else "")
-
-
-def meminfo() -> str:
-    try:
-        return subprocess.run(["free", "-h"], capture_output=True, text=True, check=True).stdout.rstrip()
-    except (OSError, subprocess.CalledProcessError):
-        return "(free not available)"
 
 
 def table(sums: list[Summary]) -> str:
@@ -320,11 +182,6 @@ def table(sums: list[Summary]) -> str:
             f" | {r.repo_bytes / MiB:.1f} | {r.note} |"
         )
     return "\n".join(rows)
-
-
-def truncated(x: float) -> str:
-    """Two decimals, cut rather than rounded, so a ratio just under the target never reads as reaching it."""
-    return f"{int(x * 100) / 100:.2f}"
 
 
 def ratios(sums: list[Summary]) -> tuple[str, list[tuple[str, str, float]]]:
@@ -380,12 +237,12 @@ def main(argv=None) -> int:
 
     rv, rcomp = restic_facts(args.restic, work)
     print("# coldvault ingest benchmark")
-    print(f"command:   {' '.join([sys.executable] + sys.argv)} (in {os.getcwd()})")
+    print(f"command:   {command_line()}")
     print(f"idle wait: before each timed run, sync and wait up to {args.settle:.0f} s for a 1 s window with < 0.1 CPU s "
           "used machine-wide")
     print(f"memory:    then {args.prefault} MiB are touched and freed (in a child), so the run's page cache and heap come "
           "from warm memory" if args.prefault > 0 else "memory:    no prefault (--prefault 0)")
-    print(f"host:      {platform.node()}, {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {cpu_model()}")
+    print(f"host:      {host_line()}")
     print(f"kernel:    {platform.release()}, Python {platform.python_version()}")
     print(f"coldvault: {coldvault_facts(args.coldvault)} (default init: zstd level 3, ChaCha20-Poly1305, 16 MiB packs)")
     print(f"restic:    {rv}; {rcomp}")
@@ -401,7 +258,9 @@ def main(argv=None) -> int:
     for name in names:
         man, made = gen_data.ensure(data_dir, name, args.scale, args.seed)
         how = f"generated in {man['generate_seconds']} s" if made else "reused"
-        nbytes, wsecs = warm(man["path"])
+        t0 = time.monotonic()
+        nbytes = read_all(man["path"])  # untimed for the tools: the source is in the page cache
+        wsecs = time.monotonic() - t0
         print(f"{name}: {man['files']} files, {man['bytes'] / MiB:.1f} MiB ({how}); warm-up read {nbytes / MiB:.1f} MiB"
               f" in {wsecs:.1f} s", flush=True)
         for i in range(args.repeat):
@@ -444,8 +303,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ChildFailedError as exc:
-        print(f"bench_backup: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_main(main, "bench_backup")

@@ -42,7 +42,6 @@ import json
 import os
 import platform
 import random
-import resource
 import shutil
 import signal
 import statistics
@@ -54,24 +53,36 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gen_data  # noqa: E402
-from bench_backup import (  # noqa: E402
+from benchlib import (  # noqa: E402
+    HERE,
+    MOUNT_TIMEOUT,
+    PASSWORD,
+    REPO_ROOT,
     ChildFailedError,
+    FuseMount,
+    MiB,
+    before_timed_step,
     busy_cpu_seconds,
     clean_env,
     coldvault_facts,
-    cpu_model,
+    command_line,
+    host_line,
+    least_disturbed,
     meminfo,
-    prefault,
+    mib_s,
+    proc_cpu,
+    proc_mem_kib,
+    py_spy_samples,
+    read_all,
     restic_facts,
-    settle,
+    run_main,
+    self_cpu,
+    start_py_spy,
+    stop_py_spy,
     truncated,
     untimed,
 )
 
-MiB = 1024 * 1024
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(HERE)
-PASSWORD = "bench-password"
 READ_BLOCK = MiB
 TREE_FILES = 200_000
 TREE_FILES_PER_DIR = 100
@@ -80,8 +91,6 @@ TREE_MAX_SIZE = 64
 TREE_VERSION = 1  # bump when make_tree writes different bytes for the same (seed, count)
 TARGET_VS_RESTIC = 4.0
 TARGET_VS_TRIVIAL = 0.8
-MOUNT_TIMEOUT = 120.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # ---- data ------------------------------------------------------------------------------------------
@@ -122,19 +131,6 @@ def make_tree(out: str, nfiles: int, seed: int) -> dict:
     return man | {"generated": True}
 
 
-def warm(path: str) -> int:
-    """Read every file under `path` (or the file itself), untimed, so that it is in the page cache."""
-    n = 0
-    buf = bytearray(4 * MiB)
-    paths = [path] if os.path.isfile(path) else \
-        [os.path.join(d, f) for d, _, files in os.walk(path) for f in files]
-    for p in paths:
-        with open(p, "rb", buffering=0) as f:
-            while k := f.readinto(buf):
-                n += k
-    return n
-
-
 def sha256_file(path: str) -> str:
     h = hashlib.sha256()
     buf = bytearray(READ_BLOCK)
@@ -143,92 +139,6 @@ def sha256_file(path: str) -> str:
         while k := f.readinto(buf):
             h.update(view[:k])
     return h.hexdigest()
-
-
-# ---- processes and mounts --------------------------------------------------------------------------
-
-
-def proc_cpu(pid: int) -> float:
-    """user+sys CPU seconds of process `pid` so far (all its threads)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def proc_mem_kib(pid: int) -> dict[str, int]:
-    """VmHWM (peak RSS) and VmRSS of process `pid`, in KiB."""
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(("VmHWM:", "VmRSS:")):
-                key, value = line.split(":")
-                out[key] = int(value.split()[0])
-    return out
-
-
-def self_cpu() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
-
-
-class Mount:
-    """A filesystem process started by the benchmark, serving `mountpoint` until `close()`."""
-
-    live: list["Mount"] = []  # closed in main()'s finally, whatever happens
-
-    def __init__(self, name: str, cmd: list[str], env: dict, mountpoint: str, log_path: str):
-        self.name = name
-        self.mountpoint = mountpoint
-        self.log_path = log_path
-        if os.path.ismount(mountpoint):
-            raise ChildFailedError(f"{mountpoint} is already a mount point; unmount it: fusermount3 -u {mountpoint}")
-        os.makedirs(mountpoint, exist_ok=True)
-        self._out = open(log_path + ".out", "wb")
-        self._err = open(log_path + ".err", "wb")
-        self.t_start = time.monotonic()
-        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err)
-        Mount.live.append(self)
-        self.seconds = self._wait_mounted()
-
-    def _wait_mounted(self) -> float:
-        deadline = self.t_start + MOUNT_TIMEOUT
-        while not os.path.ismount(self.mountpoint):
-            if self.proc.poll() is not None:
-                raise ChildFailedError(f"{self.name} exited with {self.proc.returncode} before mounting:\n"
-                                       f"{self.stderr()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise ChildFailedError(f"{self.name} did not mount within {MOUNT_TIMEOUT:.0f} s")
-            time.sleep(0.005)
-        return time.monotonic() - self.t_start
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stderr(self) -> str:
-        with open(self.log_path + ".err", "rb") as f:
-            return f.read().decode(errors="replace")
-
-    def close(self) -> None:
-        """Unmount and wait for the process; SIGTERM (then SIGKILL) it if unmounting does not end it."""
-        if self.proc.poll() is None:
-            unmounted = os.path.ismount(self.mountpoint) and \
-                subprocess.run(["fusermount3", "-u", self.mountpoint], capture_output=True).returncode == 0
-            try:
-                self.proc.wait(timeout=30 if unmounted else 0.5)
-            except subprocess.TimeoutExpired:
-                self.proc.send_signal(signal.SIGTERM)  # each of these filesystems unmounts itself on SIGTERM
-                try:
-                    self.proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-        if os.path.ismount(self.mountpoint):  # the process died and left the mount behind
-            subprocess.run(["fusermount3", "-u", "-z", self.mountpoint], capture_output=True)
-        self._out.close()
-        self._err.close()
-        if self in Mount.live:
-            Mount.live.remove(self)
 
 
 # ---- measurements ----------------------------------------------------------------------------------
@@ -252,7 +162,7 @@ class Step:
 
     @property
     def mib_s(self) -> float:
-        return self.nbytes / MiB / self.seconds if self.seconds > 0 else float("inf")
+        return mib_s(self.nbytes, self.seconds)
 
 
 def timed_read(path: str, fs_pid: int) -> Step:
@@ -312,8 +222,7 @@ class Bench:
 
     def settle(self) -> None:
         """Before a timed step: wait for a quiet machine, then make fresh memory cheap to take (prefault)."""
-        settle(self.args.settle)
-        prefault(self.args.prefault * MiB)
+        before_timed_step(self.args.settle, self.args.prefault)
 
     def log(self, name: str) -> str:
         return os.path.join(self.logs, name)
@@ -342,34 +251,36 @@ class Bench:
 
     # -- mounts --
 
-    def mount_coldvault(self, vault: str, tag: str) -> Mount:
+    def mount_coldvault(self, vault: str, tag: str) -> FuseMount:
         self.cache_serial += 1
         cache = os.path.join(self.work, "coldvault-cache", str(self.cache_serial))
         shutil.rmtree(cache, ignore_errors=True)  # an empty chunk cache for every mount
         mnt = os.path.join(self.mnt, "coldvault")
         cmd = [self.args.coldvault, "mount", mnt, "--foreground", "--cache-dir", cache]
-        return Mount("coldvault mount", cmd, self.cv_env(vault), mnt, self.log(f"coldvault-mount-{tag}"))
+        return FuseMount("coldvault mount", cmd, self.cv_env(vault), mnt, self.log(f"coldvault-mount-{tag}"),
+                         is_mounted=os.path.ismount)
 
-    def mount_restic(self, repo: str, tag: str) -> Mount:
+    def mount_restic(self, repo: str, tag: str) -> FuseMount:
         mnt = os.path.join(self.mnt, "restic")
         cmd = [self.args.restic, "--repo", repo, "mount", mnt]
-        return Mount("restic mount", cmd, self.restic_env, mnt, self.log(f"restic-mount-{tag}"))
+        return FuseMount("restic mount", cmd, self.restic_env, mnt, self.log(f"restic-mount-{tag}"),
+                         is_mounted=os.path.ismount)
 
-    def mount_trivial(self, source: str, tag: str) -> Mount:
+    def mount_trivial(self, source: str, tag: str) -> FuseMount:
         mnt = os.path.join(self.mnt, "trivialfs")
         cmd = [sys.executable, os.path.join(HERE, "trivialfs.py"), mnt, "--source", source, "--raise-readahead"]
-        return Mount("trivialfs", cmd, clean_env(), mnt, self.log(f"trivialfs-{tag}"))
+        return FuseMount("trivialfs", cmd, clean_env(), mnt, self.log(f"trivialfs-{tag}"), is_mounted=os.path.ismount)
 
     # -- reads --
 
     def read_coldvault(self, vault: str, name: str, tag: str, expect_sha: str, profile: str | None = None) -> list[Step]:
-        warm(vault)
+        read_all(vault)
         m = self.mount_coldvault(vault, f"read-{tag}")
         try:
             path = os.path.join(m.mountpoint, "files", name, "latest", "random.bin")
             os.stat(path)  # lookups are not part of the read
             self.settle()
-            spy = start_py_spy(self.args, m.pid, profile) if profile else None
+            spy = start_py_spy(self.args.py_spy, m.pid, profile, rate=200) if profile else None
             first = timed_read(path, m.pid)
             if spy:
                 stop_py_spy(spy)
@@ -384,7 +295,7 @@ class Bench:
             m.close()
 
     def read_restic(self, repo: str, source_file: str, tag: str) -> list[Step]:
-        warm(repo)
+        read_all(repo)
         m = self.mount_restic(repo, f"read-{tag}")
         try:
             path = os.path.join(m.mountpoint, "snapshots", "latest", source_file.lstrip("/"))
@@ -417,7 +328,7 @@ class Bench:
     # -- listing --
 
     def list_tool(self, tool: str, store: str, tree: dict, tag: str, profile: str | None = None) -> Step:
-        warm(store)
+        read_all(store)
         self.settle()
         if tool == "coldvault":
             m = self.mount_coldvault(store, f"list-{tag}")
@@ -429,7 +340,7 @@ class Bench:
             mount_seconds = m.seconds
             rss_mounted = proc_mem_kib(m.pid).get("VmHWM", 0)
             mount_cpu = proc_cpu(m.pid)
-            spy = start_py_spy(self.args, m.pid, profile) if profile else None
+            spy = start_py_spy(self.args.py_spy, m.pid, profile, rate=200) if profile else None
             out = self.log(f"{tool}-ls-{tag}.txt")
             ls_seconds, ls_cpu, fs_cpu, other = timed_ls(root, m.pid, out)
             if spy:
@@ -446,39 +357,11 @@ class Bench:
 
 
 def attempt(fn, args) -> list[Step]:
-    """Run one timed step (`fn` returns its Steps); while other work used more than --max-other CPU-s per
-    second of it, run it again (at most --retries times) and keep the least disturbed attempt.
-
-    Only the other CPU decides, never the timing, so the retries do not favour either tool.
-    """
-    best, best_load = None, 0.0
-    for k in range(args.retries + 1):
-        got = fn()
-        load = got[0].other_cpu / max(got[0].seconds, 1.0)
-        if best is None or load < best_load:
-            best, best_load = got, load
-        if load <= args.max_other:
-            break
-        if k < args.retries:
-            print(f"     ({got[0].what}: other work used {got[0].other_cpu:.1f} CPU-s, {load:.2f} per second; repeating)",
-                  flush=True)
-    return best
+    """Run one timed step (`fn` returns its Steps), again while it was disturbed (benchlib.least_disturbed)."""
+    return least_disturbed(fn, args.retries, args.max_other, lambda got: (got[0].what, got[0].other_cpu, got[0].seconds))
 
 
 # ---- profiling -------------------------------------------------------------------------------------
-
-
-def start_py_spy(args, pid: int, out: str) -> subprocess.Popen:
-    err = open(out + ".err", "wb")
-    p = subprocess.Popen([args.py_spy, "record", "--pid", str(pid), "--rate", "200", "--threads", "--format", "raw",
-                          "--output", out], stdin=subprocess.DEVNULL, stdout=err, stderr=err)
-    time.sleep(1.0)  # py-spy attaches
-    return p
-
-
-def stop_py_spy(p: subprocess.Popen) -> None:
-    p.send_signal(signal.SIGINT)
-    p.wait(timeout=60)
 
 
 # Frames on top of a stack that mean "waiting", which py-spy does not always see as idle.
@@ -488,22 +371,15 @@ IDLE_FRAMES = ("EpollIOManager.get_events (", "WorkerThread._work (trio/_core/_t
 def profile_summary(path: str, top: int = 15) -> str:
     """Busy samples per thread role (trio thread, worker threads), with the functions most often on the
     stack (inclusive) and on top of it (self). Samples waiting in epoll or for a job are counted apart."""
-    try:
-        with open(path) as f:
-            lines = f.read().splitlines()
-    except OSError:
+    samples = py_spy_samples(path)
+    if samples is None:
         return f"(no profile in {path})"
     busy: Counter = Counter()
     idle: Counter = Counter()
     incl: dict[str, Counter] = {}
     own: dict[str, Counter] = {}
-    for line in lines:
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        thread, *frames = stack.split(";")
+    for (thread, *frames), n in samples:
         kind = "trio thread" if thread.endswith(": MainThread") else "worker threads"
-        n = int(count)
         if not frames or frames[-1].startswith(IDLE_FRAMES):
             idle[kind] += n
             continue
@@ -540,10 +416,6 @@ def summarize(steps: list[Step], what: str) -> dict | None:
         "total_seconds": statistics.median(s.mount_seconds + s.seconds for s in rs),
         "entries": rs[0].entries, "rss_after_mount_kib": max(s.rss_after_mount_kib for s in rs),
     }
-
-
-def mib_s(nbytes: int, seconds: float) -> float:
-    return nbytes / MiB / seconds if seconds > 0 else float("inf")
 
 
 READS = ("coldvault first read", "restic first read", "coldvault second read", "trivialfs read")
@@ -654,8 +526,8 @@ def main(argv=None) -> int:
 
     rv, rcomp = restic_facts(args.restic, work)
     print("# coldvault mount benchmark")
-    print(f"command:   {' '.join([sys.executable] + sys.argv)} (in {os.getcwd()})")
-    print(f"host:      {platform.node()}, {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {cpu_model()}")
+    print(f"command:   {command_line()}")
+    print(f"host:      {host_line()}")
     print(f"kernel:    {platform.release()}, Python {platform.python_version()}, pyfuse3 {pyfuse3_version()}")
     print(f"coldvault: {coldvault_facts(args.coldvault)} (default init; mounted with --foreground and a new, empty "
           "--cache-dir each time)")
@@ -687,7 +559,7 @@ def main(argv=None) -> int:
             source_file = os.path.join(man["path"], "random.bin")
             if not args.keep:
                 cleanup.append(man["path"])
-            warm(source_file)
+            read_all(source_file)
             expect_sha = sha256_file(source_file)
             cv, cv_secs = bench.coldvault_vault("random", man["path"])
             rr, rr_secs = bench.restic_repo("random", man["path"])
@@ -714,7 +586,7 @@ def main(argv=None) -> int:
             tree = make_tree(data_dir, nfiles, args.seed)
             if not args.keep:
                 cleanup.append(tree["path"])
-            warm(tree["path"])
+            read_all(tree["path"])
             cv, cv_secs = bench.coldvault_vault("many", tree["path"])
             rr, rr_secs = bench.restic_repo("many", tree["path"])
             cleanup += [cv, rr]
@@ -735,8 +607,7 @@ def main(argv=None) -> int:
                 print(f"  profiled coldvault listing (not in the tables): mount {s.mount_seconds:.2f} s,"
                       f" ls -R {s.seconds:.2f} s")
     finally:
-        for m in list(Mount.live):
-            m.close()
+        FuseMount.close_all()
         for p in cleanup:
             shutil.rmtree(p, ignore_errors=True)
         if not args.keep:
@@ -807,8 +678,4 @@ def pyfuse3_version() -> str:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ChildFailedError as exc:
-        print(f"bench_mount: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_main(main, "bench_mount")

@@ -47,7 +47,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
@@ -55,51 +54,42 @@ from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gen_data  # noqa: E402
-from bench_backup import (  # noqa: E402
+from benchlib import (  # noqa: E402
+    HERE,
+    PASSWORD,
+    REPO_ROOT,
     ChildFailedError,
+    FuseMount,
+    GiB,
+    MiB,
+    before_timed_step,
     busy_cpu_seconds,
     clean_env,
     coldvault_facts,
-    cpu_model,
+    command_line,
     du,
+    host_line,
+    in_proc_mounts,
+    least_disturbed,
     meminfo,
-    prefault,
+    mib_s,
+    proc_cpu,
+    proc_mem_kib,
+    py_spy_samples,
+    read_all,
     restic_facts,
-    settle,
+    run_main,
+    start_py_spy,
+    stop_py_spy,
     truncated,
     untimed,
 )
 
-MiB = 1024 * 1024
-GiB = 1024 * MiB
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(HERE)
-PASSWORD = "bench-password"
 SNAP = "bench"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-MOUNT_TIMEOUT = 120.0
 STDIN_NAME = "s.zfs"
 
 
 # ---- processes -------------------------------------------------------------------------------------
-
-
-def proc_cpu(pid: int) -> float:
-    """user+sys CPU seconds of process `pid` so far (all its threads); 0 if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def vm_hwm_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
 
 
 def zfs_daemon_pid() -> int:
@@ -142,7 +132,7 @@ class Run:
 
     @property
     def mib_s(self) -> float:
-        return self.nbytes / MiB / self.seconds if self.seconds > 0 else float("inf")
+        return mib_s(self.nbytes, self.seconds)
 
 
 GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
@@ -212,24 +202,6 @@ def timed_pipeline(cmds: list[list[str]], env: dict, log_path: str, stdout_path:
             stdout = f.read().decode(errors="replace")
     other = max(0.0, busy - sum(c for _, c in usage) - zcpu - sum(wcpu))
     return seconds, usage, zcpu, wcpu, other, stdout
-
-
-def in_proc_mounts(path: str) -> bool:
-    with open("/proc/self/mounts") as f:
-        return any(line.split()[1] == path for line in f)
-
-
-def warm_file(path: str) -> int:
-    n = 0
-    buf = bytearray(4 * MiB)
-    with open(path, "rb", buffering=0) as f:
-        while k := f.readinto(buf):
-            n += k
-    return n
-
-
-def warm_tree(path: str) -> int:
-    return sum(warm_file(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
 
 
 # ---- the pool and its data -------------------------------------------------------------------------
@@ -312,69 +284,6 @@ def stream_facts(snapshot: str) -> tuple[int, str]:
     return n, h.hexdigest()
 
 
-# ---- mounts ----------------------------------------------------------------------------------------
-
-
-class Mount:
-    def __init__(self, cmd: list[str], env: dict, mountpoint: str, log_path: str):
-        self.mountpoint = mountpoint
-        if in_proc_mounts(mountpoint):
-            raise ChildFailedError(f"{mountpoint} is already a mount point; unmount it: fusermount3 -u {mountpoint}")
-        os.makedirs(mountpoint, exist_ok=True)
-        self.log_path = log_path
-        self._out = open(log_path + ".out", "wb")
-        self._err = open(log_path + ".err", "wb")
-        self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err)
-        deadline = time.monotonic() + MOUNT_TIMEOUT
-        while not in_proc_mounts(mountpoint):  # not os.path.ismount: a stat would wait for the filesystem
-            if self.proc.poll() is not None:
-                with open(log_path + ".err", "rb") as f:
-                    err = f.read().decode(errors="replace")
-                raise ChildFailedError(f"coldvault mount exited with {self.proc.returncode}:\n{err[-3000:]}")
-            if time.monotonic() > deadline:
-                self.close()
-                raise ChildFailedError(f"coldvault mount did not mount within {MOUNT_TIMEOUT:.0f} s")
-            time.sleep(0.01)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def stat(self, path: str, timeout: float = MOUNT_TIMEOUT) -> os.stat_result:
-        """os.stat in a helper thread: a filesystem that never answers fails the run instead of hanging it."""
-        out: dict = {}
-
-        def go():
-            try:
-                out["st"] = os.stat(path)
-            except OSError as exc:
-                out["err"] = exc
-
-        t = threading.Thread(target=go, daemon=True)
-        t.start()
-        t.join(timeout)
-        if t.is_alive():
-            self.proc.kill()  # the stat returns (ENOTCONN) once the filesystem process is gone
-            raise ChildFailedError(f"stat {path} got no answer from coldvault mount in {timeout:.0f} s")
-        if "err" in out:
-            raise ChildFailedError(f"stat {path}: {out['err']}")
-        return out["st"]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            if in_proc_mounts(self.mountpoint):
-                subprocess.run(["fusermount3", "-u", self.mountpoint], capture_output=True)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.send_signal(signal.SIGTERM)
-                self.proc.wait(timeout=30)
-        if in_proc_mounts(self.mountpoint):
-            subprocess.run(["fusermount3", "-u", "-z", self.mountpoint], capture_output=True)
-        self._out.close()
-        self._err.close()
-
-
 # ---- profiles --------------------------------------------------------------------------------------
 
 
@@ -390,23 +299,16 @@ IDLE_TOPS = ("_epoll_wait (trio/_core/_io_epoll.py", "get_events (trio/_core/_io
 
 def profile_summary(path: str, top: int = 12) -> str:
     """Busy samples per thread, and the functions most often on top of the stack and anywhere on it."""
-    try:
-        with open(path) as f:
-            lines = f.read().splitlines()
-    except OSError:
+    samples = py_spy_samples(path)
+    if samples is None:
         return f"(no profile in {path})"
     busy: Counter = Counter()
     idle = 0
     incl: Counter = Counter()
     own: Counter = Counter()
-    for line in lines:
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        parts = stack.split(";")
+    for parts, n in samples:
         i = next((k for k, p in enumerate(parts) if p.startswith("thread ")), 0)
         thread = parts[i].split(": ", 1)[-1]  # "thread (TID): NAME"
-        n = int(count)
         if len(parts) <= i + 1 or any(t in parts[-1] for t in IDLE_TOPS):
             idle += n
             continue
@@ -456,25 +358,12 @@ class Bench:
         return clean_env() | {"RESTIC_PASSWORD": PASSWORD, "RESTIC_CACHE_DIR": cache}
 
     def before(self) -> str:
-        waited = settle(self.args.settle)
-        prefault(self.args.prefault * MiB)
+        waited = before_timed_step(self.args.settle, self.args.prefault)
         return f"settled {waited:.0f} s"
 
     def attempt(self, fn) -> Run:
-        """Run `fn` (one timed step) again, at most --retries times, while other work used more than
-        --max-other CPU-s per second of it; keep the least disturbed attempt. Only the other CPU decides."""
-        best = None
-        for k in range(self.args.retries + 1):
-            r = fn()
-            load = r.other_cpu / max(r.seconds, 1.0)
-            if best is None or load < best[0]:
-                best = (load, r)
-            if load <= self.args.max_other:
-                break
-            if k < self.args.retries:
-                print(f"     ({r.step}: other work used {r.other_cpu:.1f} CPU-s, {load:.2f} per second; repeating)",
-                      flush=True)
-        return best[1]
+        """Run `fn` (one timed step), again while it was disturbed (benchlib.least_disturbed)."""
+        return least_disturbed(fn, self.args.retries, self.args.max_other, lambda r: (r.step, r.other_cpu, r.seconds))
 
     def record(self, r: Run) -> None:
         self.runs.append(r)
@@ -531,11 +420,11 @@ class Bench:
                    other, du(repo), note)
 
     def mount_read(self, rep: int, vault: str, compare: bool, profile: str | None = None) -> Run:
-        warm_tree(vault)  # pack files in the page cache: the read measures the filesystem, not the disk
+        read_all(vault)  # pack files in the page cache: the read measures the filesystem, not the disk
         cache = os.path.join(self.work, "zfs-chunk-cache")
         shutil.rmtree(cache, ignore_errors=True)  # an empty chunk cache for every mount
         cmd = self.args.cv + ["mount", self.mnt, "--foreground", "--cache-dir", cache]
-        m = Mount(cmd, self.cv_env(vault), self.mnt, self.log(f"mount-{rep}"))
+        m = FuseMount("coldvault mount", cmd, self.cv_env(vault), self.mnt, self.log(f"mount-{rep}"))
         try:
             ds = self.pool.dataset
             path = os.path.join(self.mnt, "zfs", *ds.split("/"), f"@{SNAP}.zfs")
@@ -543,18 +432,12 @@ class Bench:
             if size != self.length:
                 raise ChildFailedError(f"{path} has {size} bytes, zfs send gives {self.length}")
             note = self.before()
-            spy = None
-            if profile:
-                spy = subprocess.Popen([self.args.py_spy, "record", "--pid", str(m.pid), "--rate", "100", "--threads",
-                                        "--format", "raw", "--output", profile], stdin=subprocess.DEVNULL,
-                                       stdout=subprocess.DEVNULL, stderr=open(profile + ".err", "wb"))
-                time.sleep(1.0)
+            spy = start_py_spy(self.args.py_spy, m.pid, profile, rate=100) if profile else None
             secs, usage, z, (fs_cpu,), other, _ = timed_pipeline([["cat", path]], clean_env(), self.log(f"cat-{rep}"),
                                                                  os.devnull, watch_pids=(m.pid,))
             if spy:
-                spy.send_signal(signal.SIGINT)
-                spy.wait(timeout=60)
-            r = Run("mount: cat @S.zfs", rep, secs, self.length, vm_hwm_kib(m.pid), fs_cpu, z, usage[0][1], other,
+                stop_py_spy(spy)
+            r = Run("mount: cat @S.zfs", rep, secs, self.length, proc_mem_kib(m.pid).get("VmHWM", 0), fs_cpu, z, usage[0][1], other,
                     note=note + "; fresh mount, empty chunk cache")
             if compare:
                 self.cmp_result = self.compare(path)
@@ -737,12 +620,12 @@ def main(argv=None) -> int:
     rv, rcomp = restic_facts(args.restic, work)
     src0 = subprocess.run(["git", "-C", REPO_ROOT, "diff", "HEAD", "--", "src"], capture_output=True).stdout
     print("# coldvault ZFS benchmark")
-    print(f"command:   {' '.join([sys.executable] + sys.argv)} (in {os.getcwd()})")
+    print(f"command:   {command_line()}")
     print(f"idle wait: before each timed run, sync and wait up to {args.settle:.0f} s for a 1 s window with "
           "< 0.1 CPU-s "
           f"used machine-wide; a run is repeated (at most {args.retries}x) when other work used more than "
           f"{args.max_other} CPU-s per second of it, and the least disturbed attempt is kept")
-    print(f"host:      {platform.node()}, {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {cpu_model()}")
+    print(f"host:      {host_line()}")
     print(f"kernel:    {platform.release()}, Python {platform.python_version()}")
     print(f"coldvault: {cv_facts} (default init: zstd level 3, ChaCha20-Poly1305, 16 MiB packs)")
     print(f"restic:    {rv}; {rcomp}")
@@ -773,7 +656,7 @@ def main(argv=None) -> int:
         else:
             print(f"pool:      {pool.name} (existing, --pool)")
         t0 = time.monotonic()
-        warm_file(pool.img) if os.path.exists(pool.img) else None
+        read_all(pool.img) if os.path.exists(pool.img) else None
         length, sha = stream_facts(pool.snapshot)
         print(f"stream:    zfs send {pool.snapshot}: {length} bytes ({length / GiB:.3f} GiB), sha256 {sha[:16]}...; "
               f"pool image and stream read once, untimed, in {time.monotonic() - t0:.1f} s")
@@ -829,8 +712,4 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: unmount, destroy the pool
-    try:
-        sys.exit(main())
-    except ChildFailedError as exc:
-        print(f"bench_zfs: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_main(main, "bench_zfs")

@@ -33,9 +33,7 @@ import shutil
 import sys
 import time
 
-GiB = 1024 ** 3
-MiB = 1024 ** 2
-KiB = 1024
+from benchlib import GiB, KiB, MiB
 
 GENERATOR_VERSION = 1  # bump when the bytes produced for a (seed, scale) change
 DATASETS = ("random", "text", "small")
@@ -158,11 +156,7 @@ def generate(out: str, name: str, scale: float, seed: int) -> dict:
     """(Re)create data set `name` under OUT/NAME and write its manifest."""
     p = plan(name, scale)
     root = os.path.join(out, name)
-    shutil.rmtree(root, ignore_errors=True)
-    try:
-        os.unlink(manifest_path(out, name))
-    except FileNotFoundError:
-        pass
+    remove(out, name)
     os.makedirs(root)
     t0 = time.monotonic()
     pool = text_pool(seed) if name in ("text", "small") else b""
