@@ -13,6 +13,7 @@ from coldvault.cli.common import open_vault, print_json
 from coldvault.errors import UserError
 from coldvault.vault import forget, retention
 from coldvault.vault.lock import vault_lock
+from coldvault.vault.vault import SNAPSHOT_PREFIX
 
 
 def register(sub, common) -> None:
@@ -64,7 +65,7 @@ def _report(args, plan: forget.ForgetPlan, by_id: dict) -> None:
         for r in sorted(remove, key=lambda r: (r.source, r.time)):
             print(f"{verb:7} {r.short_id}  {r.time_str}  {r.source}")
         for sid in damaged:
-            print(f"{verb:7} {sid[:8]}  (damaged record snapshots/{sid})")
+            print(f"{verb:7} {sid[:8]}  (damaged record {SNAPSHOT_PREFIX}{sid})")
         if (remove or damaged) and not args.dry_run:
             print(f"{len(remove) + len(damaged)} snapshot(s) removed; "
                   "run 'coldvault prune' to delete the data only they used")
