@@ -57,6 +57,15 @@ def objects(repo: str, prefix: str) -> set[str]:
     return {name for name in files_in(repo) if name.startswith(prefix) and not name.endswith(".cold")}
 
 
+def refused(repo: str) -> DamagedError:
+    """The error plan_prune refuses with; it changed nothing."""
+    before = files_in(repo)
+    with pytest.raises(DamagedError) as exc:
+        prune.plan_prune(open_vault(repo), pricing.load())
+    assert files_in(repo) == before
+    return exc.value
+
+
 @pytest.fixture
 def two_snapshots(tmp_path):
     """A vault with small packs and two snapshots of one source: the first has a file the
@@ -148,21 +157,15 @@ def test_prune_plan_refuses_a_damaged_index_object(two_snapshots):
         b = f.read(1)
         f.seek(40)
         f.write(bytes([b[0] ^ 1]))
-    before = files_in(repo)
-    with pytest.raises(DamagedError) as exc:
-        prune.plan_prune(open_vault(repo), pricing.load())
-    assert "1 index object(s) are damaged" in exc.value.message and "repair index" in exc.value.hint
-    assert files_in(repo) == before
+    exc = refused(repo)
+    assert "1 index object(s) are damaged" in exc.message and "repair index" in exc.hint
 
 
 def test_prune_plan_refuses_a_damaged_snapshot_record_until_forget_removes_it(two_snapshots):
     repo, env, src, first, second = two_snapshots
     with open(os.path.join(repo, "snapshots", first), "ab") as f:
         f.write(b"x")
-    vault = open_vault(repo)
-    with pytest.raises(DamagedError) as exc:
-        prune.plan_prune(vault, pricing.load())
-    assert "1 snapshot record(s) are damaged" in exc.value.message
+    assert "1 snapshot record(s) are damaged" in refused(repo).message
 
     # forget by id takes the damaged record (named by a prefix) too
     vault = open_vault(repo)
@@ -182,23 +185,16 @@ def test_prune_plan_refuses_when_needed_blobs_are_in_no_index_and_packs_are_unin
     repo = two_snapshots[0]
     vault = open_vault(repo)
     index = vault.load_index()
-    trees = []
-    for pid, (kind, psize) in index.packs.items():
-        if kind == "tree":
-            trees.append(PackRecord(pid, kind, psize, []))
+    trees = {pid: PackRecord(pid, kind, psize, []) for pid, (kind, psize) in index.packs.items() if kind == "tree"}
     for bid, (pid, off, length, raw, btype) in index.blobs.items():
-        for rec in trees:
-            if rec.id == pid:
-                rec.blobs.append(BlobEntry(bid, btype, off, length, raw))
+        if pid in trees:
+            trees[pid].blobs.append(BlobEntry(bid, btype, off, length, raw))
     old = sorted(index.index_ids)
-    vault.save_index(trees, supersedes=old)
+    vault.save_index(list(trees.values()), supersedes=old)
     for iid in old:
         vault.delete_index(iid)
-    before = files_in(repo)
-    with pytest.raises(DamagedError) as exc:
-        prune.plan_prune(open_vault(repo), pricing.load())
-    assert "are in no index" in exc.value.message and "repair index" in exc.value.hint
-    assert files_in(repo) == before
+    exc = refused(repo)
+    assert "are in no index" in exc.message and "repair index" in exc.hint
 
 
 def test_forget_plan_by_policy(tmp_path):
