@@ -11,6 +11,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -265,9 +267,14 @@ async def test_a_slow_tree_fetch_stalls_no_other_listing(repo):
     photos = await walk(fs, f"files/photos/snapshots/{T3}")
     docs = await walk(fs, f"files/docs/snapshots/{T1}")
     listed: dict[str, list] = {}
+    docs_listed = trio.Event()
 
     async def list_photos(key):
         listed[key] = await fs.listdir(photos.ino)
+
+    async def list_docs():
+        listed["docs"] = await fs.listdir(docs.ino)
+        docs_listed.set()
 
     async with trio.open_nursery() as nursery:
         try:
@@ -276,12 +283,24 @@ async def test_a_slow_tree_fetch_stalls_no_other_listing(repo):
             assert await trio.to_thread.run_sync(store.started.wait, 60)
             # The photos pack's GET is held: another pack's listing goes ahead meanwhile
             # (the deadline only turns a stall into a failure instead of a hang).
-            with trio.fail_after(60):
-                docs_names = [n for n, _ in await fs.listdir(docs.ino)]
-            assert docs_names == [b"notes"]
-            assert listed == {}
+            nursery.start_soon(list_docs)
+            with trio.move_on_after(60):
+                await docs_listed.wait()
+            during = sorted(listed)
         finally:
             store.release.set()
+    assert during == ["docs"], "a listing of another tree pack waited for the held GET"
+    assert [n for n, _ in listed["docs"]] == [b"notes"]
     assert [n for n, _ in listed["first"]] == [b"a.jpg", b"sub", b"zeta.txt"]
     assert [n for n, _ in listed["second"]] == [b"a.jpg", b"sub", b"zeta.txt"]
     assert store.gets.count(photos_pack) == 1  # one fetch for both listings
+
+
+def test_the_layout_is_pure():
+    """layout.py is names in, names out: importing it loads no I/O layer, no trio, no FUSE."""
+    code = "import sys, coldvault.mount.layout; print(' '.join(sys.modules))"
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}).stdout.split())
+    bad = [m for m in loaded if m.split(".")[0] in ("trio", "pyfuse3", "boto3")
+           or m.startswith(("coldvault.vault", "coldvault.store", "coldvault.restore", "coldvault.cli"))]
+    assert bad == []
