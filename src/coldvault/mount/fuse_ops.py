@@ -1,9 +1,9 @@
 """The pyfuse3 boundary: translate requests to VirtualFS calls and errors to errno.
 
 Handlers raise only FUSEError; ERRNO is the one table that picks the errno for an
-error of the virtual tree (anything else is a bug: logged with its traceback, EIO). Contents are immutable, so entries and
-attributes may be cached by the kernel for long, and open files keep the page
-cache across opens.
+error of the virtual tree (anything else is a bug: logged with its traceback, EIO).
+Contents are immutable, so entries and attributes may be cached by the kernel for
+long, and open files keep the page cache across opens.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import pyfuse3
 from coldvault.index import tree
 from coldvault.mount import errors
 from coldvault.mount.restore_manager import ColdFailError, InterruptedWaitError
-from coldvault.mount.vfs import TYPE_BITS, Node, VirtualFS
+from coldvault.mount.nodes import TYPE_BITS, Node
+from coldvault.mount.vfs import VirtualFS
 
 log = logging.getLogger(__name__)
 

@@ -31,13 +31,11 @@ from coldvault.mount.errors import (
 )
 from coldvault.mount.handles import OpenFiles
 from coldvault.mount.nodes import (
-    TYPE_BITS, Attr, ChangesDir, DirNode, FileNode, LinkNode, Node, StaticDir, StreamNode, TreeDir, dir_attr,
+    Attr, ChangesDir, DirNode, FileNode, LinkNode, Node, StaticDir, StreamNode, TreeDir, dir_attr,
     make_node,
 )
 from coldvault.mount.restore_manager import RestoreManager
 from coldvault.vault.vault import Vault
-
-__all__ = ["ROOT_INODE", "STATE_XATTR", "TYPE_BITS", "Node", "VirtualFS"]
 
 log = logging.getLogger(__name__)
 
