@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import re
 import sys
 import time
-from dataclasses import dataclass, field
 
 from coldvault.cli.common import money, open_vault, print_json, size
-from coldvault.errors import DamagedError, UserError
+from coldvault.errors import UserError
 from coldvault.index import tree
+from coldvault.mount import targets
 from coldvault.store import pricing
 from coldvault.store.base import RESTORE_TIERS, ObjectInfo, is_cold_class
 from coldvault.store.tiers import effective_tier, restore_time
@@ -36,9 +34,6 @@ from coldvault.vault.lock import read_lock
 from coldvault.vault.vault import Vault
 
 log = logging.getLogger(__name__)
-
-MOUNT_FSTYPE = "fuse.coldvault"
-HEX = set("0123456789abcdefABCDEF")
 
 
 def register(sub, common) -> None:
@@ -85,15 +80,7 @@ def duration(seconds: float | None) -> str:
     return f"{seconds / 3600:.0f} h"
 
 
-# ---- targets -> chunks ---------------------------------------------------------------
-
-
-@dataclass
-class Target:
-    text: str  # as given
-    what: str  # what it was resolved to, for people
-    chunks: set = field(default_factory=set)
-    packs: set = field(default_factory=set)
+# ---- targets -> chunks (what a target names: coldvault.mount.targets) --------------------
 
 
 def _tree_chunks(vault: Vault, node_id, out: set) -> None:
@@ -115,10 +102,6 @@ def _entry_chunks(vault: Vault, rec, entry) -> set:
     return out
 
 
-def _snapshot_label(rec) -> str:
-    return f"snapshot {rec.short_id} ({rec.kind}, {rec.source}, {rec.time_str})"
-
-
 def _stream_chunks(vault: Vault, streams) -> set:
     from coldvault.restore.zfsrestore import stream_chunks
 
@@ -128,212 +111,12 @@ def _stream_chunks(vault: Vault, streams) -> set:
     return out
 
 
-class Resolver:
-    """Turns TARGETs into the chunks they need, reading only hot objects."""
-
-    def __init__(self, vault: Vault, source: str | None):
-        self.vault = vault
-        self.source = source
-        self._records = None
-
-    @property
-    def records(self):
-        if self._records is None:
-            self._records = self.vault.snapshots()
-        return self._records
-
-    def resolve(self, text: str) -> Target:
-        mount = self._mount_of(text)
-        if mount is not None:
-            return self._mount_path(text, *mount)
-        if text.startswith("/"):
-            raise UserError(f"{text} is not inside a coldvault mount",
-                            hint="give a path inside a mounted vault, or SNAPSHOT:PATH")
-        spec, colon, path = text.partition(":")
-        if colon and (spec == "latest" or (spec and set(spec) <= HEX)):
-            return self._snapshot_path(text, spec, path)
-        if "@" in text:
-            return self._zfs_snapshot(text)
-        if text == "latest" or (text and set(text) <= HEX):
-            return self._snapshot_path(text, text, None)
-        raise UserError(
-            f"cannot tell what {text!r} is",
-            hint="a TARGET is a snapshot id, SNAPSHOT:PATH, DATASET@SNAP or a path inside a coldvault mount",
-        )
-
-    # -- snapshots and paths in them --
-
-    def _snapshot_path(self, text: str, spec: str, path: str | None) -> Target:
-        from coldvault.restore.dirrestore import resolve
-
-        rec = self.vault.find_snapshot(spec, self.source, records=self.records)
-        if rec.kind == "zfs":
-            if path:
-                raise UserError(f"snapshot {rec.short_id} is a ZFS stream: it has no paths",
-                                hint="thaw the stream by its id, or DATASET@SNAP for its whole chain")
-            from coldvault.zfs.chain import Stream
-
-            s = Stream(rec)
-            return Target(text, f"ZFS stream {s.dataset}/{s.file_name}", _stream_chunks(self.vault, [s]))
-        entry = resolve(self.vault, rec, path) if path else None
-        label = _snapshot_label(rec)
-        if path:
-            kind = "directory" if entry is not None and entry.type == tree.DIR else "file"
-            label = f"{kind} {path.strip('/')} in {label}"
-        return Target(text, label, _entry_chunks(self.vault, rec, entry))
-
-    def _zfs_snapshot(self, text: str) -> Target:
-        from coldvault.restore.zfsrestore import find_stream
-        from coldvault.zfs.chain import shortest_chain, streams_by_dataset
-        from coldvault.zfs.commands import split_snapshot
-
-        dataset, snap = split_snapshot(text)
-        streams = streams_by_dataset(self.records).get(dataset)
-        if not streams:
-            raise UserError(f"there are no ZFS streams of {dataset} in the vault",
-                            hint="list them with 'coldvault snapshots'")
-        want = find_stream(streams, snap, dataset)
-        chain = shortest_chain(streams, want.guid, None)
-        if chain is None:
-            raise DamagedError(f"no chain of streams in the vault leads to {dataset}@{snap}",
-                               hint="a stream it needs was removed")
-        names = ", ".join(s.file_name for s in chain)
-        return Target(text, f"ZFS chain of {len(chain)} stream(s) to {dataset}@{snap}: {names}",
-                      _stream_chunks(self.vault, chain))
-
-    # -- paths inside a mount --
-
-    @staticmethod
-    def _mounts() -> list[str]:
-        """Mount points of coldvault mounts, from /proc/self/mounts."""
-        try:
-            with open("/proc/self/mounts", "rb") as f:
-                lines = f.read().splitlines()
-        except OSError:
-            return []
-        out = []
-        for line in lines:
-            fields = line.split(b" ")
-            if len(fields) >= 3 and fields[2] == MOUNT_FSTYPE.encode():
-                # Space, tab, newline and backslash in the mount point are written as octal escapes.
-                mp = re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), fields[1])
-                out.append(os.fsdecode(mp))
-        return out
-
-    def _mount_of(self, text: str) -> tuple[str, list[str]] | None:
-        """(mount point, path components below it) when `text` names a path in a coldvault mount."""
-        if not (text.startswith(("/", "./", "../")) or os.path.lexists(text)):
-            return None
-        mounts = sorted(self._mounts(), key=len, reverse=True)
-        for candidate in (os.path.abspath(text), os.path.realpath(text)) if mounts else ():
-            for mp in mounts:
-                if candidate == mp or candidate.startswith(mp.rstrip("/") + "/"):
-                    rel = candidate[len(mp):]
-                    return mp, [p for p in rel.split("/") if p and p != "."]
-        return None
-
-    def _mount_path(self, text: str, mountpoint: str, parts: list[str]) -> Target:
-        if not parts:
-            raise UserError(f"{text} is the whole mount", hint="name a snapshot, a file or a stream inside it")
-        if parts[0] == "files":
-            return self._mount_files(text, parts[1:])
-        if parts[0] == "zfs":
-            return self._mount_zfs(text, parts[1:])
-        raise UserError(f"{text}: there is no {parts[0]} in a coldvault mount (only files/ and zfs/)")
-
-    def _mount_files(self, text: str, parts: list[str]) -> Target:
-        from coldvault.mount.views import group_sources
-        from coldvault.restore.dirrestore import resolve
-
-        if len(parts) < 2:
-            raise UserError(f"{text} holds whole sources", hint="name a snapshot, a date or a path inside one")
-        view = group_sources(self.records).get(parts[0])
-        if view is None or not view.snapshots:
-            raise UserError(f"{text}: this vault has no source {parts[0]!r}",
-                            hint="is the mount of another vault? pass the same --repo as the mount")
-        kind, rest = parts[1], parts[2:]
-        if kind == "latest":
-            rec = view.snapshots[-1]
-        elif kind in ("snapshots", "dates", "changes"):
-            if not rest:
-                raise UserError(f"{text} holds every {kind[:-1]} of {parts[0]}", hint="name one of them")
-            if kind == "snapshots":
-                rec = dict(view.named()).get(rest[0])
-            else:
-                days = view.days()
-                if kind == "changes" and rest[0] in days:
-                    return self._mount_changes(text, view, rest[0], rest[1:])
-                rec = days[rest[0]][-1] if rest[0] in days else None
-            if rec is None:
-                raise UserError(f"{text}: no {rest[0]} in {kind}/ of {parts[0]}")
-            rest = rest[1:]
-        else:
-            raise UserError(f"{text}: no {kind} in files/{parts[0]}/ (latest, snapshots, dates, changes)")
-        path = "/".join(rest)
-        entry = resolve(self.vault, rec, path) if path else None
-        label = _snapshot_label(rec) if not path else f"{path} in {_snapshot_label(rec)}"
-        return Target(text, label, _entry_chunks(self.vault, rec, entry))
-
-    def _mount_changes(self, text: str, view, day: str, rest: list[str]) -> Target:
-        """changes/<day>/...: what the mount shows there, merged from the day's snapshots."""
-        from coldvault.mount.views import merge_changes
-
-        pairs = [(r.tree, p.tree if p is not None else None) for r, p in view.day_pairs(day)]
-        entry = None
-        for i, name in enumerate(rest):
-            if entry is not None and entry.type != tree.DIR:
-                raise UserError(f"{text}: {'/'.join(rest[:i])} is not a directory")
-            found = [(e, sub) for e, sub in merge_changes(pairs, self.vault.load_tree) if e.name == os.fsencode(name)]
-            if not found:
-                raise UserError(f"{text}: no {'/'.join(rest[:i + 1])} in changes/{day}")
-            entry, pairs = found[0]
-        chunks: set = set()
-        if entry is not None and entry.type == tree.FILE:
-            chunks.update(entry.chunks)
-        elif entry is None or entry.type == tree.DIR:
-            self._changes_chunks(pairs, chunks)
-        what = "/".join(rest) or "everything"
-        return Target(text, f"{what} in changes/{day} of {view.name}", chunks)
-
-    def _changes_chunks(self, pairs, out: set) -> None:
-        from coldvault.mount.views import merge_changes
-
-        for e, sub in merge_changes(pairs, self.vault.load_tree):
-            if e.type == tree.FILE:
-                out.update(e.chunks)
-            elif e.type == tree.DIR:
-                self._changes_chunks(sub, out)
-
-    def _mount_zfs(self, text: str, parts: list[str]) -> Target:
-        from coldvault.zfs.chain import shortest_chain, step_names, streams_by_dataset
-
-        at = next((i for i, p in enumerate(parts) if p.startswith("@")), None)
-        if at is None:
-            raise UserError(f"{text} is a dataset directory", hint="name a stream (@S.zfs) or a chain (@S.restore)")
-        dataset = "/".join(parts[:at])
-        streams = streams_by_dataset(self.records).get(dataset, [])
-        name, rest = parts[at], parts[at + 1:]
-        if name.endswith(".zfs") and not rest:
-            s = next((s for s in streams if s.file_name == name), None)
-            if s is None:
-                raise UserError(f"{text}: no stream {name} of {dataset} in this vault")
-            return Target(text, f"ZFS stream {dataset}/{name}", _stream_chunks(self.vault, [s]))
-        if name.endswith(".restore"):
-            snap = name[1:-len(".restore")]
-            want = next((s for s in streams if s.snapshot == snap and shortest_chain(streams, s.guid) is not None), None)
-            if want is None:
-                raise UserError(f"{text}: no chain to {dataset}@{snap} in this vault")
-            chain = shortest_chain(streams, want.guid)
-            if rest:
-                steps = dict(zip(step_names(chain), chain))
-                if len(rest) > 1 or rest[0] not in steps:
-                    raise UserError(f"{text}: no {'/'.join(rest)} in {name}")
-                chain = [steps[rest[0]]]
-                return Target(text, f"ZFS stream {dataset}/{chain[0].file_name}", _stream_chunks(self.vault, chain))
-            names = ", ".join(s.file_name for s in chain)
-            return Target(text, f"ZFS chain of {len(chain)} stream(s) to {dataset}@{snap}: {names}",
-                          _stream_chunks(self.vault, chain))
-        raise UserError(f"{text}: not a stream (@S.zfs, @B..@S.zfs) or a chain (@S.restore/)")
+def _target_chunks(vault: Vault, target: targets.Target) -> set:
+    if target.kind == targets.STREAMS:
+        return _stream_chunks(vault, target.streams)
+    if target.kind == targets.CHANGES:
+        return targets.changes_chunks(vault, target)
+    return _entry_chunks(vault, target.rec, target.entry)
 
 
 # ---- the plan ---------------------------------------------------------------------------
@@ -385,10 +168,11 @@ def run_thaw(args) -> int:
 
 
 def _plan_and_request(args, vault: Vault, prices) -> int:
-    resolver = Resolver(vault, args.source)
-    targets = [resolver.resolve(t) for t in args.targets]
+    resolver = targets.Resolver(vault, args.source)
+    wanted = [resolver.resolve(t) for t in args.targets]
     packs: set[str] = set()
-    for t in targets:
+    for t in wanted:
+        t.chunks = _target_chunks(vault, t)
         t.packs = thaw.packs_for_chunks(vault, t.chunks)
         packs |= t.packs
     state = thaw.cold_state(vault, packs)
@@ -404,7 +188,7 @@ def _plan_and_request(args, vault: Vault, prices) -> int:
     out = None if args.json or args.quiet else sys.stdout
 
     if out:
-        _print_plan(out, vault, targets, state, hot, restored, restoring, cold, by_class, ests, chosen, args, prices)
+        _print_plan(out, vault, wanted, state, hot, restored, restoring, cold, by_class, ests, chosen, args, prices)
 
     asked: list[str] = []
     if cold and not args.dry_run:
@@ -423,7 +207,7 @@ def _plan_and_request(args, vault: Vault, prices) -> int:
 
     if args.json:
         print_json({
-            "targets": [{"target": t.text, "what": t.what, "packs": len(t.packs)} for t in targets],
+            "targets": [{"target": t.text, "what": t.what, "packs": len(t.packs)} for t in wanted],
             "packs": len(packs),
             "bytes": state.bytes_of(packs),
             "readable": {"packs": len(hot) + len(restored), "bytes": state.bytes_of(hot + restored),

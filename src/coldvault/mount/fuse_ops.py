@@ -1,8 +1,9 @@
 """The pyfuse3 boundary: translate requests to VirtualFS calls and errors to errno.
 
-Handlers raise only FUSEError. Contents are immutable, so entries and
-attributes may be cached by the kernel for long, and open files keep the page
-cache across opens.
+Handlers raise only FUSEError; ERRNO is the one table that picks the errno for an
+error of the virtual tree (anything else is a bug: logged with its traceback, EIO).
+Contents are immutable, so entries and attributes may be cached by the kernel for
+long, and open files keep the page cache across opens.
 """
 
 from __future__ import annotations
@@ -16,11 +17,35 @@ from typing import Callable
 import pyfuse3
 
 from coldvault.index import tree
-from coldvault.mount.vfs import TYPE_BITS, FsError, Node, VirtualFS
+from coldvault.mount import errors
+from coldvault.mount.restore_manager import ColdFailError, InterruptedWaitError
+from coldvault.mount.nodes import TYPE_BITS, Node
+from coldvault.mount.vfs import VirtualFS
 
 log = logging.getLogger(__name__)
 
 TIMEOUT = 24 * 3600.0  # the tree never changes while mounted
+
+ERRNO: dict[type[Exception], int] = {
+    errors.NoEntryError: errno.ENOENT,
+    errors.NotADirError: errno.ENOTDIR,
+    errors.IsADirError: errno.EISDIR,
+    errors.WrongTypeError: errno.EINVAL,
+    errors.BadHandleError: errno.EBADF,
+    errors.NoAttributeError: errno.ENODATA,  # ENOATTR on Linux
+    errors.DamagedFileError: errno.EIO,  # logged once, naming the file, by VirtualFS
+    ColdFailError: errno.EAGAIN,  # cold data, and this mount does not wait (or gave up)
+    InterruptedWaitError: errno.EINTR,  # the reader was interrupted while waiting for a restore
+}
+
+
+def errno_for(exc: BaseException) -> int | None:
+    """The errno for an error of the virtual tree; None for anything else (a bug)."""
+    for cls in type(exc).__mro__:
+        err = ERRNO.get(cls)
+        if err is not None:
+            return err
+    return None
 
 
 def _errors(fn):
@@ -30,11 +55,12 @@ def _errors(fn):
             return await fn(*args, **kwargs)
         except pyfuse3.FUSEError:
             raise
-        except FsError as exc:
-            raise pyfuse3.FUSEError(exc.errno) from None
-        except Exception:
-            log.exception("unexpected error in %s", fn.__name__)
-            raise pyfuse3.FUSEError(errno.EIO) from None
+        except Exception as exc:
+            err = errno_for(exc)
+            if err is None:
+                log.exception("unexpected error in %s", fn.__name__)
+                err = errno.EIO
+            raise pyfuse3.FUSEError(err) from None
 
     return wrapper
 
@@ -125,7 +151,7 @@ class FuseOps(pyfuse3.Operations):
 
     @_errors
     async def getxattr(self, inode, name, ctx):
-        return await self.fs.getxattr(inode, name)  # ENODATA for other names (it is ENOATTR on Linux)
+        return await self.fs.getxattr(inode, name)
 
     @_errors
     async def listxattr(self, inode, ctx):

@@ -1,58 +1,12 @@
-"""How snapshots become folders: names, days, and the per-day change sets.
+"""What a day's changes/ folder shows: the entries its snapshots created or modified.
 
-Pure logic over snapshot records and tree nodes; no FUSE, no I/O of its own
-(tree nodes come through the `load` callable).
+Pure logic over tree nodes; no FUSE, no I/O of its own (tree nodes come through
+the `load` callable). The folders themselves are named in layout.py.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from dataclasses import dataclass
-
 from coldvault.index import tree
-from coldvault.index.snapshot import SnapshotRecord
-
-
-@dataclass
-class SourceView:
-    name: str
-    snapshots: list[SnapshotRecord]  # oldest first
-
-    def named(self) -> list[tuple[str, SnapshotRecord]]:
-        """Folder name per snapshot: its UTC time; a second one in the same second gets -2, -3..."""
-        out, seen = [], {}
-        for r in self.snapshots:
-            base = r.time_str
-            n = seen.get(base, 0) + 1
-            seen[base] = n
-            out.append((base if n == 1 else f"{base}-{n}", r))
-        return out
-
-    def days(self) -> "OrderedDict[str, list[SnapshotRecord]]":
-        days: OrderedDict[str, list[SnapshotRecord]] = OrderedDict()
-        for r in self.snapshots:
-            days.setdefault(r.time_str[:10], []).append(r)
-        return days
-
-    def day_pairs(self, day: str) -> list[tuple[SnapshotRecord, SnapshotRecord | None]]:
-        """(snapshot, the one before it) for each snapshot of `day`, in order."""
-        pairs, prev = [], None
-        for r in self.snapshots:
-            d = r.time_str[:10]
-            if d == day:
-                pairs.append((r, prev))
-            elif d > day:
-                break
-            prev = r
-        return pairs
-
-
-def group_sources(records: list[SnapshotRecord], kinds=("tree", "stream")) -> "OrderedDict[str, SourceView]":
-    out: OrderedDict[str, SourceView] = OrderedDict()
-    for r in sorted(records, key=lambda r: (r.source, r.time, r.id)):
-        if r.kind in kinds:
-            out.setdefault(r.source, SourceView(r.source, [])).snapshots.append(r)
-    return out
 
 
 def entry_changed(new: tree.Entry, old: tree.Entry | None) -> bool:

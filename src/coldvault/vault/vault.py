@@ -83,7 +83,10 @@ class Vault:
         self.index = BlobIndex()
         self._tree_packs = LRU(256 * 1024 * 1024)
         self._tree_nodes = LRU(64 * 1024 * 1024, size=lambda n: 200 * len(n.entries) + 64)
-        self._fetch_lock = threading.Lock()
+        # Single flight per tree pack: requests for one pack share its GET, other packs
+        # are fetched meanwhile (one slow GET must not stall every listing).
+        self._fetch_guard = threading.Lock()
+        self._fetching: dict = {}  # pack id -> the lock its one fetch holds
         self.damaged_snapshots: dict[str, DamagedError | UnsupportedFormatError] = {}
         self.damaged_indexes: dict[str, DamagedError] = {}  # index id -> why it was left out
 
@@ -367,8 +370,12 @@ class Vault:
 
     def _tree_pack(self, loc: Location) -> bytes:
         data = self._tree_packs.get(loc.pack)
-        if data is None:
-            with self._fetch_lock:
+        if data is not None:
+            return data
+        with self._fetch_guard:
+            lock = self._fetching.setdefault(loc.pack, threading.Lock())
+        with lock:
+            try:
                 data = self._tree_packs.get(loc.pack)
                 if data is None:
                     # No whole-pack check here: every blob is authenticated as it is read,
@@ -376,6 +383,10 @@ class Vault:
                     # verifies whole packs).
                     data = self.get_range(loc.object_name, 0, None)
                     self._tree_packs.put(loc.pack, data)
+            finally:
+                with self._fetch_guard:
+                    if self._fetching.get(loc.pack) is lock:
+                        del self._fetching[loc.pack]
         return data
 
     def cached_tree(self, bid: BlobId) -> tree.TreeNode | None:
