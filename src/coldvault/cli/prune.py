@@ -19,7 +19,7 @@ from coldvault.cli.common import money, open_vault, print_json, size
 from coldvault.errors import DamagedError
 from coldvault.index.pack import BlobEntry, object_name
 from coldvault.index.packindex import PackRecord
-from coldvault.store import pricing
+from coldvault.vault import pricing
 from coldvault.store.base import is_cold_class
 from coldvault.vault.lock import vault_lock
 from coldvault.vault.usage import referenced_blobs
