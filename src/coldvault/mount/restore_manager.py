@@ -1,6 +1,6 @@
 """Cold data on demand: ask for restores once per pack, then fail fast or wait.
 
-The mount's face of `coldvault.vault.cold`, which does the work (HEADs,
+The mount's face of `coldvault.vault.thaw`, which does the work (HEADs,
 requests and the restore log, the ready-time estimate, the polling policy) in
 worker threads, so that the event loop never blocks. The first read that needs
 an archived pack requests the restore of every pack the whole file needs, at

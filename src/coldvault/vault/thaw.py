@@ -9,9 +9,9 @@ mount's restore manager, which runs these functions in worker threads.
 - `ready_in`: when restores asked for now should be readable: the store's own
   figure when it simulates its cold tier (`Store.capabilities`), else the
   typical time of the tier table (`coldvault.vault.tiers`).
-- `poll_intervals`, `wait_readable`: one way to wait. The first look comes
-  COLDVAULT_RESTORE_POLL seconds (default 5) after the request, each further
-  wait is half again as long as the one before, up to 5 minutes.
+- `poll_intervals`, `wait_readable`: one way to wait. The first wait between
+  looks is COLDVAULT_RESTORE_POLL seconds (default 5), each further one half
+  again as long as the one before, up to 5 minutes.
 
 The restore log (``restores.json`` in this vault's cache directory,
 ``$XDG_CACHE_HOME/coldvault/<vault id hex>/``, else ``~/.cache/coldvault/...``)
@@ -44,7 +44,7 @@ from coldvault.vault.vault import Vault
 log = logging.getLogger(__name__)
 
 PARALLEL_HEADS = 8
-POLL_ENV = "COLDVAULT_RESTORE_POLL"  # seconds before the first look (tests make it short)
+POLL_ENV = "COLDVAULT_RESTORE_POLL"  # seconds of the first wait (tests make it short)
 FIRST_POLL = 5.0
 POLL_GROWTH = 1.5
 LONGEST_POLL = 300.0  # unless the first is longer
@@ -162,7 +162,7 @@ def ready_in(store: Store, classes: Iterable[str], tier: str) -> float | None:
 
 
 def first_poll() -> float:
-    """Seconds before the first look at restores under way: COLDVAULT_RESTORE_POLL, else 5."""
+    """Seconds of the first wait for restores under way: COLDVAULT_RESTORE_POLL, else 5."""
     return seconds_from_env(POLL_ENV, FIRST_POLL, minimum=0.01)
 
 
