@@ -205,6 +205,38 @@ def test_store_source_imports(path):
     assert bad == []
 
 
+# The local store is the one store whose objects are files; no other module of store/
+# reads or writes files (a price table, a settings file: those belong above it).
+FILE_STORE = {"local.py"}
+
+
+def file_opens(source: str) -> list[str]:
+    """open(), io.open, os.open and os.fdopen calls in `source`."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        if isinstance(f, ast.Name) and f.id == "open":
+            out.append(f"{node.lineno}: open()")
+        elif (isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name)
+              and (f.value.id, f.attr) in {("io", "open"), ("os", "open"), ("os", "fdopen")}):
+            out.append(f"{node.lineno}: {f.value.id}.{f.attr}()")
+    return out
+
+
+@pytest.mark.parametrize("path", [p for p in source_files("coldvault.store") if p.name not in FILE_STORE],
+                         ids=lambda p: p.name)
+def test_store_opens_no_files_but_the_local_store(path):
+    assert [f"{path.name}:{p}" for p in file_opens(path.read_text())] == []
+
+
+def test_file_open_check_is_not_vacuous():
+    assert len(file_opens((SRC / "store" / "local.py").read_text())) >= 2
+    found = file_opens("import io, os\nopen('x'); io.open('y'); os.fdopen(3); os.path.join('a')\n")
+    assert sorted(found) == ["2: io.open()", "2: open()", "2: os.fdopen()"]
+
+
 def test_checks_catch_violations():
     """The AST checks are not vacuous: a module that breaks every rule is caught."""
     source = (

@@ -15,9 +15,8 @@ import pytest
 from coldvault.errors import DamagedError, UserError
 from coldvault.index.pack import BlobEntry
 from coldvault.index.packindex import PackRecord
-from coldvault.store import pricing
 from coldvault.store.local import LocalStore
-from coldvault.vault import Vault, forget, prune
+from coldvault.vault import Vault, forget, pricing, prune
 from cvtools import diff_signatures, run, signature, vault_env
 
 

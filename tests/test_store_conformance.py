@@ -18,6 +18,7 @@ from botocore.stub import Stubber
 from coldvault.errors import UserError
 from coldvault.store.base import (
     ArchivedError,
+    Capabilities,
     NotFoundError,
     ObjectInfo,
     PermissionDeniedError,
@@ -596,6 +597,22 @@ def test_open_unknown_url(url):
     with pytest.raises(UserError) as info:
         open_store(url)
     assert "\n" not in str(info.value)
+
+
+def test_capabilities_reach_through_the_retry_wrapper(tmp_path, moto_endpoint):
+    """What a store is, asked of the store itself, wrapped or not: callers never guess from
+    its type or its attributes."""
+    local = LocalStore(str(tmp_path / "vault"), restore_delay=7.0)
+    assert local.capabilities() == Capabilities(simulated_restore_delay=7.0, local_reads=True)
+    assert RetryingStore(local).capabilities() == local.capabilities()
+    assert MemoryStore(restore_delay=0.3).capabilities() == Capabilities(0.3, local_reads=True)
+    s3 = open_store(f"s3://{unique_bucket()}/vault", endpoint_url=moto_endpoint)
+    assert isinstance(s3, RetryingStore) and s3.capabilities() == Capabilities()  # a real cold tier, remote
+    # Creating the bucket goes through the wrapper too (retried there); other stores have none to create.
+    assert s3.create_bucket_if_missing() is True and s3.create_bucket_if_missing() is False
+    s3.put("config", b"settings")
+    assert s3.get("config") == b"settings"
+    assert local.create_bucket_if_missing() is False and RetryingStore(local).create_bucket_if_missing() is False
 
 
 def test_open_s3_against_moto(moto_endpoint):

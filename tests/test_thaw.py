@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from pytest import approx
 
-from coldvault.store import pricing
+from coldvault.vault import pricing
 from cvtools import COLDVAULT, run, vault_env
 from mounttools import mounted
 

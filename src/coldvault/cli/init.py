@@ -34,9 +34,7 @@ def run(args) -> int:
         data_class=args.data_storage_class, data_pack_size=pack_mib * MiB, compression_level=args.compression_level
     )
     store = open_store_for(args)
-    inner = getattr(store, "inner", store)
-    if hasattr(inner, "create_bucket_if_missing"):
-        store.call("creating bucket", inner.create_bucket_if_missing)
+    store.create_bucket_if_missing()
     password = None if args.no_encryption else read_password(confirm=True)
     vault = Vault.init(store, password, settings)
     enc = "unencrypted" if args.no_encryption else "encrypted"

@@ -4,7 +4,7 @@ Holds the vault exclusively; what goes, the refusals and the safe order of
 the deletes are vault/prune.py's (docs/format.md 8). Partly used packs are
 reported, not repacked. Deleting cold packs younger than their class's
 minimum storage duration costs an early-deletion fee: named in a warning
-(prices from store/pricing.py, overridable with --prices).
+(prices from vault/pricing.py, overridable with --prices).
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from __future__ import annotations
 import contextlib
 
 from coldvault.cli.common import money, open_vault, print_json, size
-from coldvault.store import pricing
-from coldvault.vault import prune
+from coldvault.vault import pricing, prune
 from coldvault.vault.lock import vault_lock
 
 

@@ -12,7 +12,8 @@ that hold them, and from the store (HEAD, a few at a time) each pack's size,
 storage class and restore state. The plan is printed before anything is
 asked: packs already readable or already being restored cost nothing more;
 the rest make one restore request each, priced per tier from the price table
-(coldvault.store.pricing). `--dry-run` stops there.
+(coldvault.vault.pricing). `--dry-run` stops there. Looking, asking and the
+ready-time estimate are coldvault.vault.thaw's.
 """
 
 from __future__ import annotations
@@ -26,10 +27,9 @@ from coldvault.cli.common import money, open_vault, print_json, size
 from coldvault.errors import UserError
 from coldvault.index import tree
 from coldvault.mount import targets
-from coldvault.store import pricing
 from coldvault.store.base import RESTORE_TIERS, ObjectInfo, is_cold_class
-from coldvault.store.tiers import effective_tier, restore_time
-from coldvault.vault import thaw
+from coldvault.vault import pricing, thaw
+from coldvault.vault.tiers import effective_tier
 from coldvault.vault.lock import read_lock
 from coldvault.vault.vault import Vault
 
@@ -123,19 +123,8 @@ def _target_chunks(vault: Vault, target: targets.Target) -> set:
 
 
 def local_delay(vault: Vault) -> float | None:
-    """The simulated restore time of a local store, if that is what the vault is on."""
-    return getattr(getattr(vault.store, "inner", vault.store), "restore_delay", None)
-
-
-def ready_time(vault: Vault, classes, tier: str, start: float) -> tuple[float | None, float | None]:
-    """(typical seconds until readable, the time that makes) for the slowest class."""
-    delay = local_delay(vault)
-    if delay is not None:
-        return delay, start + delay
-    secs = [s for s in (restore_time(c, tier) for c in classes) if s is not None]
-    if not secs:
-        return None, None
-    return max(secs), start + max(secs)
+    """The restore time of a store that simulates its cold tier (a local vault), else None."""
+    return vault.store.capabilities().simulated_restore_delay
 
 
 def _group(infos: list[ObjectInfo]) -> dict[str, pricing.ClassTotals]:
@@ -183,8 +172,8 @@ def _plan_and_request(args, vault: Vault, prices) -> int:
     ests = pricing.estimates(prices, by_class, args.days) if cold else []
     # The tier shown as chosen: the one asked for, or what the classes really use instead.
     chosen = args.tier if any(e.tier == args.tier for e in ests) else effective_tier("DEEP_ARCHIVE", args.tier)
-    now = time.time()
-    secs, ready_at = ready_time(vault, by_class, args.tier, now)
+    secs = thaw.ready_in(vault.store, by_class, args.tier)
+    ready_at = None if secs is None else time.time() + secs
     out = None if args.json or args.quiet else sys.stdout
 
     if out:
@@ -272,7 +261,7 @@ def _print_plan(out, vault, targets, state, hot, restored, restoring, cold, by_c
 # ---- --status ---------------------------------------------------------------------------
 
 
-def _status_row(name: str, info: ObjectInfo | None, logged: thaw.LoggedRestore | None) -> dict:
+def _status_row(vault: Vault, name: str, info: ObjectInfo | None, logged: thaw.LoggedRestore | None) -> dict:
     row = {"pack": name, "storage_class": None, "tier": None, "requested_at": None, "requested_by": None,
            "size": None, "state": None, "expiry": None, "expected_ready": None}
     if logged is not None:
@@ -291,7 +280,7 @@ def _status_row(name: str, info: ObjectInfo | None, logged: thaw.LoggedRestore |
         row["state"] = "in-progress"
         ready = r.ready_at
         if ready is None and logged is not None:
-            secs = restore_time(logged.storage_class, logged.tier)
+            secs = thaw.ready_in(vault.store, [logged.storage_class], logged.tier)
             ready = logged.requested_at + secs if secs is not None else None
         row["expected_ready"] = when(ready)
     elif r.status == "restored":
@@ -313,23 +302,10 @@ def run_status(args) -> int:
         for o in vault.store.list("data/"):
             if is_cold_class(o.storage_class):
                 names.add(o.name)
-    infos: dict[str, ObjectInfo | None] = {}
-    if names:
-        from concurrent.futures import ThreadPoolExecutor
-
-        from coldvault.store.base import NotFoundError
-
-        def head(n):
-            try:
-                return n, vault.store.head(n)
-            except NotFoundError:
-                return n, None
-
-        with ThreadPoolExecutor(min(thaw.PARALLEL_HEADS, len(names))) as pool:
-            infos = dict(pool.map(head, sorted(names)))
+    state, _ = thaw.cold_state_and_missing(vault, names)  # a missing pack has no info: its row says so
     rows = []
     for n in sorted(names):
-        row = _status_row(n, infos[n], logged.get(n))
+        row = _status_row(vault, n, state.infos.get(n), logged.get(n))
         if n not in logged and row["state"] == "cold":
             others += 1  # --all: a cold pack nobody asked for
             continue

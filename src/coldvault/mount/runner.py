@@ -28,7 +28,6 @@ from coldvault.mount.chunkcache import ChunkSource, DiskCache
 from coldvault.mount.fuse_ops import FuseOps
 from coldvault.mount.restore_manager import RestoreManager
 from coldvault.mount.vfs import VirtualFS
-from coldvault.store.local import LocalStore
 from coldvault.vault import thaw
 from coldvault.vault.lock import LockLostError, VaultLock
 from coldvault.vault.vault import Vault
@@ -40,13 +39,13 @@ def build_fs(vault: Vault, *, cold_mode: str = "fail", tier: str = "Bulk", days:
              cache_dir: str | None = None, cache_size: int = 1 << 30) -> VirtualFS:
     cache_dir = cache_dir or os.path.join(thaw.cache_dir(vault), "chunks")
     disk = DiskCache(cache_dir, cache_size) if cache_size > 0 else None
-    if isinstance(getattr(vault.store, "inner", vault.store), LocalStore):
-        # A hot local pack is already on a local disk: only cold ones are worth a copy.
+    if vault.store.capabilities().local_reads:
+        # A hot pack is read as cheaply as a cached copy would be: only cold ones are worth a copy.
         chunks = ChunkSource(vault, disk, cache_pack=lambda name: vault.store.head(name).cold)
     else:
         chunks = ChunkSource(vault, disk)
-    cold = RestoreManager(vault, mode=cold_mode, tier=tier, days=days)
-    return VirtualFS(vault, chunks, cold)
+    restores = RestoreManager(vault, mode=cold_mode, tier=tier, days=days)
+    return VirtualFS(vault, chunks, restores)
 
 
 READ_AHEAD_KB = 1024

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
@@ -33,7 +32,6 @@ from coldvault.zfs.commands import ZfsError
 
 log = logging.getLogger(__name__)
 
-POLL_ENV = "COLDVAULT_RESTORE_POLL"
 # Bytes of each stream held back until the whole stream is verified: the END record that
 # makes `zfs receive` commit is the last 312 bytes of a send stream (more with a trailing
 # record of `zfs send -R`, never near this).
@@ -92,6 +90,7 @@ class ZfsRestore:
         self.target = commands.check_dataset(target)
         self.thaw = thaw_
         self.wait = wait
+        self.first_poll = thaw.first_poll() if wait else None  # a bad setting is refused before any request
         self.tier = tier
         self.days = days
         self.out = out
@@ -148,7 +147,7 @@ class ZfsRestore:
                 state.unreadable, hint="run this again when they are ready, or add --wait",
             )
         self.out("waiting for the restores to finish")
-        thaw.wait_readable(self.vault, state.unreadable, float(os.environ.get(POLL_ENV, "60")))
+        thaw.wait_readable(self.vault, state.unreadable, self.first_poll)
 
     def _receive(self, s: Stream, chunks: list[bytes]) -> None:
         proc = commands.receive(self.target)

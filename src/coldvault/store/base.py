@@ -1,5 +1,9 @@
 """The store interface: six blocking calls that move bytes, and the errors they raise.
 
+Beside them a store says what it is (`capabilities`), so that the layers above
+never guess from its type or its attributes, and a wrapper passes on what its
+inner store says.
+
 Every store translates its own failures into these errors at its edge, so the
 layers above never see boto3 or OSError details. Stores are synchronous and
 thread-safe; async callers run them through `coldvault.store.aio.AsyncStore`.
@@ -97,6 +101,21 @@ class ObjectInfo:
         return not self.cold or self.restore.status == "restored"
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a store can tell about itself beyond the six calls.
+
+    simulated_restore_delay: the store simulates its cold tier (local, memory), and a
+        restore it is asked for is readable this many seconds later; None for a real
+        cold tier, whose timing only the tier table can estimate.
+    local_reads: reading an object costs no more than reading a local file, so a hot
+        object is not worth a copy in a cache.
+    """
+
+    simulated_restore_delay: float | None = None
+    local_reads: bool = False
+
+
 class Store(abc.ABC):
     """A flat namespace of immutable objects."""
 
@@ -136,6 +155,15 @@ class Store(abc.ABC):
         Returns True if a new request was made, False if one was already in
         progress or the object is already readable (hot, or restored).
         """
+
+    def capabilities(self) -> Capabilities:
+        """What this store is (no call to a server); by default: a remote store with a real cold tier."""
+        return Capabilities()
+
+    def create_bucket_if_missing(self) -> bool:
+        """Create the bucket the vault lives in, where the store has one (S3) and it is missing;
+        True if it was created. Stores without buckets have nothing to create: False."""
+        return False
 
     def discard_partial_writes(self) -> tuple[int, int]:
         """Remove what writes cut short by a crash left behind; (objects, bytes) removed.

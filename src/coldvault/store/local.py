@@ -20,6 +20,7 @@ from coldvault.faults import crash_point
 from coldvault.store.base import (
     HOT_CLASS,
     ArchivedError,
+    Capabilities,
     NoSpaceError,
     NotFoundError,
     ObjectInfo,
@@ -66,6 +67,9 @@ class LocalStore(Store):
         self.restore_delay = restore_delay
         self.fsync = fsync
         self._lock = threading.Lock()  # guards sidecar read-modify-write
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(simulated_restore_delay=self.restore_delay, local_reads=True)
 
     def _path(self, name: str) -> str:
         _check_name(name)

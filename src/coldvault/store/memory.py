@@ -8,6 +8,7 @@ import time
 from coldvault.store.base import (
     HOT_CLASS,
     ArchivedError,
+    Capabilities,
     NotFoundError,
     ObjectInfo,
     RestoreInProgressError,
@@ -23,6 +24,9 @@ class MemoryStore(Store):
         self.restore_delay = restore_delay
         self._objects: dict[str, tuple[bytes, ColdRecord, float]] = {}
         self._lock = threading.Lock()
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(simulated_restore_delay=self.restore_delay, local_reads=True)
 
     def put(self, name, data, storage_class=None):
         with self._lock:

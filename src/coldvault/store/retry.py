@@ -24,7 +24,7 @@ import random
 import time
 from typing import Callable, Iterator, TypeVar
 
-from coldvault.store.base import ObjectInfo, Store, TransientError
+from coldvault.store.base import Capabilities, ObjectInfo, Store, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,8 @@ class RetryingStore(Store):
     def call(self, what: str, fn: Callable[..., T], *args) -> T:
         """`fn(*args)`, retried on TransientError; `what` names the call in logs and errors.
 
-        Public so that store-specific calls (such as S3Store.create_bucket_if_missing)
-        get the same treatment: ``store.call("create bucket", store.inner.create_bucket_if_missing)``.
+        Public so that a call outside the store interface (a store-specific one, a
+        test's) gets the same treatment.
         """
         for attempt in range(1, self.attempts + 1):
             try:
@@ -108,6 +108,12 @@ class RetryingStore(Store):
 
     def restore(self, name, days=7, tier="Bulk"):
         return self.call(f"restoring {name}", self.inner.restore, name, days, tier)
+
+    def capabilities(self) -> Capabilities:
+        return self.inner.capabilities()
+
+    def create_bucket_if_missing(self):
+        return self.call("creating the bucket", self.inner.create_bucket_if_missing)
 
     def discard_partial_writes(self):
         return self.call("removing partial writes", self.inner.discard_partial_writes)

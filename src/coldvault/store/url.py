@@ -54,9 +54,10 @@ def open_store(url: str, *, endpoint_url: str | None = None, restore_delay: floa
 
         bucket, prefix = parse_s3_url(url)
         endpoint = endpoint_url or os.environ.get(ENDPOINT_ENV) or None
-        timeout = _seconds(S3_TIMEOUT_ENV, DEFAULT_S3_TIMEOUT, minimum=0.1)
+        timeout = seconds_from_env(S3_TIMEOUT_ENV, DEFAULT_S3_TIMEOUT, minimum=0.1)
         s3 = S3Store(bucket, prefix, endpoint_url=endpoint, connect_timeout=min(10.0, timeout), read_timeout=timeout)
-        return RetryingStore(s3, attempts=_retry_attempts(), base_delay=_seconds(RETRY_DELAY_ENV, DEFAULT_RETRY_DELAY))
+        base_delay = seconds_from_env(RETRY_DELAY_ENV, DEFAULT_RETRY_DELAY)
+        return RetryingStore(s3, attempts=_retry_attempts(), base_delay=base_delay)
     if scheme == "memory":
         if url.lower() != "memory://":
             raise UserError(f"invalid vault URL {url}: memory:// takes nothing after it")
@@ -96,10 +97,10 @@ def _retry_attempts() -> int:
 def _local_restore_delay(value: float | None) -> float:
     if value is not None:
         return value
-    return _seconds(RESTORE_DELAY_ENV, DEFAULT_LOCAL_RESTORE_DELAY)
+    return seconds_from_env(RESTORE_DELAY_ENV, DEFAULT_LOCAL_RESTORE_DELAY)
 
 
-def _seconds(env: str, default: float, minimum: float = 0.0) -> float:
+def seconds_from_env(env: str, default: float, minimum: float = 0.0) -> float:
     """A number of seconds from the environment variable `env`, at least `minimum`."""
     text = os.environ.get(env)
     if not text:

@@ -36,7 +36,7 @@ from coldvault.errors import DamagedError
 from coldvault.index.pack import BlobEntry, object_name
 from coldvault.index.packindex import PackRecord
 from coldvault.store.base import is_cold_class
-from coldvault.store.pricing import PriceTable
+from coldvault.vault.pricing import PriceTable
 from coldvault.vault.usage import referenced_blobs
 from coldvault.vault.vault import Vault
 

@@ -1,12 +1,25 @@
-"""Asking a store for readable copies of cold packs, waiting for them, and remembering what was asked.
+"""Cold data in one place: where packs stand, asking for restores, when they will be ready, waiting.
+
+Every caller that meets cold packs comes here: `coldvault thaw`, `restore zfs
+--thaw [--wait]`, `restore dir` (which only looks), `repair index`, and the
+mount's restore manager, which runs these functions in worker threads.
+
+- `cold_state`: HEAD many packs, a few at a time (one bounded thread pool).
+- `request`: ask for every cold pack not already being restored, and log it.
+- `ready_in`: when restores asked for now should be readable: the store's own
+  figure when it simulates its cold tier (`Store.capabilities`), else the
+  typical time of the tier table (`coldvault.vault.tiers`).
+- `poll_intervals`, `wait_readable`: one way to wait. The first wait between
+  looks is COLDVAULT_RESTORE_POLL seconds (default 5), each further one half
+  again as long as the one before, up to 5 minutes.
 
 The restore log (``restores.json`` in this vault's cache directory,
 ``$XDG_CACHE_HOME/coldvault/<vault id hex>/``, else ``~/.cache/coldvault/...``)
-keeps one entry per pack whose restore was requested from this machine: by
-`coldvault thaw`, by `restore zfs --thaw` (through `request`) and by the
-mount's restore manager. `coldvault thaw --status` reads it and asks the store
-(HEAD) where each pack stands now. It is a cache: losing it loses nothing but
-that list, and a log that cannot be written only earns a warning.
+keeps one entry per pack whose restore was requested from this machine, and
+who asked (thaw, restore, mount, repair index). `coldvault thaw --status` reads
+it and asks the store (HEAD) where each pack stands now. It is a cache: losing
+it loses nothing but that list, and a log that cannot be written only earns a
+warning.
 """
 
 from __future__ import annotations
@@ -19,16 +32,22 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from typing import Iterable, Iterator
 
 from coldvault import privatefiles
 from coldvault.errors import DamagedError
-from coldvault.store.base import NotFoundError, ObjectInfo
-from coldvault.store.tiers import effective_tier
+from coldvault.store.base import NotFoundError, ObjectInfo, Store
+from coldvault.store.url import seconds_from_env
+from coldvault.vault.tiers import effective_tier, restore_time
 from coldvault.vault.vault import Vault
 
 log = logging.getLogger(__name__)
 
 PARALLEL_HEADS = 8
+POLL_ENV = "COLDVAULT_RESTORE_POLL"  # seconds of the first wait (tests make it short)
+FIRST_POLL = 5.0
+POLL_GROWTH = 1.5
+LONGEST_POLL = 300.0  # unless the first is longer
 DAY = 86400.0
 RESTORE_LOG = "restores.json"
 LOG_VERSION = 1
@@ -58,8 +77,22 @@ class ColdState:
     def readable(self) -> list[str]:
         return sorted(n for n, i in self.infos.items() if i.readable)
 
+    @property
+    def condition(self) -> str:
+        """One word for the whole set (the mount's state attribute): hot (no pack in a cold
+        class), restored (every cold one readable), restoring (a restore is under way), or
+        cold (a pack waits for its request)."""
+        if not any(i.cold for i in self.infos.values()):
+            return "hot"
+        if not self.unreadable:
+            return "restored"
+        return "restoring" if self.restoring else "cold"
+
     def bytes_of(self, names) -> int:
         return sum(self.infos[n].size for n in names)
+
+    def classes_of(self, names) -> set[str]:
+        return {self.infos[n].storage_class for n in names}
 
 
 def packs_for_chunks(vault: Vault, chunks) -> set[str]:
@@ -77,7 +110,8 @@ def cold_state(vault: Vault, packs) -> ColdState:
 def cold_state_and_missing(vault: Vault, packs) -> tuple[ColdState, list[str]]:
     """Like `cold_state`, but a missing pack is reported (second value, sorted), not raised.
 
-    For callers that can still do part of their work without it (`restore dir`).
+    For callers that can still do part of their work without it (`restore dir`,
+    `thaw --status`, the mount).
     """
 
     def head(name):
@@ -115,18 +149,41 @@ def request(vault: Vault, state: ColdState, tier: str, days: int, by: str = "res
     return asked
 
 
-def wait_readable(vault: Vault, packs, poll: float, sleep=time.sleep) -> None:
-    """Block until every pack is readable, polling politely (the interval grows to 5 minutes)."""
+def ready_in(store: Store, classes: Iterable[str], tier: str) -> float | None:
+    """Seconds until restores asked for now, at `tier`, of objects in `classes` should be readable.
+
+    The store's own figure when it simulates its cold tier; else the typical time of
+    the slowest class (None when the table knows none of them).
+    """
+    delay = store.capabilities().simulated_restore_delay
+    if delay is not None:
+        return delay
+    return max((s for s in (restore_time(c, tier) for c in classes) if s is not None), default=None)
+
+
+def first_poll() -> float:
+    """Seconds of the first wait for restores under way: COLDVAULT_RESTORE_POLL, else 5."""
+    return seconds_from_env(POLL_ENV, FIRST_POLL, minimum=0.01)
+
+
+def poll_intervals(first: float) -> Iterator[float]:
+    """The waits between looks: `first`, then each half again as long, up to 5 minutes
+    (or `first`, when that is longer). Endless: the caller stops when all is readable."""
+    delay, longest = first, max(first, LONGEST_POLL)
+    while True:
+        yield delay
+        delay = min(delay * POLL_GROWTH, longest)
+
+
+def wait_readable(vault: Vault, packs, first: float | None = None, sleep=time.sleep) -> None:
+    """Block until every pack is readable, looking now and then by `poll_intervals`."""
     pending = set(packs)
-    delay = poll
-    while pending:
-        state = cold_state(vault, pending)
-        pending = set(state.unreadable)
+    for delay in poll_intervals(first_poll() if first is None else first):
+        pending = set(cold_state(vault, pending).unreadable)
         if not pending:
             return
-        log.info("waiting for %d pack(s) to be restored; next look in %.0f s", len(pending), delay)
+        log.info("waiting for %d pack(s) to be restored; next look in %.1f s", len(pending), delay)
         sleep(delay)
-        delay = min(delay * 1.5, max(poll, 300.0))
 
 
 # ---- the restore log -----------------------------------------------------------------

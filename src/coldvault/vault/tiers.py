@@ -1,7 +1,9 @@
 """What cold tiers cost in time: typical restore times per storage class and tier.
 
 Figures are AWS's published typical completion times (upper ends), used to tell
-people when a restore should be ready. Prices live with the thaw estimator.
+people when a restore should be ready (`coldvault.vault.thaw.ready_in`, which
+prefers the store's own figure when it simulates its cold tier). Prices are in
+`coldvault.vault.pricing`.
 """
 
 from __future__ import annotations

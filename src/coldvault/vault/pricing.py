@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from coldvault.errors import UserError
 from coldvault.store.base import RESTORE_TIERS
-from coldvault.store.tiers import effective_tier, restore_time
+from coldvault.vault.tiers import effective_tier, restore_time
 
 PRICES_ENV = "COLDVAULT_PRICES"
 GB = 2**30
