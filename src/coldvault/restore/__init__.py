@@ -1,1 +1,1 @@
-"""Getting data back out: directory trees (and, later, ZFS chains)."""
+"""Getting data back out: directory trees (dirrestore) and ZFS chains (zfsrestore)."""
