@@ -375,7 +375,7 @@ def test_lock_timings_from_the_environment(vault, monkeypatch):
     assert (lock.refresh_every, lock.stale_after) == (2.5, 40.0)
     monkeypatch.setenv("COLDVAULT_LOCK_STALE", "soon")
     r = run(["ls", "latest"], {**vault_env(vault.store.root), "COLDVAULT_LOCK_STALE": "soon"}, check=False)
-    assert r.code == 2 and "COLDVAULT_LOCK_STALE='soon' is not a positive number of seconds" in r.err
+    assert r.code == 2 and "COLDVAULT_LOCK_STALE must be a number of seconds (at least 0.01), not 'soon'" in r.err
 
 
 def test_a_restore_that_cannot_refresh_its_lock_stops_before_it_could_be_stale(tmp_path):

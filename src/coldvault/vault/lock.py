@@ -43,10 +43,11 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from coldvault.errors import ColdvaultError, ExitCode, LockedError, UserError
+from coldvault.errors import ColdvaultError, ExitCode, LockedError
 from coldvault.index import envelope, limits
 from coldvault.index.errors import FormatError
 from coldvault.store.base import NotFoundError
+from coldvault.store.url import seconds_from_env
 from coldvault.vault.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ REFRESH_ENV = "COLDVAULT_LOCK_REFRESH"
 STALE_ENV = "COLDVAULT_LOCK_STALE"
 VAULT_SCOPE = "vault"
 READ_SCOPE = "read"
+MIN_SECONDS = 0.01  # the shortest refresh interval or stale age COLDVAULT_LOCK_* may set (tests)
 SOURCE_SCOPE = "source:"
 
 
@@ -69,23 +71,10 @@ class LockLostError(LockedError):
         self.exit_code = exit_code
 
 
-def _seconds(env: str, default: float) -> float:
-    text = os.environ.get(env)
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise UserError(f"{env}={text!r} is not a positive number of seconds")
-    return value
-
-
 def timings(refresh: float | None = None, stale: float | None = None) -> tuple[float, float]:
     """(refresh interval, stale age) in seconds: the arguments, else the environment, else the defaults."""
-    return (refresh if refresh is not None else _seconds(REFRESH_ENV, REFRESH),
-            stale if stale is not None else _seconds(STALE_ENV, STALE))
+    return (refresh if refresh is not None else seconds_from_env(REFRESH_ENV, REFRESH, minimum=MIN_SECONDS),
+            stale if stale is not None else seconds_from_env(STALE_ENV, STALE, minimum=MIN_SECONDS))
 
 
 def age_text(seconds: float) -> str:
