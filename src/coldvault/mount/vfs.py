@@ -29,7 +29,7 @@ from coldvault.index import tree
 from coldvault.mount.chunkcache import ChunkSource
 from coldvault.mount.restore_manager import ColdFailError, InterruptedWaitError, RestoreManager
 from coldvault.mount.views import SourceView, group_sources, merge_changes
-from coldvault.restore.zfsrestore import stream_chunks
+from coldvault.vault.streams import stream_chunks
 from coldvault.vault.vault import Vault
 from coldvault.zfs.chain import Stream, shortest_chain, step_names, streams_by_dataset
 

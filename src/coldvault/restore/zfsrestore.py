@@ -22,10 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 import xxhash
 
 from coldvault.errors import ColdDataError, DamagedError, UserError
-from coldvault.index import chunklist, limits
-from coldvault.index.errors import FormatError
 from coldvault.index.ids import BlobId
 from coldvault.vault import thaw
+from coldvault.vault.streams import stream_chunks
 from coldvault.vault.vault import Vault
 from coldvault.zfs import commands
 from coldvault.zfs.chain import Stream, shortest_chain, streams_by_dataset
@@ -38,15 +37,6 @@ POLL_ENV = "COLDVAULT_RESTORE_POLL"
 # makes `zfs receive` commit is the last 312 bytes of a send stream (more with a trailing
 # record of `zfs send -R`, never near this).
 TAIL = 64 * 1024
-
-
-def stream_chunks(vault: Vault, s: Stream) -> list[bytes]:
-    what = f"chunk list of {s.dataset}@{s.snapshot}"
-    try:
-        with limits.hostile(what):
-            return chunklist.decode(vault.read_blob(s.z["chunks"]), what)
-    except FormatError as exc:
-        raise DamagedError(str(exc)) from None
 
 
 def check_length(vault: Vault, s: Stream, chunks: list[bytes]) -> None:
