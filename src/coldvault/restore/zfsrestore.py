@@ -24,7 +24,7 @@ import xxhash
 from coldvault.errors import ColdDataError, DamagedError, UserError
 from coldvault.index.ids import BlobId
 from coldvault.vault import thaw
-from coldvault.vault.streams import stream_chunks
+from coldvault.vault.streams import find_stream, stream_chunks
 from coldvault.vault.vault import Vault
 from coldvault.zfs import commands
 from coldvault.zfs.chain import Stream, shortest_chain, streams_by_dataset
@@ -46,14 +46,6 @@ def check_length(vault: Vault, s: Stream, chunks: list[bytes]) -> None:
     if total != s.length:
         raise DamagedError(f"the chunk list of {s.dataset}@{s.snapshot} ({s.file_name}) adds up to {total} bytes, "
                            f"its record says {s.length}", hint="run 'coldvault check'")
-
-
-def find_stream(streams: list[Stream], snap: str, dataset: str) -> Stream:
-    matches = [s for s in streams if s.snapshot == snap]
-    if not matches:
-        raise UserError(f"there is no {dataset}@{snap} in the vault",
-                        hint=f"list them with 'coldvault snapshots --source zfs:{dataset}'")
-    return matches[-1]
 
 
 def iter_stream(vault: Vault, chunks: list[bytes], lookahead: int = 8):
