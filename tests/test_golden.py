@@ -27,8 +27,9 @@ from coldvault.index import blob as blobfmt
 from coldvault.index import config as configfmt
 from coldvault.index import envelope, pack, packindex, snapshot, tree
 from coldvault.index.crypto import Sealer
-from coldvault.restore.dirrestore import DirRestore, resolve
+from coldvault.restore.dirrestore import DirRestore
 from coldvault.store.local import LocalStore
+from coldvault.vault.paths import resolve
 from coldvault.vault.vault import Vault
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -1,4 +1,12 @@
-"""The layers stay visible: index/ is pure format code, store/ only moves bytes.
+"""The layers stay visible, lowest first:
+
+    index < store < vault (with zfs/) < uploader, restore, check < mount < cli
+
+index/ is pure format code, store/ only moves bytes (it knows nothing of the
+format either). Each layer may import the layers below it and the base modules
+(errors, faults, runtime, privatefiles), nothing above or beside it: uploader,
+restore and check do not import each other, and mount/, a read-only view, reads
+through vault/ and uses none of the three. The base modules import no layer.
 
 Two checks per layer. A fresh interpreter imports every module of the layer
 and reports what ended up in sys.modules (catches imports made indirectly).
@@ -22,18 +30,40 @@ import coldvault
 
 SRC = Path(coldvault.__file__).parent
 
-INDEX_FORBIDDEN = [
-    "trio",
-    "boto3",
-    "botocore",
-    "pyfuse3",
-    "coldvault.store",
-    "coldvault.vault",
-    "coldvault.uploader",
-    "coldvault.mount",
-    "coldvault.restore",
-    "coldvault.cli",
+# Base modules: anyone may import them, they import no layer.
+BASE = ["coldvault", "coldvault.errors", "coldvault.faults", "coldvault.runtime", "coldvault.privatefiles"]
+# Lowest layer first; each maps its units to the packages (or modules) they consist of.
+# Units of one layer may not import each other; vault/ and zfs/ (the zfs command and
+# the chains of streams) are one unit.
+LAYERS = [
+    {"index": ["coldvault.index"]},
+    {"store": ["coldvault.store"]},
+    {"vault": ["coldvault.vault", "coldvault.zfs"]},
+    {"uploader": ["coldvault.uploader"], "restore": ["coldvault.restore"], "check": ["coldvault.check"]},
+    {"mount": ["coldvault.mount"]},
+    {"cli": ["coldvault.cli", "coldvault.__main__"]},
 ]
+UNITS = {name: packages for layer in LAYERS for name, packages in layer.items()}
+# What some units may not use on top of that.
+EXTRA_FORBIDDEN = {
+    "index": ["trio", "boto3", "botocore", "pyfuse3"],
+    "store": ["coldvault.index"],  # it moves bytes; the format is not its business
+    # A read-only view of the vault: it reads through vault/, never through a backup,
+    # a restore or check (what it shares with them belongs in vault/).
+    "mount": ["coldvault.uploader", "coldvault.restore", "coldvault.check"],
+}
+
+
+def forbidden(unit: str) -> list[str]:
+    """What `unit` may not import: every other unit of its own layer and of the layers above."""
+    if unit == "base":
+        return [p for packages in UNITS.values() for p in packages]
+    level = next(i for i, layer in enumerate(LAYERS) if unit in layer)
+    return [p for layer in LAYERS[level:] for name, packages in layer.items() if name != unit
+            for p in packages] + EXTRA_FORBIDDEN.get(unit, [])
+
+
+INDEX_FORBIDDEN = forbidden("index")
 # Nothing under index/ may even import these (checked on the source, since the
 # interpreter itself loads some of them at startup).
 INDEX_NO_IO_MODULES = [
@@ -60,16 +90,6 @@ INDEX_NO_IO_MODULES = [
     "fcntl",
 ]
 IO_BUILTINS = ("open", "input", "exec", "eval")
-STORE_FORBIDDEN = [
-    "coldvault.index",
-    "coldvault.vault",
-    "coldvault.uploader",
-    "coldvault.mount",
-    "coldvault.restore",
-    "coldvault.cli",
-]
-
-
 def under(name: str, prefixes: list[str]) -> list[str]:
     return [p for p in prefixes if name == p or name.startswith(p + ".")]
 
@@ -160,35 +180,63 @@ def io_problems(source: str) -> list[str]:
     return bad
 
 
+def unit_files(unit: str) -> list[Path]:
+    """The source files of a unit of LAYERS, or of the base modules ("base")."""
+    files = []
+    for name in BASE if unit == "base" else UNITS[unit]:
+        path = SRC.joinpath(*name.split(".")[1:])
+        if name == "coldvault":
+            files.append(SRC / "__init__.py")
+        elif path.is_dir():
+            files += sorted(path.rglob("*.py"))
+        else:
+            files.append(path.with_suffix(".py"))
+    assert files and all(f.is_file() for f in files), f"no sources for {unit}"
+    return files
+
+
+# cli/ is the top: it may import anything (that nothing imports it is checked below it).
+CHECKED = [unit for unit in [*UNITS, "base"] if forbidden(unit)]
+UNIT_FILES = [(unit, path) for unit in CHECKED for path in unit_files(unit)]
+
+
 def test_layer_lists_are_complete():
-    # The modules these tests must cover really are there.
+    # The modules these tests must cover really are there, and each has a place in the order.
     index = layer_modules("coldvault.index")
     for name in ("ids", "limits", "crypto", "blob", "envelope", "pack", "packindex", "tree", "snapshot", "config"):
         assert f"coldvault.index.{name}" in index
     assert "coldvault.store.base" in layer_modules("coldvault.store")
+    every = [p for packages in UNITS.values() for p in packages]
+    homeless = [module_name(p) for p in sorted(SRC.rglob("*.py"))
+                if module_name(p) not in BASE and not under(module_name(p), every)]
+    assert homeless == [], "modules in no layer: add them to LAYERS or BASE"
+    assert CHECKED == ["index", "store", "vault", "uploader", "restore", "check", "mount", "base"]
 
 
-def test_index_loads_no_transport_or_upper_layer():
-    loaded = modules_loaded_by(layer_modules("coldvault.index"))
-    assert "coldvault.index.tree" in loaded  # the imports did run
-    bad = sorted(m for m in loaded if under(m, INDEX_FORBIDDEN))
-    assert bad == [], f"importing coldvault.index loads {bad}"
+@pytest.mark.parametrize("unit", CHECKED)
+def test_layer_loads_nothing_above_it(unit):
+    # coldvault.__main__ runs the command when imported; it is a file of cli/, which is not probed.
+    modules = [module_name(p) for p in unit_files(unit)]
+    loaded = modules_loaded_by(modules)
+    assert set(modules) <= loaded  # the imports did run
+    if unit == "store":
+        assert "boto3" in loaded  # the probe sees third-party imports too (store/s3.py)
+    bad = sorted(m for m in loaded if under(m, forbidden(unit)))
+    assert bad == [], f"importing {unit} loads {bad}"
 
 
-def test_store_loads_no_format_or_upper_layer():
-    loaded = modules_loaded_by(layer_modules("coldvault.store"))
-    assert "coldvault.store.base" in loaded
-    assert "boto3" in loaded  # the probe sees third-party imports too (store/s3.py)
-    bad = sorted(m for m in loaded if under(m, STORE_FORBIDDEN))
-    assert bad == [], f"importing coldvault.store loads {bad}"
+@pytest.mark.parametrize("unit,path", UNIT_FILES, ids=[f"{u}-{module_name(p)}" for u, p in UNIT_FILES])
+def test_layer_source_imports(unit, path):
+    bad = [f"{path.name}:{line}: {name}" for line, name in file_imports(path) if under(name, forbidden(unit))]
+    assert bad == []
 
 
 @pytest.mark.parametrize("path", source_files("coldvault.index"), ids=lambda p: p.name)
-def test_index_source_imports(path):
+def test_index_source_imports_nothing_for_io(path):
     bad = [
         f"{path.name}:{line}: {name}"
         for line, name in file_imports(path)
-        if name == "<__import__>" or under(name, INDEX_FORBIDDEN + INDEX_NO_IO_MODULES)
+        if name == "<__import__>" or under(name, INDEX_NO_IO_MODULES)
     ]
     assert bad == []
 
@@ -197,12 +245,6 @@ def test_index_source_imports(path):
 def test_index_source_does_no_io(path):
     """No open(), and `os` only for os.urandom (random keys and nonces)."""
     assert [f"{path.name}:{p}" for p in io_problems(path.read_text())] == []
-
-
-@pytest.mark.parametrize("path", source_files("coldvault.store"), ids=lambda p: p.name)
-def test_store_source_imports(path):
-    bad = [f"{path.name}:{line}: {name}" for line, name in file_imports(path) if under(name, STORE_FORBIDDEN)]
-    assert bad == []
 
 
 # The local store is the one store whose objects are files; no other module of store/
@@ -252,3 +294,22 @@ def test_checks_catch_violations():
     assert any("os.listdir" in p for p in problems)
     assert any("bare use of os" in p for p in problems)
     assert not any(p.startswith("7:") for p in problems)  # os.urandom is fine
+
+
+def test_order_forbids_what_the_issue_names():
+    """The table says what it should: upward and sideways imports are caught, downward ones not."""
+    names = {n for _, n in imports_in("def f():\n    from ..restore.zfsrestore import stream_chunks\n",
+                                      "coldvault.vault.usage")}
+    assert under("coldvault.restore.zfsrestore.stream_chunks", forbidden("vault"))
+    assert "coldvault.restore.zfsrestore" in names
+    for unit, name in [("vault", "coldvault.restore.dirrestore"), ("check", "coldvault.restore.zfsrestore"),
+                       ("mount", "coldvault.restore.dirrestore"), ("restore", "coldvault.check"),
+                       ("uploader", "coldvault.restore"), ("restore", "coldvault.uploader.session"),
+                       ("mount", "coldvault.cli.common"), ("vault", "coldvault.mount.views"),
+                       ("store", "coldvault.vault"), ("store", "coldvault.index.ids"), ("index", "trio"),
+                       ("base", "coldvault.store.base")]:
+        assert under(name, forbidden(unit)), (unit, name)
+    for unit, name in [("vault", "coldvault.zfs.chain"), ("vault", "coldvault.store.base"),
+                       ("check", "coldvault.vault.streams"), ("mount", "coldvault.vault.paths"), ("restore", "coldvault.errors"),
+                       ("store", "coldvault.faults"), ("index", "coldvault.errors")]:
+        assert not under(name, forbidden(unit)), (unit, name)

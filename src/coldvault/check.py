@@ -38,9 +38,9 @@ from coldvault.index import limits, packindex, tree
 from coldvault.index.ids import BlobId, content_id, is_hex_id
 from coldvault.index.pack import PACK_KINDS, PREFIX, TRAILER_LEN, object_name, read_header
 from coldvault.index.snapshot import SnapshotRecord
-from coldvault.restore.zfsrestore import stream_chunks
 from coldvault.store.base import NotFoundError, ObjectInfo
 from coldvault.vault.blobindex import Location
+from coldvault.vault.streams import stream_chunks
 from coldvault.vault.vault import INDEX_PREFIX, Vault
 from coldvault.zfs.chain import Stream
 
@@ -512,6 +512,8 @@ class Checker:
 
     def _walk(self, root: bytes) -> None:
         """Visit every tree under `root` not visited yet, children before parents (no recursion)."""
+        # Not vault.walker.walk: a node's result needs its children's results first (one per
+        # tree, kept across snapshots), and a node that fails to load is a result, not an error.
         stack: list[list] = [[root, None]]
         active: set[bytes] = set()  # trees being visited: a child among them would be a cycle
         while stack:

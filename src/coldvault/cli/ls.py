@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import sys
+import textwrap
 
-from coldvault.cli.common import iso, open_vault, print_json
+from coldvault.cli.common import iso, open_vault
 from coldvault.index import tree
-from coldvault.restore.dirrestore import resolve
 from coldvault.vault.lock import read_lock
+from coldvault.vault.paths import resolve
+from coldvault.vault.walker import walk
 
 TYPE_CHAR = {tree.FILE: "-", tree.DIR: "d", tree.SYMLINK: "l", tree.FIFO: "p", tree.CHARDEV: "c", tree.BLOCKDEV: "b"}
 
@@ -49,26 +52,30 @@ def run(args) -> int:
 def _list(args, vault) -> int:
     rec = vault.find_snapshot(args.snapshot, args.source)
     entry = resolve(vault, rec, args.path)
-    out = []
     prefix = os.fsencode(args.path.strip("/"))
-
-    def walk(node_id, rel: bytes):
-        for e in vault.load_tree(node_id).entries:
-            p = rel + b"/" + e.name if rel else e.name
-            out.append((e, p))
-            if args.recursive and e.type == tree.DIR:
-                walk(e.tree, p)
-
-    if entry is None:
-        walk(rec.tree, b"")
-    elif entry.type == tree.DIR:
-        walk(entry.tree, prefix)
+    if entry is not None and entry.type != tree.DIR:
+        listed = iter([(prefix, entry)])
     else:
-        out.append((entry, prefix))
+        node_id, top = (entry.tree, prefix) if entry else (rec.tree, b"")
+        if args.recursive:
+            listed = walk(vault, node_id, top)
+        else:
+            listed = ((top + b"/" + e.name if top else e.name, e) for e in vault.load_tree(node_id).entries)
     if args.json:
-        print_json([_json(e, p) for e, p in out])
+        _print_json_array(_json(e, p) for p, e in listed)
     else:
         write = sys.stdout.write
-        for e, p in out:
+        for p, e in listed:
             write(_line(e, p) + "\n")
     return 0
+
+
+def _print_json_array(items) -> None:
+    """What print_json prints for the list of `items`, written as they come (no list is built)."""
+    write = sys.stdout.write
+    first = True
+    for item in items:
+        write("[\n" if first else ",\n")
+        write(textwrap.indent(json.dumps(item, indent=2, sort_keys=True), "  "))
+        first = False
+    write("[]\n" if first else "\n]\n")

@@ -31,7 +31,9 @@ from coldvault.store.base import RESTORE_TIERS, ObjectInfo, is_cold_class
 from coldvault.vault import pricing, thaw
 from coldvault.vault.tiers import effective_tier
 from coldvault.vault.lock import read_lock
+from coldvault.vault.streams import stream_chunks
 from coldvault.vault.vault import Vault
+from coldvault.vault.walker import walk
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +86,9 @@ def duration(seconds: float | None) -> str:
 
 
 def _tree_chunks(vault: Vault, node_id, out: set) -> None:
-    for e in vault.load_tree(node_id).entries:
+    for _, e in walk(vault, node_id, seen=set()):  # a subtree in two places adds nothing new
         if e.type == tree.FILE:
             out.update(e.chunks)
-        elif e.type == tree.DIR:
-            _tree_chunks(vault, e.tree, out)
 
 
 def _entry_chunks(vault: Vault, rec, entry) -> set:
@@ -103,8 +103,6 @@ def _entry_chunks(vault: Vault, rec, entry) -> set:
 
 
 def _stream_chunks(vault: Vault, streams) -> set:
-    from coldvault.restore.zfsrestore import stream_chunks
-
     out: set = set()
     for s in streams:
         out.update(stream_chunks(vault, s))

@@ -17,7 +17,7 @@ import trio
 
 from coldvault.index import tree
 from coldvault.mount.views import merge_changes
-from coldvault.restore.zfsrestore import stream_chunks
+from coldvault.vault.streams import stream_chunks
 from coldvault.zfs.chain import Stream
 
 if TYPE_CHECKING:

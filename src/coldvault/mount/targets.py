@@ -21,8 +21,8 @@ from coldvault.index import tree
 from coldvault.index.snapshot import SnapshotRecord
 from coldvault.mount import layout
 from coldvault.mount.views import merge_changes
-from coldvault.restore.dirrestore import resolve
-from coldvault.restore.zfsrestore import find_stream
+from coldvault.vault.paths import resolve
+from coldvault.vault.streams import find_stream
 from coldvault.vault.vault import Vault
 from coldvault.zfs.chain import Stream, shortest_chain, streams_by_dataset
 from coldvault.zfs.commands import split_snapshot

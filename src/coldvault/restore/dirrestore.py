@@ -25,10 +25,11 @@ import trio
 
 from coldvault.errors import ColdDataError, DamagedError, UserError
 from coldvault.index import tree
-from coldvault.index.ids import BlobId
 from coldvault.index.snapshot import SnapshotRecord
 from coldvault.vault import thaw
+from coldvault.vault.paths import resolve
 from coldvault.vault.vault import Vault
+from coldvault.vault.walker import walk
 
 log = logging.getLogger(__name__)
 
@@ -47,29 +48,6 @@ class Plan:
     files: list[tuple[bytes, tree.Entry]] = field(default_factory=list)
     others: list[tuple[bytes, tree.Entry]] = field(default_factory=list)
     packs: set[str] = field(default_factory=set)
-
-
-def split_path(path: str) -> list[bytes]:
-    return [p for p in os.fsencode(path).split(b"/") if p and p != b"."]
-
-
-def resolve(vault: Vault, rec: SnapshotRecord, path: str | None) -> tree.Entry | None:
-    """The entry at `path` in the snapshot (None means the root directory)."""
-    if rec.tree is None:
-        raise UserError(f"snapshot {rec.short_id} has no file tree (it is a {rec.kind} snapshot)")
-    parts = split_path(path or "")
-    if b".." in parts:
-        raise UserError(f"path {path!r} may not contain '..'")
-    entry = None
-    node_id = rec.tree
-    for i, part in enumerate(parts):
-        if node_id is None:
-            raise UserError(f"{os.fsdecode(b'/'.join(parts[:i]))} is not a directory in snapshot {rec.short_id}")
-        entry = vault.load_tree(node_id).find(part)
-        if entry is None:
-            raise UserError(f"no {os.fsdecode(b'/'.join(parts[:i + 1]))} in snapshot {rec.short_id}")
-        node_id = entry.tree if entry.type == tree.DIR else None
-    return entry
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -195,24 +173,19 @@ class DirRestore:
         entry = resolve(self.vault, self.rec, self.path)
         if entry is None or entry.type == tree.DIR:
             plan.dirs.append((b"", entry))
-            self._walk(entry.tree if entry else self.rec.tree, b"", plan)
+            for p, e in walk(self.vault, entry.tree if entry else self.rec.tree):
+                if e.type == tree.DIR:
+                    plan.dirs.append((p, e))
+                elif e.type == tree.FILE:
+                    plan.files.append((p, e))
+                else:
+                    plan.others.append((p, e))
         elif entry.type == tree.FILE:
             plan.files.append((entry.name, entry))
         else:
             plan.others.append((entry.name, entry))
         plan.packs = thaw.packs_for_chunks(self.vault, (c for _, e in plan.files for c in e.chunks))
         return plan
-
-    def _walk(self, node_id: BlobId, rel: bytes, plan: Plan) -> None:
-        for e in self.vault.load_tree(node_id).entries:
-            p = rel + b"/" + e.name if rel else e.name
-            if e.type == tree.DIR:
-                plan.dirs.append((p, e))
-                self._walk(e.tree, p, plan)
-            elif e.type == tree.FILE:
-                plan.files.append((p, e))
-            else:
-                plan.others.append((p, e))
 
     def _check_packs(self, packs: set[str]) -> None:
         """Stop before writing anything if a pack is cold; remember the missing ones (damage)."""

@@ -21,10 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 import xxhash
 
 from coldvault.errors import ColdDataError, DamagedError, UserError
-from coldvault.index import chunklist, limits
-from coldvault.index.errors import FormatError
 from coldvault.index.ids import BlobId
 from coldvault.vault import thaw
+from coldvault.vault.streams import find_stream, stream_chunks
 from coldvault.vault.vault import Vault
 from coldvault.zfs import commands
 from coldvault.zfs.chain import Stream, shortest_chain, streams_by_dataset
@@ -38,15 +37,6 @@ log = logging.getLogger(__name__)
 TAIL = 64 * 1024
 
 
-def stream_chunks(vault: Vault, s: Stream) -> list[bytes]:
-    what = f"chunk list of {s.dataset}@{s.snapshot}"
-    try:
-        with limits.hostile(what):
-            return chunklist.decode(vault.read_blob(s.z["chunks"]), what)
-    except FormatError as exc:
-        raise DamagedError(str(exc)) from None
-
-
 def check_length(vault: Vault, s: Stream, chunks: list[bytes]) -> None:
     """The chunk list adds up to the stream's recorded length (sizes from the index, no reads)."""
     what = f"a chunk of {s.dataset}@{s.snapshot}"
@@ -54,14 +44,6 @@ def check_length(vault: Vault, s: Stream, chunks: list[bytes]) -> None:
     if total != s.length:
         raise DamagedError(f"the chunk list of {s.dataset}@{s.snapshot} ({s.file_name}) adds up to {total} bytes, "
                            f"its record says {s.length}", hint="run 'coldvault check'")
-
-
-def find_stream(streams: list[Stream], snap: str, dataset: str) -> Stream:
-    matches = [s for s in streams if s.snapshot == snap]
-    if not matches:
-        raise UserError(f"there is no {dataset}@{snap} in the vault",
-                        hint=f"list them with 'coldvault snapshots --source zfs:{dataset}'")
-    return matches[-1]
 
 
 def iter_stream(vault: Vault, chunks: list[bytes], lookahead: int = 8):

@@ -2,6 +2,8 @@
 
 - `vault`: open, create, unlock; load the index (`blobindex`: blob id -> pack);
   read blobs and tree nodes; write index objects and snapshot records.
+- `walker`: the one tree walker (iterative, depth first, each tree once if asked);
+  `paths`: a path in a snapshot; `streams`: a ZFS stream's chunk list.
 - `lock`: who writes or reads the vault (backups, readers, prune/forget/repair).
 - `thaw`: cold data in one place: HEAD many packs, request restores, estimate when
   they are ready (`tiers`), wait, and the restore log; `pricing`: what it costs.
