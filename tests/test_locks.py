@@ -37,6 +37,15 @@ def wait_until(what: str, predicate, timeout: float = 30) -> None:
         time.sleep(0.01)
 
 
+def threads(pid: int) -> int:
+    """How many threads the process `pid` runs (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
+    except (OSError, StopIteration):
+        return 0
+
+
 @contextlib.contextmanager
 def holding(repo, env, args: list[str], attempts: int = 30):
     """`coldvault ARGS` stopped (SIGSTOP) while it holds its lock: a reader or a prune caught
@@ -47,6 +56,11 @@ def holding(repo, env, args: list[str], attempts: int = 30):
         proc = subprocess.Popen([*COLDVAULT, *args], env={**os.environ, **env},
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         while not set(lock_names(repo)) - before and proc.poll() is None:
+            time.sleep(0.001)
+        # The lock object appears inside acquire(), which still looks for rivals; it
+        # returns once the refresh thread runs: wait for that second thread, so a test
+        # that breaks the store now breaks the refresh, not the acquire.
+        while proc.poll() is None and threads(proc.pid) < 2:
             time.sleep(0.001)
         if proc.poll() is None:
             proc.send_signal(signal.SIGSTOP)
