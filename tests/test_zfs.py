@@ -13,17 +13,12 @@ import pytest
 
 from cvtools import COLDVAULT, run, vault_env
 from mounttools import mounted
-from zfstools import pool, sh, tree_contents
+from zfstools import put, sh, tree_contents, zpool  # noqa: F401 (zpool: a fixture)
 
 pytestmark = pytest.mark.zfs
 
 USAGE, COLD = 2, 14
 
-
-def put(path, data: bytes):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(data)
 
 
 def send(dataset, snap, base=None) -> bytes:
@@ -36,11 +31,6 @@ def receive_files(files, target):
         with open(f, "rb") as fh:
             subprocess.run(["zfs", "receive", "-F", target], stdin=fh, check=True, capture_output=True)
 
-
-@pytest.fixture
-def zpool(tmp_path):
-    with pool(tmp_path) as p:
-        yield p
 
 
 def test_nightly_chain_bypass_mount_and_restore(zpool, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 
 from cvtools import run, vault_env
 from mounttools import mounted
-from zfstools import pool, sh, tree_contents
+from zfstools import put, sh, tree_contents, zpool  # noqa: F401 (zpool: a fixture)
 
 pytestmark = pytest.mark.zfs
 
@@ -62,11 +62,6 @@ def snapshots_of(dataset: str) -> list[str]:
     return [n.split("@", 1)[1] for n in p.stdout.split() if n.split("@", 1)[0] == dataset]
 
 
-def put(path, data: bytes):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(data)
-
 
 def local_vault(repo: str):
     from coldvault.store.local import LocalStore
@@ -74,11 +69,6 @@ def local_vault(repo: str):
 
     return Vault.open(LocalStore(repo), lambda: PASSWORD.encode())
 
-
-@pytest.fixture
-def zpool(tmp_path):
-    with pool(tmp_path) as p:
-        yield p
 
 
 # ---- item: chains of 10 or more streams ----------------------------------------------------

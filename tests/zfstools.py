@@ -9,6 +9,8 @@ import subprocess
 import time
 import uuid
 
+import pytest
+
 
 def sh(*args: str, input: bytes | None = None) -> bytes:
     p = subprocess.run(args, capture_output=True, input=input)
@@ -132,3 +134,17 @@ def tree_contents(root: str) -> dict:
             with open(os.path.join(dirpath, f), "rb") as fh:
                 out[os.path.relpath(os.path.join(dirpath, f), root)] = fh.read()
     return out
+
+
+@pytest.fixture
+def zpool(tmp_path):
+    """A fresh pool for one test (import this fixture into a test module)."""
+    with pool(tmp_path) as p:
+        yield p
+
+
+def put(path, data: bytes) -> None:
+    """Write `data` to `path` in a dataset, making its directories."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
