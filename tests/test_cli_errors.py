@@ -267,3 +267,24 @@ def test_non_utf8_source_path(tmp_path):
     run(["restore", "dir", "latest", "--target", str(tmp_path / "r")], env)
     with open(os.path.join(os.fsencode(tmp_path), b"r", b"sub", b"f\xff"), "rb") as f:
         assert f.read() == b"latin-1 names"
+
+
+def test_a_record_forgotten_while_listing_is_no_damage(tmp_path):
+    """A snapshot record listed and then deleted (a `forget` between the listing and the
+    GET) is left out of Vault.snapshots without a warning; it is not damage."""
+    from coldvault.store.local import LocalStore
+    from coldvault.vault import Vault
+
+    repo, env, _ = sample_vault(tmp_path)
+    run(["backup", "stdin", "--name", "x.sql"], env, input=b"second")
+
+    class ForgetsOnRead(LocalStore):
+        def get(self, name, start=0, length=None):
+            if name.startswith("snapshots/") and not getattr(self, "forgot", False):
+                self.forgot = True
+                self.delete(name)  # forgotten just after the listing
+            return super().get(name, start, length)
+
+    vault = Vault.open(ForgetsOnRead(repo), lambda: b"test-password")
+    vault._parallel = lambda fn, items: [fn(i) for i in items]  # one at a time: exactly one is forgotten
+    assert len(vault.snapshots()) == 1 and vault.damaged_snapshots == {}

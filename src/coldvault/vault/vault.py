@@ -274,12 +274,16 @@ class Vault:
         """All readable snapshot records, oldest first.
 
         A damaged record is left out with a warning and its error kept in
-        `damaged_snapshots`, so one bad object does not stop tonight's backup.
+        `damaged_snapshots`, so one bad object does not stop tonight's backup. A record
+        listed and then gone (a `forget` between the listing and the read) is left out
+        silently: it was removed, not damaged.
         """
 
         def load(sid):
             try:
                 return self.load_snapshot(sid)
+            except NotFoundError:
+                return None
             except (DamagedError, UnsupportedFormatError) as exc:
                 log.warning("%s", exc.message)
                 self.damaged_snapshots[sid] = exc
