@@ -483,14 +483,7 @@ class Checker:
         return keys
 
     def _stream(self, rec: SnapshotRecord) -> dict | None:
-        z = rec.zfs
-        valid = (isinstance(z, dict) and isinstance(z.get("chunks"), bytes) and len(z["chunks"]) == 16
-                 and type(z.get("length")) is int and isinstance(z.get("dataset"), str)
-                 and isinstance(z.get("snapshot"), str))
-        if not valid:
-            self._problem(f"snapshots/{rec.id}", "a zfs snapshot record without a valid stream map")
-            self._walk_complete = False
-            return None
+        z = rec.zfs  # validated when the record was decoded (index/snapshot.py)
         cid = z["chunks"]
         label = [f"{z['dataset']}@{z['snapshot']}".encode("utf-8", "backslashreplace")]
         key, _ = self._blob_key(cid)
