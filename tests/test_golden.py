@@ -292,13 +292,13 @@ def test_known_index_object(golden):
     vault.load_index()
     assert sorted(vault.index.index_ids) == sorted([iid, exp["other_index"]])
     assert len(vault.index) == exp["blobs"]
-    assert len(vault.index.packs) == sum(exp["packs"].values())
+    assert vault.index.pack_count() == sum(exp["packs"].values())
 
 
 def test_pack_headers_match_the_index(golden):
     kind, path, exp = golden
     vault = open_vault(path, exp)
-    for pid, (pkind, size) in vault.index.packs.items():
+    for pid, pkind, size in vault.index.packs():
         name = pack.object_name(pkind, pid)
         with open(os.path.join(path, name), "rb") as f:
             data = f.read()

@@ -13,7 +13,6 @@ import time
 import pytest
 
 from coldvault.errors import DamagedError, UserError
-from coldvault.index.pack import BlobEntry
 from coldvault.index.packindex import PackRecord
 from coldvault.store.local import LocalStore
 from coldvault.vault import Vault, forget, pricing, prune
@@ -184,10 +183,8 @@ def test_prune_plan_refuses_when_needed_blobs_are_in_no_index_and_packs_are_unin
     repo = two_snapshots[0]
     vault = open_vault(repo)
     index = vault.load_index()
-    trees = {pid: PackRecord(pid, kind, psize, []) for pid, (kind, psize) in index.packs.items() if kind == "tree"}
-    for bid, (pid, off, length, raw, btype) in index.blobs.items():
-        if pid in trees:
-            trees[pid].blobs.append(BlobEntry(bid, btype, off, length, raw))
+    by_pack = index.blobs_by_pack()
+    trees = {pid: PackRecord(pid, kind, psize, by_pack.get(pid, [])) for pid, kind, psize in index.packs() if kind == "tree"}
     old = sorted(index.index_ids)
     vault.save_index(list(trees.values()), supersedes=old)
     for iid in old:

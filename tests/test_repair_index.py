@@ -310,7 +310,8 @@ def test_rebuilt_index_equals_the_written_one_on_the_golden_vaults(tmp_path, kin
         vault = Vault.open(LocalStore(repo), lambda: password.encode())
         vault.load_index()
         assert not vault.damaged_indexes
-        return vault.index.packs, vault.index.blobs
+        index = vault.index
+        return sorted(index.packs()), {pid: sorted(es, key=lambda e: e.id) for pid, es in index.blobs_by_pack().items()}
 
     written = entries()
     old = index_ids(repo)
@@ -320,7 +321,7 @@ def test_rebuilt_index_equals_the_written_one_on_the_golden_vaults(tmp_path, kin
     assert run(["ls", "latest"], env, check=False).code == DAMAGED
     j = run(["repair", "index", "--json"], env).json()
     assert j["packs_read"] == j["packs_listed"] == len(written[0])
-    assert j["blobs_indexed"] >= len(written[1]) and sorted(j["removed_indexes"]) == sorted(f"index/{i}" for i in old)
+    assert j["blobs_indexed"] >= sum(map(len, written[1].values())) and sorted(j["removed_indexes"]) == sorted(f"index/{i}" for i in old)
     assert entries() == written
     assert "no damage found" in run(["check", "--read-data"], env).out
 

@@ -36,7 +36,7 @@ import xxhash
 from coldvault.errors import ColdDataError, DamagedError, UnsupportedFormatError
 from coldvault.index import limits, packindex, tree
 from coldvault.index.ids import BlobId, content_id, is_hex_id
-from coldvault.index.pack import PACK_KINDS, PREFIX, TRAILER_LEN, object_name, read_header
+from coldvault.index.pack import PACK_KINDS, PREFIX, TRAILER_LEN, BlobEntry, object_name, read_header
 from coldvault.index.snapshot import SnapshotRecord
 from coldvault.store.base import NotFoundError, ObjectInfo
 from coldvault.vault.blobindex import Location
@@ -174,7 +174,7 @@ class Checker:
             used = self._used_packs
             self.report.unused_packs = sorted(
                 (self._listed.get(object_name(kind, pid)) or ObjectInfo(object_name(kind, pid), size)
-                 for pid, (kind, size) in self.vault.index.packs.items() if pid not in used),
+                 for pid, kind, size in self.vault.index.packs() if pid not in used),
                 key=lambda i: i.name,
             )
         self.phase = "done"
@@ -214,7 +214,7 @@ class Checker:
                     self._pending.append(doc)
                     continue
                 for p in doc.packs:
-                    known = index.packs.get(p.id)
+                    known = index.pack(p.id)
                     if known is not None and known != (p.kind, p.size):
                         self._problem(
                             INDEX_PREFIX + iid,
@@ -260,7 +260,7 @@ class Checker:
         index = self.vault.index
         for doc in self._pending:  # as Vault.load_index: a record counts if its pack is stored
             for p in doc.packs:
-                if p.id in index.packs:
+                if index.has_pack(p.id):
                     continue
                 info = self._listed.get(object_name(p.kind, p.id))
                 if info is not None and info.size == p.size:
@@ -270,7 +270,7 @@ class Checker:
         r.unstored_packs = sorted(set(r.unstored_packs))
         r.blobs_indexed = len(index)
         indexed = set()
-        for pid, (kind, size) in index.packs.items():
+        for pid, kind, size in index.packs():
             name = object_name(kind, pid)
             indexed.add(name)
             r.packs += 1
@@ -288,7 +288,7 @@ class Checker:
     def _read_data(self) -> None:
         r = self.report
         index = self.vault.index
-        present = sorted(pid for pid, (kind, _) in index.packs.items() if object_name(kind, pid) in self._listed)
+        present = sorted(pid for pid, kind, _ in index.packs() if object_name(kind, pid) in self._listed)
         chosen = present
         if self.read_fraction < 1 and present:
             k = max(1, math.ceil(len(present) * self.read_fraction))
@@ -296,7 +296,7 @@ class Checker:
         r.packs_selected = len(chosen)
         readable = []
         for pid in chosen:
-            name = object_name(index.packs[pid][0], pid)
+            name = object_name(index.pack(pid)[0], pid)
             info = self._listed[name]
             if info.cold and not info.readable:
                 try:
@@ -308,19 +308,14 @@ class Checker:
                 readable.append(pid)
             else:
                 r.skipped_cold.append(info)
-        # Blob ids per pack, for the chosen ones: references to the index's tuples, no copies.
-        wanted = set(readable)
-        by_pack: dict[str, list[bytes]] = {pid: [] for pid in readable}
-        for bid, t in index.blobs.items():
-            if t[0] in wanted:
-                by_pack[t[0]].append(bid)
+        by_pack = index.blobs_by_pack(readable)
         # A few packs in flight at a time: memory stays bounded, and an interrupt stops soon.
         todo = iter(readable)
         with ThreadPoolExecutor(self.threads) as pool:
             running = {}
             while True:
                 for pid in todo:
-                    running[pool.submit(self._read_pack, pid, by_pack.pop(pid))] = pid
+                    running[pool.submit(self._read_pack, pid, by_pack.pop(pid, []))] = pid
                     if len(running) >= self.threads:
                         break
                 if not running:
@@ -331,7 +326,7 @@ class Checker:
 
     def _record_read(self, pid: str, result) -> None:
         r = self.report
-        kind, _ = self.vault.index.packs[pid]
+        kind, _ = self.vault.index.pack(pid)
         name = object_name(kind, pid)
         if isinstance(result, ColdDataError):  # archived again since the listing
             r.skipped_cold.append(self._listed[name])
@@ -352,16 +347,16 @@ class Checker:
             for bid, _ in bad:
                 self._bad_blobs[bid] = key
 
-    def _read_pack(self, pid: str, bids: list[bytes]):
+    def _read_pack(self, pid: str, entries: list[BlobEntry]):
         """Download one pack in windows; returns (bytes, blobs ok, [(bad blob id, why)], [pack faults]).
 
         Runs on a worker thread; returns (not raises) the cold/missing errors of the store.
         """
         index = self.vault.index
-        kind, _ = index.packs[pid]
+        kind, _ = index.pack(pid)
         name = object_name(kind, pid)
         size = self._listed[name].size
-        ents = sorted((index.blobs[b][1], index.blobs[b][2], b) for b in bids)  # offset, length, id
+        ents = sorted((e.offset, e.length, e) for e in entries)
         blob_end = max((o + n for o, n, _ in ents), default=0)
         h = xxhash.xxh3_128()
         buf = bytearray()
@@ -375,13 +370,13 @@ class Checker:
                 buf += data
                 pos += len(data)
                 while i < len(ents) and ents[i][0] + ents[i][1] <= pos:
-                    off, length, bid = ents[i]
+                    off, length, e = ents[i]
                     stored = bytes(buf[off - buf_start:off - buf_start + length])
-                    why = self._open_blob(pid, kind, bid, stored)
+                    why = self._open_blob(pid, kind, e, stored)
                     if why is None:
                         ok += 1
                     else:
-                        bad.append((bid, why))
+                        bad.append((e.id, why))
                     i += 1
                 keep = min(ents[i][0] if i < len(ents) else blob_end, pos)
                 if keep > buf_start:
@@ -391,24 +386,23 @@ class Checker:
                     break  # shorter than listed: changed since the listing
         except (ColdDataError, DamagedError) as exc:
             return exc
-        for off, length, bid in ents[i:]:
-            bad.append((bid, f"blob {bid.hex()[:16]} runs past the end of the pack ({off + length} > {pos} bytes)"))
+        for off, length, e in ents[i:]:
+            bad.append((e.id, f"blob {e.id.hex()[:16]} runs past the end of the pack ({off + length} > {pos} bytes)"))
         faults = []
         if h.hexdigest() != pid:
             faults.append("its content does not match its name")
-        faults += self._header_faults(name, bytes(buf) if buf_start >= blob_end else b"", pos, bids)
+        faults += self._header_faults(name, bytes(buf) if buf_start >= blob_end else b"", pos, entries)
         return pos, ok, bad, faults
 
-    def _open_blob(self, pid: str, kind: str, bid: bytes, stored: bytes) -> str | None:
-        t = self.vault.index.blobs[bid]
-        loc = Location(pid, kind, t[1], t[2], t[3], t[4])
+    def _open_blob(self, pid: str, kind: str, e: BlobEntry, stored: bytes) -> str | None:
+        loc = Location(pid, kind, e.offset, e.length, e.raw_length, e.type)
         try:
-            self.vault.decode_stored(stored, BlobId(bid), loc)
+            self.vault.decode_stored(stored, BlobId(e.id), loc)
         except DamagedError as exc:
             return exc.message
         return None
 
-    def _header_faults(self, name: str, tail: bytes, size: int, bids: list[bytes]) -> list[str]:
+    def _header_faults(self, name: str, tail: bytes, size: int, entries: list[BlobEntry]) -> list[str]:
         """The pack's own header must list every blob the index places in it, identically."""
         if len(tail) < TRAILER_LEN:
             return ["its header is missing or overlaps the blobs"]
@@ -418,8 +412,7 @@ class Checker:
         except (DamagedError, UnsupportedFormatError) as exc:
             return [f"its header does not decode ({exc.message})"]
         header = {(e.id, e.type, e.offset, e.length, e.raw_length) for e in entries}
-        blobs = self.vault.index.blobs
-        differ = sum(1 for b in bids if (b, blobs[b][4], blobs[b][1], blobs[b][2], blobs[b][3]) not in header)
+        differ = sum(1 for e in entries if (e.id, e.type, e.offset, e.length, e.raw_length) not in header)
         if differ:
             return [f"its header disagrees with the index about {differ} blob(s)"]
         return []
@@ -456,14 +449,14 @@ class Checker:
 
     def _blob_key(self, bid: bytes) -> tuple[str | None, int | None]:
         """(problem key or None, raw length or None) of a blob a snapshot uses."""
-        t = self.vault.index.blobs.get(bid)
-        if t is None:
+        loc = self.vault.index.lookup(bid)
+        if loc is None:
             self._not_indexed += 1
             key = self._problem(NOT_INDEXED, "")
             self.report.problems[key].message = f"{self._not_indexed} blob reference(s) point at no index entry"
             return key, None
-        self._used_packs.add(t[0])
-        return self._bad_packs.get(t[0]) or self._bad_blobs.get(bid), t[3]
+        self._used_packs.add(loc.pack)
+        return self._bad_packs.get(loc.pack) or self._bad_blobs.get(bid), loc.raw_length
 
     def _chunks_key(self, chunks: list[bytes], size: int, what: str) -> set[str]:
         """Problem keys of a file's (or stream's) chunks; checks their sizes add up to `size`."""

@@ -110,10 +110,13 @@ class Capabilities:
         cold tier, whose timing only the tier table can estimate.
     local_reads: reading an object costs no more than reading a local file, so a hot
         object is not worth a copy in a cache.
+    connections: how many requests the store serves at once (an S3 store: its HTTP
+        connection pool). Size every pool of concurrent store calls by it.
     """
 
     simulated_restore_delay: float | None = None
     local_reads: bool = False
+    connections: int = 8
 
 
 class Store(abc.ABC):

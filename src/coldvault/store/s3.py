@@ -44,6 +44,7 @@ from coldvault.store.base import (
     HOT_CLASS,
     RESTORE_TIERS,
     ArchivedError,
+    Capabilities,
     NotFoundError,
     ObjectInfo,
     PermissionDeniedError,
@@ -190,6 +191,7 @@ class S3Store(Store):
             prefix += "/"
         self.bucket = bucket
         self.prefix = prefix
+        self.max_pool = max_pool
         config = botocore.config.Config(
             max_pool_connections=max_pool,
             connect_timeout=connect_timeout,
@@ -370,6 +372,9 @@ class S3Store(Store):
                 hint="check the vault URL, or create the vault with 'coldvault init'",
             )
         self._bucket_seen = True
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(connections=self.max_pool)
 
     def list(self, prefix=""):
         paginator = self._client.get_paginator("list_objects_v2")

@@ -189,7 +189,7 @@ class DirBackup:
             and old.mtime == st.st_mtime_ns
             and old.ctime == st.st_ctime_ns
             and old.ino == st.st_ino
-            and all(map(self.vault.index.blobs.__contains__, old.chunks))
+            and self.vault.index.contains_all(old.chunks)
         )
 
     @staticmethod

@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 
 from coldvault.errors import DamagedError
-from coldvault.index.pack import BlobEntry, object_name
+from coldvault.index.pack import object_name
 from coldvault.index.packindex import PackRecord
 from coldvault.store.base import is_cold_class
 from coldvault.vault.pricing import PriceTable
@@ -92,15 +92,13 @@ def plan_prune(vault: Vault, prices: PriceTable, now: float | None = None) -> Pr
         )
     used = referenced_blobs(vault, records)
     index = vault.index
-    by_pack: dict[str, list[BlobEntry]] = {}
-    for bid, (pid, off, length, raw, btype) in index.blobs.items():
-        by_pack.setdefault(pid, []).append(BlobEntry(bid, btype, off, length, raw))
+    by_pack = index.blobs_by_pack()
     stored = {o.name: o for prefix in ("data/", "trees/") for o in vault.store.list(prefix)}
 
     p = PrunePlan(snapshots=len(records), old_indexes=sorted(index.index_ids),
                   pending_indexes=len(index.pending_ids))
     unused = []
-    for pid, (kind, psize) in index.packs.items():
+    for pid, kind, psize in index.packs():
         blobs = by_pack.get(pid, [])
         live = [b for b in blobs if b.id in used]
         name = object_name(kind, pid)
@@ -110,9 +108,9 @@ def plan_prune(vault: Vault, prices: PriceTable, now: float | None = None) -> Pr
             p.keep.append(PackRecord(pid, kind, psize, blobs))
             if len(live) < len(blobs):
                 p.partly_used.append((name, sum(b.length for b in blobs if b.id not in used)))
-    indexed = {object_name(k, pid) for pid, (k, _) in index.packs.items()}
+    indexed = {object_name(k, pid) for pid, k, _ in index.packs()}
     p.leftovers = sorted(n for n in stored if n not in indexed)
-    unknown = sum(1 for b in used if b not in index.blobs)
+    unknown = sum(1 for b in used if b not in index)
     if unknown and p.leftovers:
         # The packs in no index may hold them (an index object was lost): never delete those.
         raise DamagedError(

@@ -82,7 +82,7 @@ def plan(vault: Vault) -> RepairPlan:
     the packs that no readable index names. Writes nothing."""
     vault.load_index()
     p = RepairPlan(damaged_indexes=sorted(vault.damaged_indexes))
-    indexed = vault.index.packs
+    index = vault.index
     unindexed: list[tuple[str, ObjectInfo]] = []  # (kind, info)
     for kind in PACK_KINDS:
         for info in vault.store.list(PREFIX[kind]):
@@ -91,7 +91,7 @@ def plan(vault: Vault) -> RepairPlan:
                 log.debug("ignoring stray object %s", info.name)
                 continue
             p.packs_listed += 1
-            if pid not in indexed:
+            if not index.has_pack(pid):
                 unindexed.append((kind, info))
     unindexed.sort(key=lambda t: t[1].name)
     if not unindexed:

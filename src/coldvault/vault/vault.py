@@ -193,7 +193,7 @@ class Vault:
             else:
                 for p in doc.packs:
                     index.add_pack(p)
-        unknown = {p.id: p for _, doc in pending for p in doc.packs if p.id not in index.packs}
+        unknown = {p.id: p for _, doc in pending for p in doc.packs if not index.has_pack(p.id)}
         recs = list(unknown.values())
         stored = {r.id for r, ok in zip(recs, self._parallel(self._pack_stored, recs)) if ok}
         for rec in recs:
