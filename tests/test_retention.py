@@ -110,7 +110,8 @@ def loaded_index(repo: str):
 
 def indexed_data_bytes(repo: str) -> int:
     """Plaintext bytes of data blobs that the vault's indexes name (stored packs only)."""
-    return sum(t[3] for t in loaded_index(repo).blobs.values() if t[4] == 0)
+    by_pack = loaded_index(repo).blobs_by_pack()
+    return sum(e.raw_length for entries in by_pack.values() for e in entries if e.type == 0)
 
 
 def data_pack_bytes(repo: str) -> int:
