@@ -121,7 +121,8 @@ class ZfsRestore:
                 hint="add --thaw to request their restore (and --wait to wait for it)",
             )
         asked = thaw.request(self.vault, state, self.tier, self.days)
-        self.out(f"requested the restore of {len(asked)} pack(s) ({size:.1f} MiB) at tier {self.tier}"
+        self.out(f"requested the restore of {len(asked)} pack(s) ({size:.1f} MiB) at tier {self.tier} for the "
+                 f"{len(chain)} stream(s) of the chain: " + ", ".join(s.file_name for s in chain)
                  + (f"; {len(state.restoring)} were already being restored" if state.restoring else ""))
         if not self.wait:
             raise ColdDataError(

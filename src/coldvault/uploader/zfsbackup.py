@@ -5,12 +5,23 @@ pipeline as files, never written whole anywhere. The snapshot record keeps
 dataset, snapshot, GUID, createtxg, base name and GUID, send flags, length,
 the XXH3-128 of the whole stream and the id of its chunk list. A `zfs send`
 that fails leaves no record (the packs it stored are reused by the next run).
+
+Run after run (cron), three things keep a dataset's backups going for years:
+- `full_every` N: a chain never grows past N streams; the stream that would be the
+  (N+1)th of its chain is sent full instead, so old chains can be forgotten whole.
+- holds: the snapshot the next increment will start from gets a `zfs hold` with the
+  tag `coldvault`, and every other snapshot of the dataset loses that tag, so the
+  base cannot be destroyed by accident (a sanoid prune, a `zfs destroy` by hand).
+- `keep_local` N: coldvault's own older snapshots of the dataset (named
+  `<prefix>-<UTC time>`) are destroyed, all but the newest N and never the next base;
+  snapshots coldvault did not make are never touched.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import socket
 
 import trio
@@ -24,10 +35,12 @@ from coldvault.index.snapshot import SnapshotRecord
 from coldvault.uploader.session import BackupSession
 from coldvault.vault.vault import Vault
 from coldvault.zfs import commands
-from coldvault.zfs.chain import Stream, reachable, source_name, streams_by_dataset
+from coldvault.zfs.chain import Stream, reachable, shortest_chain, source_name, streams_by_dataset
 from coldvault.zfs.commands import LocalSnapshot, ZfsError
 
 log = logging.getLogger(__name__)
+
+HOLD_TAG = "coldvault"
 
 
 class HashingReader:
@@ -48,9 +61,15 @@ class HashingReader:
 
 class ZfsBackup:
     def __init__(self, vault: Vault, dataset: str, snap: str | None, *, base: str | None = None,
-                 full: bool = False, flags: list[str] = (), prefix: str = "coldvault"):
+                 full: bool = False, flags: list[str] = (), prefix: str = "coldvault",
+                 full_every: int | None = None, hold: bool = True, keep_local: int | None = None):
         if base is not None and full:
             raise UserError("--base and --full exclude each other")
+        if full_every is not None and full_every < 1:
+            raise UserError(f"--full-every must be 1 or more, not {full_every}")
+        if keep_local is not None and keep_local < 1:
+            raise UserError(f"--keep-local must be 1 or more, not {keep_local}",
+                            hint="the newest snapshot is the next increment's base")
         self.vault = vault
         self.dataset = commands.check_dataset(dataset)
         self.snap = commands.check_snapname(snap) if snap else None
@@ -58,10 +77,19 @@ class ZfsBackup:
         self.full = full
         self.flags = list(flags)
         self.prefix = commands.check_snapname(prefix)
+        self.full_every = full_every
+        self.hold = hold
+        self.keep_local = keep_local
+        self.full_because: str | None = None  # why an automatic run sent a full stream
+        self.held: str | None = None  # after the run: the snapshot holding our tag
+        self.released: list[str] = []
+        self.destroyed: list[str] = []
+        self.kept_foreign = 0  # snapshots of the dataset coldvault did not make (never touched)
         self.session = BackupSession(vault)
         self.target: LocalSnapshot | None = None
         self.base_snap: LocalSnapshot | None = None
         self.resumed = False
+        self.records: list[SnapshotRecord] = []
 
     # ---- choosing what to send ------------------------------------------------------
 
@@ -69,7 +97,8 @@ class ZfsBackup:
         """Pick the target snapshot and the base; returns an existing stream if there is nothing to do."""
         if not commands.exists(self.dataset):
             raise UserError(f"there is no ZFS dataset {self.dataset}")
-        streams = streams_by_dataset(self.vault.snapshots()).get(self.dataset, [])
+        self.records = self.vault.snapshots()
+        streams = streams_by_dataset(self.records).get(self.dataset, [])
         local = {s.name: s for s in commands.snapshots(self.dataset)}
         self.target = self._target(local, streams)
         base = self._choose_base(local, streams)
@@ -90,7 +119,7 @@ class ZfsBackup:
         stored = {s.guid for s in streams}
         newest_stored = max((s.createtxg for s in streams), default=-1)
         pending = [s for s in local.values()
-                   if s.name.startswith(self.prefix + "-") and s.guid not in stored and s.createtxg > newest_stored]
+                   if self.own_snapshot(s.name) and s.guid not in stored and s.createtxg > newest_stored]
         if pending:
             snap = max(pending, key=lambda s: s.createtxg)
             log.warning("resuming the upload of %s, which an earlier run did not finish", snap.full_name)
@@ -136,7 +165,14 @@ class ZfsBackup:
                 continue
             if s.guid in ok and s.createtxg < self.target.createtxg:
                 candidates.append(mine)
-        return max(candidates, key=lambda s: s.createtxg, default=None)
+        base = max(candidates, key=lambda s: s.createtxg, default=None)
+        if base is not None and self.full_every is not None:
+            chain = shortest_chain(streams, base.guid) or []
+            if len(chain) >= self.full_every:
+                self.full_because = f"the chain to @{base.name} holds {len(chain)} stream(s) (--full-every {self.full_every})"
+                log.info("a full stream: %s", self.full_because)
+                return None
+        return base
 
     # ---- sending ------------------------------------------------------------------------
 
@@ -159,8 +195,53 @@ class ZfsBackup:
             )
         return ids, reader
 
+    # ---- after the run: holds and local snapshots --------------------------------------
+
+    def own_snapshot(self, name: str) -> bool:
+        """Whether a snapshot name is one coldvault made with this prefix: `<prefix>-<UTC time>`,
+        `.2`, `.3`... for two runs within a second."""
+        return re.fullmatch(re.escape(self.prefix) + r"-\d{8}T\d{6}Z(\.\d+)?", name) is not None
+
+    def housekeeping(self, records: list[SnapshotRecord]) -> None:
+        """Hold the next base, release the previous ones, destroy old snapshots of ours."""
+        if not self.hold and self.keep_local is None:
+            return
+        streams = streams_by_dataset(records).get(self.dataset, [])
+        local = commands.snapshots(self.dataset)
+        ok = reachable(streams)
+        stored = {s.guid for s in streams if s.guid in ok}
+        # The snapshot the next automatic increment will start from: the newest one stored.
+        base = max((s for s in local if s.guid in stored), key=lambda s: s.createtxg, default=None)
+        if self.hold:
+            if base is not None:
+                commands.hold(base.full_name, HOLD_TAG)
+                self.held = base.name
+            refs = commands.userrefs([s.full_name for s in local if base is None or s.guid != base.guid])
+            for s in local:
+                if refs.get(s.full_name, 0) > 0 and commands.release(s.full_name, HOLD_TAG):
+                    self.released.append(s.name)
+        if self.keep_local is None:
+            return
+        mine = [s for s in local if self.own_snapshot(s.name)]
+        self.kept_foreign = len(local) - len(mine)
+        keep = {s.guid for s in mine[-self.keep_local:]} | ({base.guid} if base else set())
+        old = [s for s in mine if s.guid not in keep]
+        refs = commands.userrefs([s.full_name for s in old])
+        for s in old:
+            if refs.get(s.full_name, 0) > 0:
+                log.warning("not destroying %s: it has a hold (%d; not coldvault's)", s.full_name, refs[s.full_name])
+                continue
+            commands.destroy_snapshot(s.full_name)
+            self.destroyed.append(s.name)
+
     async def run(self) -> tuple[SnapshotRecord, bool]:
         """Returns (the snapshot record, whether it is new)."""
+        rec, new = await self._store()
+        records = self.records + ([rec] if new else [])
+        await trio.to_thread.run_sync(self.housekeeping, records)
+        return rec, new
+
+    async def _store(self) -> tuple[SnapshotRecord, bool]:
         existing = await trio.to_thread.run_sync(self.plan)
         if existing is not None:
             return existing.rec, False
