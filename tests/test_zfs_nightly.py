@@ -331,3 +331,40 @@ def test_documented_nightly_schedule_stays_bounded(zpool, tmp_path):
     out = run(["restore", "zfs", f"{ds}@{local_snaps(ds)[-1]}", "--into", f"{name}/back"], env).out
     assert f"{9 - full_every} stream(s)" in out
     assert tree_contents(os.path.join(root, "back")) == tree_contents(os.path.join(root, "photos"))
+
+
+# ---- item 5: --intermediate -----------------------------------------------------------------
+
+
+def test_intermediate_stores_one_increment_per_snapshot(zpool, tmp_path):
+    name, root = zpool
+    ds = f"{name}/d"
+    sh("zfs", "create", ds)
+    env = vault_env(str(tmp_path / "vault"))
+    run(["init"], env)
+    data = os.path.join(root, "d")
+    contents = {}
+    put(os.path.join(data, "f0"), os.urandom(100_000))
+    first = stored(run(["backup", "zfs", ds, "--json"], env).json())[0]
+    contents[first] = tree_contents(data)
+    for i in (1, 2):  # a snapshot tool's snapshots between two nightly runs
+        put(os.path.join(data, f"f{i}"), os.urandom(100_000))
+        sh("zfs", "snapshot", f"{ds}@autosnap_{i}")
+        contents[f"autosnap_{i}"] = tree_contents(data)
+    put(os.path.join(data, "f3"), os.urandom(100_000))
+    r = run(["backup", "zfs", ds, "--intermediate", "--full-every", "3", "--json"], env).json()
+    last = stored(r)[0]
+    contents[last] = tree_contents(data)
+    # One stream per snapshot; the fourth of the chain is full (--full-every 3).
+    got = [re.fullmatch(r"\S+@(\S+) (?:from @(\S+)|\(full\))", s["stream"]).groups() for s in r["streams"]]
+    assert got == [("autosnap_1", first), ("autosnap_2", "autosnap_1"), (last, None)]
+    assert streams(env, ds) == sorted([(first, None), ("autosnap_1", first), ("autosnap_2", "autosnap_1"), (last, None)])
+    assert "already in the vault" in run(["backup", "zfs", f"{ds}@{last}", "--intermediate"], env).out
+    for i, (snap, want) in enumerate(contents.items()):
+        run(["restore", "zfs", f"{ds}@{snap}", "--into", f"{name}/r{i}"], env)
+        assert tree_contents(os.path.join(root, f"r{i}")) == want, snap
+    # Without --intermediate a snapshot in between is skipped, as before.
+    sh("zfs", "snapshot", f"{ds}@autosnap_3")
+    put(os.path.join(data, "f4"), b"x")
+    r = run(["backup", "zfs", ds, "--json"], env).json()
+    assert stored(r)[1] == last and len(r["streams"]) == 1

@@ -74,6 +74,9 @@ def register(sub, common) -> None:
     z.add_argument("--full-every", metavar="N",
                    help=f"a full stream whenever the chain to the base holds N streams already, so no chain is "
                         f"longer than N (env {FULL_EVERY_ENV}; default: never)")
+    z.add_argument("--intermediate", action="store_true",
+                   help="also store the snapshots between the base and the new one, one increment each "
+                        "(as zfs send -I), so each can be restored")
     z.add_argument("--no-hold", dest="hold", action="store_false",
                    help=f"do not 'zfs hold' the next increment's base (tag {HOLD_TAG}) nor release the previous one")
     z.add_argument("--keep-local", metavar="N",
@@ -250,19 +253,26 @@ def run_zfs(args) -> int:
 
     def backup(vault):
         job = ZfsBackup(vault, dataset, snap, base=args.base, full=args.full, flags=flags, prefix=args.snapshot_prefix,
-                        full_every=full_every, hold=args.hold, keep_local=keep_local)
+                        full_every=full_every, hold=args.hold, keep_local=keep_local, intermediate=args.intermediate)
         rec, new = trio.run(progress.run_with_progress, job.run, lambda: _render(job))
         return rec, _report_zfs(args, rec, new, job)
 
     return with_hooks(args, source_name(dataset), backup)
 
 
+def _stream_text(rec) -> str:
+    z = rec.zfs
+    return f"{z['dataset']}@{z['snapshot']}" + (f" from @{z['base']['snapshot']}" if z["base"] else " (full)")
+
+
 def _report_zfs(args, rec, new: bool, job) -> int:
     z = rec.zfs
-    what = f"{z['dataset']}@{z['snapshot']}" + (f" from @{z['base']['snapshot']}" if z["base"] else " (full)")
+    what = _stream_text(rec)
     local = {"held": job.held, "released": job.released, "destroyed": job.destroyed}
+    before = job.stored[:-1]  # --intermediate: the streams stored before the last one
     if args.json:
         print_json({"snapshot": rec.id, "new": new, "stream": what, "length": z["length"],
+                    "streams": [{"snapshot": r.id, "stream": _stream_text(r)} for r in job.stored],
                     "full_because": job.full_because if new else None, **local, **rec.summary})
     elif not args.quiet:
         tail = ""
@@ -270,6 +280,8 @@ def _report_zfs(args, rec, new: bool, job) -> int:
             tail += f"; hold on @{job.held}"
         if job.destroyed:
             tail += f"; destroyed {len(job.destroyed)} older local snapshot(s)"
+        for r in before:
+            print(f"snapshot {r.short_id}: {_stream_text(r)}, stream of {size(r.zfs['length'])} (intermediate)")
         if not new:
             print(f"{what} is already in the vault (snapshot {rec.short_id}); nothing to do{tail}")
         else:

@@ -12,6 +12,8 @@ Run after run (cron), three things keep a dataset's backups going for years:
 - holds: the snapshot the next increment will start from gets a `zfs hold` with the
   tag `coldvault`, and every other snapshot of the dataset loses that tag, so the
   base cannot be destroyed by accident (a sanoid prune, a `zfs destroy` by hand).
+- `intermediate`: the snapshots between the base and the new one (made by sanoid, say)
+  are stored too, one increment each, as `zfs send -I` would carry them.
 - `keep_local` N: coldvault's own older snapshots of the dataset (named
   `<prefix>-<UTC time>`) are destroyed, all but the newest N and never the next base;
   snapshots coldvault did not make are never touched.
@@ -62,7 +64,8 @@ class HashingReader:
 class ZfsBackup:
     def __init__(self, vault: Vault, dataset: str, snap: str | None, *, base: str | None = None,
                  full: bool = False, flags: list[str] = (), prefix: str = "coldvault",
-                 full_every: int | None = None, hold: bool = True, keep_local: int | None = None):
+                 full_every: int | None = None, hold: bool = True, keep_local: int | None = None,
+                 intermediate: bool = False):
         if base is not None and full:
             raise UserError("--base and --full exclude each other")
         if full_every is not None and full_every < 1:
@@ -78,6 +81,10 @@ class ZfsBackup:
         self.flags = list(flags)
         self.prefix = commands.check_snapname(prefix)
         self.full_every = full_every
+        self.intermediate = intermediate
+        self.start: LocalSnapshot | None = None  # the base before --full-every: where --intermediate starts
+        self.local: dict[str, LocalSnapshot] = {}
+        self.stored: list[SnapshotRecord] = []  # the streams this run stored, oldest first
         self.hold = hold
         self.keep_local = keep_local
         self.full_because: str | None = None  # why an automatic run sent a full stream
@@ -99,7 +106,7 @@ class ZfsBackup:
             raise UserError(f"there is no ZFS dataset {self.dataset}")
         self.records = self.vault.snapshots()
         streams = streams_by_dataset(self.records).get(self.dataset, [])
-        local = {s.name: s for s in commands.snapshots(self.dataset)}
+        local = self.local = {s.name: s for s in commands.snapshots(self.dataset)}
         self.target = self._target(local, streams)
         base = self._choose_base(local, streams)
         self.base_snap = base
@@ -153,6 +160,7 @@ class ZfsBackup:
                 raise UserError(f"base @{self.base} is in the vault but its own chain is incomplete", hint="use --full")
             if b.createtxg >= self.target.createtxg:
                 raise UserError(f"base @{self.base} is not older than @{self.target.name}")
+            self.start = b
             return b
         candidates = []
         for s in streams:
@@ -165,7 +173,7 @@ class ZfsBackup:
                 continue
             if s.guid in ok and s.createtxg < self.target.createtxg:
                 candidates.append(mine)
-        base = max(candidates, key=lambda s: s.createtxg, default=None)
+        base = self.start = max(candidates, key=lambda s: s.createtxg, default=None)
         if base is not None and self.full_every is not None:
             chain = shortest_chain(streams, base.guid) or []
             if len(chain) >= self.full_every:
@@ -245,7 +253,31 @@ class ZfsBackup:
         existing = await trio.to_thread.run_sync(self.plan)
         if existing is not None:
             return existing.rec, False
-        t, b = self.target, self.base_snap
+        if not self.intermediate:
+            return await self._store_one(self.target, self.base_snap), True
+        target, prev = self.target, self.start
+        stored = {s.guid for s in streams_by_dataset(self.records).get(self.dataset, [])}
+        steps = [s for s in self.local.values() if prev is not None
+                 and prev.createtxg < s.createtxg < target.createtxg and s.guid not in stored]
+        rec = None
+        for t in sorted(steps, key=lambda s: s.createtxg) + [target]:
+            b = prev
+            if b is not None and self.full_every is not None:
+                chain = shortest_chain(streams_by_dataset(self.records).get(self.dataset, []), b.guid) or []
+                if len(chain) >= self.full_every:
+                    self.full_because = f"the chain to @{b.name} holds {len(chain)} stream(s) (--full-every {self.full_every})"
+                    b = None
+            rec = await self._store_one(t, b)
+            self.records.append(rec)
+            prev = t
+        self.records.pop()  # run() adds the last one
+        return rec, True
+
+    async def _store_one(self, t: LocalSnapshot, b: LocalSnapshot | None) -> SnapshotRecord:
+        """Send `t` (from `b`, or full) and commit its record."""
+        self.target, self.base_snap = t, b
+        if self.stored:  # the first stream's session is the one made with the job (its clock runs since)
+            self.session = BackupSession(self.vault)
 
         async def body():
             ids, reader = await trio.to_thread.run_sync(self._send)
@@ -275,4 +307,5 @@ class ZfsBackup:
             program=f"coldvault {__version__}",
         )
         await self.session.commit(rec)
-        return rec, True
+        self.stored.append(rec)
+        return rec
