@@ -368,3 +368,53 @@ def test_intermediate_stores_one_increment_per_snapshot(zpool, tmp_path):
     put(os.path.join(data, "f4"), b"x")
     r = run(["backup", "zfs", ds, "--json"], env).json()
     assert stored(r)[1] == last and len(r["streams"]) == 1
+
+
+# ---- item 4: --recursive ----------------------------------------------------------------------
+
+
+def test_recursive_backup_and_restore_of_a_parent_and_its_children(zpool, tmp_path):
+    name, root = zpool
+    top = f"{name}/tank"
+    for ds in (top, f"{top}/photos", f"{top}/docs"):
+        sh("zfs", "create", ds)
+    env = vault_env(str(tmp_path / "vault"))
+    run(["init"], env)
+    base = os.path.join(root, "tank")
+
+    def change(night):
+        for sub in ("", "photos", "docs"):
+            put(os.path.join(base, sub, f"n{night}.bin"), os.urandom(50_000))
+
+    change(1)
+    r = run(["backup", "zfs", top, "--recursive", "--json"], env).json()
+    assert [d["dataset"] for d in r["datasets"]] == [top, f"{top}/docs", f"{top}/photos"]
+    assert all(d["stream"].endswith("(full)") and d["new"] for d in r["datasets"])
+    snap1 = stored(r["datasets"][0])[0]
+    assert {stored(d)[0] for d in r["datasets"]} == {snap1}  # one recursive snapshot
+    change(2)
+    sh("zfs", "create", f"{top}/docs/new")  # a new child: a full stream
+    put(os.path.join(base, "docs", "new", "x"), b"new child\n")
+    text = run(["backup", "zfs", top, "--recursive"], env).out
+    assert "(recursive): 4 dataset(s), 4 new stream(s)" in text
+    r = run(["snapshots", "--json"], env).json()
+    snap2 = max(s["zfs"]["snapshot"] for s in r)
+    kinds = {(s["zfs"]["dataset"], s["zfs"]["snapshot"]): s["zfs"]["base"] for s in r}
+    assert kinds[(f"{top}/photos", snap2)]["snapshot"] == snap1 and kinds[(f"{top}/docs/new", snap2)] is None
+    want = tree_contents(base)
+
+    run(["restore", "zfs", f"{top}@{snap2}", "--recursive", "--into", f"{name}/back"], env)
+    assert tree_contents(os.path.join(root, "back")) == want
+    assert sh("zfs", "list", "-H", "-o", "name", "-r", f"{name}/back").decode().split() == [
+        f"{name}/back", f"{name}/back/docs", f"{name}/back/docs/new", f"{name}/back/photos"]
+    with mounted(env, tmp_path / "mnt") as m:
+        d = os.path.join(m.path, "zfs", name, "tank")
+        assert {"photos", "docs", f"@{snap2}.restore"} <= set(os.listdir(d))
+        assert f"@{snap2}.zfs" in os.listdir(os.path.join(d, "docs", "new"))
+    # A destroyed child stops; the others go on.
+    sh("zfs", "release", "coldvault", f"{top}/photos@{snap2}")  # its base is held, as every dataset's
+    sh("zfs", "destroy", "-r", f"{top}/photos")
+    r = run(["backup", "zfs", top, "--recursive", "--json"], env).json()
+    assert [d["dataset"] for d in r["datasets"]] == [top, f"{top}/docs", f"{top}/docs/new"]
+    r = run(["backup", "zfs", top, "--recursive", "--base", "@x"], env, check=False)
+    assert r.code == USAGE and "--base" in r.err and "Traceback" not in r.err

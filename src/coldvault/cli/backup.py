@@ -74,6 +74,9 @@ def register(sub, common) -> None:
     z.add_argument("--full-every", metavar="N",
                    help=f"a full stream whenever the chain to the base holds N streams already, so no chain is "
                         f"longer than N (env {FULL_EVERY_ENV}; default: never)")
+    z.add_argument("--recursive", action="store_true",
+                   help="DATASET and every dataset below it: one recursive snapshot (zfs snapshot -r), "
+                        "one stream per dataset, each in its own chain")
     z.add_argument("--intermediate", action="store_true",
                    help="also store the snapshots between the base and the new one, one increment each "
                         "(as zfs send -I), so each can be restored")
@@ -251,13 +254,43 @@ def run_zfs(args) -> int:
         full_every = _count(FULL_EVERY_ENV, os.environ.get(FULL_EVERY_ENV))
     keep_local = _count("--keep-local", args.keep_local)
 
+    options = dict(flags=flags, prefix=args.snapshot_prefix, full_every=full_every, hold=args.hold,
+                   keep_local=keep_local, intermediate=args.intermediate)
+    if args.recursive:
+        if args.base:
+            raise UserError("--base names one dataset's snapshot: it does not go with --recursive")
+        return with_hooks(args, source_name(dataset), lambda vault: _recursive(args, vault, dataset, snap, options))
+
     def backup(vault):
-        job = ZfsBackup(vault, dataset, snap, base=args.base, full=args.full, flags=flags, prefix=args.snapshot_prefix,
-                        full_every=full_every, hold=args.hold, keep_local=keep_local, intermediate=args.intermediate)
+        job = ZfsBackup(vault, dataset, snap, base=args.base, full=args.full, **options)
         rec, new = trio.run(progress.run_with_progress, job.run, lambda: _render(job))
         return rec, _report_zfs(args, rec, new, job)
 
     return with_hooks(args, source_name(dataset), backup)
+
+
+def _recursive(args, vault, dataset: str, snap: str | None, options: dict):
+    from coldvault.uploader.zfsbackup import RecursiveZfsBackup
+
+    job = RecursiveZfsBackup(vault, dataset, snap, full=args.full, **options)
+    results = trio.run(progress.run_with_progress, job.run,
+                       lambda: _render(job.jobs[-1]) if job.jobs else "starting")
+    if not results:
+        raise UserError(f"no dataset below {dataset} has the snapshot")
+    if args.json:
+        print_json({"recursive": dataset, "datasets": [
+            {"dataset": j.dataset, "snapshot": rec.id, "new": new, "stream": _stream_text(rec),
+             "length": rec.zfs["length"], "streams": [{"snapshot": r.id, "stream": _stream_text(r)} for r in j.stored],
+             "full_because": j.full_because if new else None, "held": j.held, "released": j.released,
+             "destroyed": j.destroyed} for j, rec, new in results]})
+    elif not args.quiet:
+        new = sum(1 for _, _, n in results if n)
+        print(f"{dataset}@{results[0][1].zfs['snapshot']} (recursive): {len(results)} dataset(s), "
+              f"{new} new stream(s)")
+        quiet = argparse.Namespace(**{**vars(args), "json": False})
+        for j, rec, n in results:
+            _report_zfs(quiet, rec, n, j)
+    return results[0][1], ExitCode.OK
 
 
 def _stream_text(rec) -> str:

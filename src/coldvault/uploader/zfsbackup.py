@@ -61,6 +61,16 @@ class HashingReader:
         return n
 
 
+def new_name(prefix: str, taken: set[str]) -> str:
+    """`<prefix>-<UTC time>`, or `.2`, `.3`... after it for two runs within one second."""
+    stem = name = f"{prefix}-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
+    n = 2
+    while name in taken:
+        name = f"{stem}.{n}"
+        n += 1
+    return name
+
+
 class ZfsBackup:
     def __init__(self, vault: Vault, dataset: str, snap: str | None, *, base: str | None = None,
                  full: bool = False, flags: list[str] = (), prefix: str = "coldvault",
@@ -132,12 +142,7 @@ class ZfsBackup:
             log.warning("resuming the upload of %s, which an earlier run did not finish", snap.full_name)
             self.resumed = True
             return snap
-        stem = name = f"{self.prefix}-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}"
-        n = 2
-        while name in local:  # two runs within one second: <stem>.2, <stem>.3, ...
-            name = f"{stem}.{n}"
-            n += 1
-        return commands.create_snapshot(self.dataset, name)
+        return commands.create_snapshot(self.dataset, new_name(self.prefix, set(local)))
 
     def _choose_base(self, local: dict[str, LocalSnapshot], streams: list[Stream]) -> LocalSnapshot | None:
         if self.full:
@@ -309,3 +314,72 @@ class ZfsBackup:
         await self.session.commit(rec)
         self.stored.append(rec)
         return rec
+
+
+class RecursiveZfsBackup:
+    """`backup zfs --recursive`: one `zfs snapshot -r` of a dataset and all below it, then one
+    stream per dataset, each in its own chain (a `ZfsBackup` with the same options). A new
+    child dataset gets a full stream; a destroyed one is simply no longer there. A run
+    killed half way is resumed by the next one: the newest recursive snapshot of ours that
+    some dataset has not stored yet is taken again, not a new one."""
+
+    def __init__(self, vault: Vault, root: str, snap: str | None, **options):
+        self.vault = vault
+        self.root = commands.check_dataset(root)
+        self.snap = commands.check_snapname(snap) if snap else None
+        self.options = options
+        self.prefix = commands.check_snapname(options.get("prefix", "coldvault"))
+        self.jobs: list[ZfsBackup] = []
+        self.results: list[tuple[ZfsBackup, SnapshotRecord, bool]] = []
+        self.resumed = False
+        ZfsBackup(vault, root, None, **options)  # the options are checked before anything is done
+
+    @property
+    def session(self):
+        """The session of the dataset being stored (progress display)."""
+        return self.jobs[-1].session if self.jobs else None
+
+    def choose(self) -> tuple[str, list[str]]:
+        """The recursive snapshot to store and the datasets that have it."""
+        if not commands.exists(self.root):
+            raise UserError(f"there is no ZFS dataset {self.root}")
+        tree = commands.datasets(self.root)
+        if self.snap is not None:
+            if not commands.exists(f"{self.root}@{self.snap}"):
+                raise UserError(f"there is no snapshot {self.root}@{self.snap}")
+            name = self.snap
+        else:
+            name = self._pending(tree) or self._take()
+        have = [d for d in tree if commands.exists(f"{d}@{name}")]
+        return name, have
+
+    def _pending(self, tree: list[str]) -> str | None:
+        probe = ZfsBackup(self.vault, self.root, None, **self.options)
+        mine = [s for s in commands.snapshots(self.root) if probe.own_snapshot(s.name)]
+        if not mine:
+            return None
+        newest = mine[-1].name
+        by_dataset = streams_by_dataset(self.vault.snapshots())
+        for d in tree:
+            if commands.exists(f"{d}@{newest}"):
+                guid = commands.snapshot_info(d, newest).guid
+                if guid not in {s.guid for s in by_dataset.get(d, [])}:
+                    log.warning("resuming the upload of %s@%s (recursive), which an earlier run did not finish",
+                                self.root, newest)
+                    self.resumed = True
+                    return newest
+        return None
+
+    def _take(self) -> str:
+        name = new_name(self.prefix, commands.snapshot_names_below(self.root))
+        commands.create_recursive_snapshot(self.root, name)
+        return name
+
+    async def run(self) -> list[tuple[ZfsBackup, SnapshotRecord, bool]]:
+        name, have = await trio.to_thread.run_sync(self.choose)
+        for d in have:
+            job = ZfsBackup(self.vault, d, name, **self.options)
+            self.jobs.append(job)
+            rec, new = await job.run()
+            self.results.append((job, rec, new))
+        return self.results

@@ -119,6 +119,23 @@ def create_snapshot(dataset: str, snap: str) -> LocalSnapshot:
     return snapshot_info(dataset, snap)
 
 
+def datasets(root: str) -> list[str]:
+    """`root` and every filesystem and volume below it, parents before their children."""
+    out = _zfs("list", "-H", "-o", "name", "-r", "-t", "filesystem,volume", root)
+    return sorted(out.split(), key=lambda n: (n.count("/"), n))
+
+
+def snapshot_names_below(root: str) -> set[str]:
+    """The names (after @) of every snapshot of `root` and of the datasets below it."""
+    out = _zfs("list", "-H", "-t", "snapshot", "-o", "name", "-r", root)
+    return {n.partition("@")[2] for n in out.split()}
+
+
+def create_recursive_snapshot(root: str, snap: str) -> None:
+    """`zfs snapshot -r`: one atomic snapshot of `root` and every dataset below it."""
+    _zfs("snapshot", "-r", f"{root}@{snap}")
+
+
 def hold(full_name: str, tag: str) -> bool:
     """`zfs hold TAG SNAPSHOT`; False when the snapshot holds that tag already."""
     p = _run_zfs("hold", tag, full_name)
