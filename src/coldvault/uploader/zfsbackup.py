@@ -6,7 +6,7 @@ dataset, snapshot, GUID, createtxg, base name and GUID, send flags, length,
 the XXH3-128 of the whole stream and the id of its chunk list. A `zfs send`
 that fails leaves no record (the packs it stored are reused by the next run).
 
-Run after run (cron), three things keep a dataset's backups going for years:
+Run after run (cron), these keep a dataset's backups going for years:
 - `full_every` N: a chain never grows past N streams; the stream that would be the
   (N+1)th of its chain is sent full instead, so old chains can be forgotten whole.
 - holds: the snapshot the next increment will start from gets a `zfs hold` with the
@@ -101,7 +101,6 @@ class ZfsBackup:
         self.held: str | None = None  # after the run: the snapshot holding our tag
         self.released: list[str] = []
         self.destroyed: list[str] = []
-        self.kept_foreign = 0  # snapshots of the dataset coldvault did not make (never touched)
         self.session = BackupSession(vault)
         self.target: LocalSnapshot | None = None
         self.base_snap: LocalSnapshot | None = None
@@ -235,8 +234,7 @@ class ZfsBackup:
                     self.released.append(s.name)
         if self.keep_local is None:
             return
-        mine = [s for s in local if self.own_snapshot(s.name)]
-        self.kept_foreign = len(local) - len(mine)
+        mine = [s for s in local if self.own_snapshot(s.name)]  # never a snapshot coldvault did not make
         keep = {s.guid for s in mine[-self.keep_local:]} | ({base.guid} if base else set())
         old = [s for s in mine if s.guid not in keep]
         refs = commands.userrefs([s.full_name for s in old])
