@@ -418,3 +418,23 @@ def test_recursive_backup_and_restore_of_a_parent_and_its_children(zpool, tmp_pa
     assert [d["dataset"] for d in r["datasets"]] == [top, f"{top}/docs", f"{top}/docs/new"]
     r = run(["backup", "zfs", top, "--recursive", "--base", "@x"], env, check=False)
     assert r.code == USAGE and "--base" in r.err and "Traceback" not in r.err
+
+
+def test_a_recursive_run_killed_half_way_is_resumed_with_the_same_snapshot(zpool, tmp_path):
+    name, root = zpool
+    top = f"{name}/tank"
+    for ds in (top, f"{top}/a", f"{top}/b"):
+        sh("zfs", "create", ds)
+        put(os.path.join(root, ds.split("/", 1)[1], "f"), os.urandom(30_000))
+    env = vault_env(str(tmp_path / "vault"))
+    run(["init"], env)
+    # Killed just after the second dataset's stream was committed.
+    r = run(["backup", "zfs", top, "--recursive"], {**env, "COLDVAULT_CRASH_AT": "snapshot-stored:2"}, check=False)
+    assert r.code == -9
+    assert len(run(["snapshots", "--json"], env).json()) == 2
+    (snap,) = local_snaps(top)
+    r = run(["backup", "zfs", top, "--recursive", "--json"], env)
+    assert "resuming the upload" in r.err
+    got = {d["dataset"]: (stored(d), d["new"]) for d in r.json()["datasets"]}
+    assert got == {top: ((snap, None), False), f"{top}/a": ((snap, None), False), f"{top}/b": ((snap, None), True)}
+    assert local_snaps(top) == local_snaps(f"{top}/b") == [snap]  # no second recursive snapshot
