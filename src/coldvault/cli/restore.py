@@ -30,7 +30,8 @@ def register(sub, common) -> None:
     z.add_argument("--tier", choices=RESTORE_TIERS, default="Bulk", help="restore tier for --thaw (default Bulk)")
     z.add_argument("--days", type=int, default=7, help="days restored copies stay readable (default 7)")
     z.add_argument("--recursive", action="store_true",
-                   help="every dataset below DATASET that has @SNAP in the vault too: DATASET/x into POOL/DATASET/x")
+                   help="also every dataset below DATASET with @SNAP in the vault, parents first: "
+                        "DATASET/x is received into INTO/x")
     z.set_defaults(func=run_zfs)
 
 
