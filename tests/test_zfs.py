@@ -102,6 +102,7 @@ def test_recreated_base_is_refused(zpool, tmp_path):
     env = vault_env(str(tmp_path / "vault"))
     run(["init"], env)
     run(["backup", "zfs", f"{ds}@monday"], env)
+    sh("zfs", "release", "coldvault", f"{ds}@monday")  # the base's hold (test_zfs_nightly.py tests it)
     sh("zfs", "destroy", f"{ds}@monday")
     sh("zfs", "snapshot", f"{ds}@monday")  # same name, new GUID
     put(os.path.join(root, "data", "b"), b"b" * 1000)

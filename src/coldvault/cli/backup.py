@@ -22,6 +22,8 @@ from coldvault.vault.lock import source_lock
 
 log = logging.getLogger(__name__)
 
+FULL_EVERY_ENV = "COLDVAULT_ZFS_FULL_EVERY"
+HOLD_TAG = "coldvault"  # = uploader.zfsbackup.HOLD_TAG (not imported here: that module is loaded for zfs only)
 COMMAND_EXAMPLE = "coldvault backup stdin --name db.sql --command -- mysqldump --single-transaction db"
 
 
@@ -69,6 +71,20 @@ def register(sub, common) -> None:
     z.add_argument("--large-block", action="store_true", help="zfs send -L")
     z.add_argument("--props", action="store_true", help="zfs send -p: include properties")
     z.add_argument("--snapshot-prefix", default="coldvault", metavar="P", help="name of new snapshots: P-<UTC time>")
+    z.add_argument("--full-every", metavar="N",
+                   help=f"a full stream whenever the chain to the base holds N streams already, so no chain is "
+                        f"longer than N (env {FULL_EVERY_ENV}; default: never)")
+    z.add_argument("--recursive", action="store_true",
+                   help="DATASET and every dataset below it: one recursive snapshot (zfs snapshot -r), "
+                        "one stream per dataset, each in its own chain")
+    z.add_argument("--intermediate", action="store_true",
+                   help="also store the snapshots between the base and the new one, one increment each "
+                        "(as zfs send -I), so each can be restored")
+    z.add_argument("--no-hold", dest="hold", action="store_false",
+                   help=f"do not 'zfs hold' the next increment's base (tag {HOLD_TAG}) nor release the previous one")
+    z.add_argument("--keep-local", metavar="N",
+                   help="afterwards destroy coldvault's own older snapshots of the dataset (P-<UTC time>), "
+                        "all but the newest N and the next base; others' snapshots are never touched")
     z.add_argument("--json", action="store_true", help="print the summary as JSON")
     z.set_defaults(func=run_zfs)
 
@@ -212,6 +228,19 @@ def run_stdin(args) -> int:
     return with_hooks(args, source, backup)
 
 
+def _count(what: str, text: str | None) -> int | None:
+    """A count of 1 or more given as an option or in the environment, or None."""
+    if text is None or text == "":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        raise UserError(f"{what} must be a whole number of 1 or more, not {text!r}") from None
+    if n < 1:
+        raise UserError(f"{what} must be 1 or more, not {n}")
+    return n
+
+
 def run_zfs(args) -> int:
     from coldvault.uploader.zfsbackup import ZfsBackup
     from coldvault.zfs.chain import source_name
@@ -219,25 +248,78 @@ def run_zfs(args) -> int:
 
     dataset, snap = split_snapshot(args.target)
     flags = [flag for name, flag in SEND_FLAGS.items() if getattr(args, name)]
+    if args.full_every is not None:
+        full_every = _count("--full-every", args.full_every)
+    else:
+        full_every = _count(FULL_EVERY_ENV, os.environ.get(FULL_EVERY_ENV))
+    keep_local = _count("--keep-local", args.keep_local)
+
+    options = dict(flags=flags, prefix=args.snapshot_prefix, full_every=full_every, hold=args.hold,
+                   keep_local=keep_local, intermediate=args.intermediate)
+    if args.recursive:
+        if args.base:
+            raise UserError("--base names one dataset's snapshot: it does not go with --recursive")
+        return with_hooks(args, source_name(dataset), lambda vault: _recursive(args, vault, dataset, snap, options))
 
     def backup(vault):
-        job = ZfsBackup(vault, dataset, snap, base=args.base, full=args.full, flags=flags, prefix=args.snapshot_prefix)
+        job = ZfsBackup(vault, dataset, snap, base=args.base, full=args.full, **options)
         rec, new = trio.run(progress.run_with_progress, job.run, lambda: _render(job))
-        return rec, _report_zfs(args, rec, new)
+        return rec, _report_zfs(args, rec, new, job)
 
     return with_hooks(args, source_name(dataset), backup)
 
 
-def _report_zfs(args, rec, new: bool) -> int:
-    z = rec.zfs
-    what = f"{z['dataset']}@{z['snapshot']}" + (f" from @{z['base']['snapshot']}" if z["base"] else " (full)")
+def _recursive(args, vault, dataset: str, snap: str | None, options: dict):
+    from coldvault.uploader.zfsbackup import RecursiveZfsBackup
+
+    job = RecursiveZfsBackup(vault, dataset, snap, full=args.full, **options)
+    results = trio.run(progress.run_with_progress, job.run,
+                       lambda: _render(job.jobs[-1]) if job.jobs else "starting")
+    if not results:
+        raise UserError(f"no dataset below {dataset} has the snapshot")
     if args.json:
-        print_json({"snapshot": rec.id, "new": new, "stream": what, "length": z["length"], **rec.summary})
+        print_json({"recursive": dataset, "datasets": [
+            {"dataset": j.dataset, "snapshot": rec.id, "new": new, "stream": _stream_text(rec),
+             "length": rec.zfs["length"], "streams": [{"snapshot": r.id, "stream": _stream_text(r)} for r in j.stored],
+             "full_because": j.full_because if new else None, "held": j.held, "released": j.released,
+             "destroyed": j.destroyed} for j, rec, new in results]})
     elif not args.quiet:
+        new = sum(1 for _, _, n in results if n)
+        print(f"{dataset}@{results[0][1].zfs['snapshot']} (recursive): {len(results)} dataset(s), "
+              f"{new} new stream(s)")
+        quiet = argparse.Namespace(**{**vars(args), "json": False})
+        for j, rec, n in results:
+            _report_zfs(quiet, rec, n, j)
+    return results[0][1], ExitCode.OK
+
+
+def _stream_text(rec) -> str:
+    z = rec.zfs
+    return f"{z['dataset']}@{z['snapshot']}" + (f" from @{z['base']['snapshot']}" if z["base"] else " (full)")
+
+
+def _report_zfs(args, rec, new: bool, job) -> int:
+    z = rec.zfs
+    what = _stream_text(rec)
+    local = {"held": job.held, "released": job.released, "destroyed": job.destroyed}
+    before = job.stored[:-1]  # --intermediate: the streams stored before the last one
+    if args.json:
+        print_json({"snapshot": rec.id, "new": new, "stream": what, "length": z["length"],
+                    "streams": [{"snapshot": r.id, "stream": _stream_text(r)} for r in job.stored],
+                    "full_because": job.full_because if new else None, **local, **rec.summary})
+    elif not args.quiet:
+        tail = ""
+        if job.held:
+            tail += f"; hold on @{job.held}"
+        if job.destroyed:
+            tail += f"; destroyed {len(job.destroyed)} older local snapshot(s)"
+        for r in before:
+            print(f"snapshot {r.short_id}: {_stream_text(r)}, stream of {size(r.zfs['length'])} (intermediate)")
         if not new:
-            print(f"{what} is already in the vault (snapshot {rec.short_id}); nothing to do")
+            print(f"{what} is already in the vault (snapshot {rec.short_id}); nothing to do{tail}")
         else:
             s = rec.summary
             print(f"snapshot {rec.short_id}: {what}, stream of {size(z['length'])}, {size(s.get('bytes_new', 0))} new"
-                  f" ({size(s.get('bytes_uploaded', 0))} stored in {s.get('packs', 0)} packs), {s.get('duration', 0):.1f} s")
+                  f" ({size(s.get('bytes_uploaded', 0))} stored in {s.get('packs', 0)} packs), "
+                  f"{s.get('duration', 0):.1f} s{tail}")
     return ExitCode.OK

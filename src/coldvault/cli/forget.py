@@ -14,6 +14,7 @@ from coldvault.errors import UserError
 from coldvault.vault import forget, retention
 from coldvault.vault.lock import vault_lock
 from coldvault.vault.vault import SNAPSHOT_PREFIX
+from coldvault.zfs.chain import Stream
 
 
 def register(sub, common) -> None:
@@ -47,6 +48,19 @@ def run(args) -> int:
     return 0
 
 
+def _stream(rec) -> str:
+    """` @B..@S.zfs` for a ZFS stream's record, else nothing."""
+    return f" {Stream(rec).file_name}" if rec.kind == "zfs" and rec.zfs else ""
+
+
+def _why(reasons: list[str], most: int = 3) -> str:
+    """The reasons a record is kept; a stream early in a long chain is needed by many."""
+    reasons = [retention.option(r) for r in reasons]
+    if len(reasons) <= most:
+        return "; ".join(reasons)
+    return "; ".join(reasons[:most - 1]) + f"; and {len(reasons) - most + 1} more"
+
+
 def _report(args, plan: forget.ForgetPlan, by_id: dict) -> None:
     remove, damaged, kept = plan.remove, plan.damaged, plan.kept
     if args.json:
@@ -61,9 +75,10 @@ def _report(args, plan: forget.ForgetPlan, by_id: dict) -> None:
         verb = "would remove" if args.dry_run else "removed"
         for i, why in sorted(kept.items(), key=lambda kv: (by_id[kv[0]].source, by_id[kv[0]].time)):
             r = by_id[i]
-            print(f"keep    {r.short_id}  {r.time_str}  {r.source}  ({', '.join(why)})")
+            print(f"keep    {r.short_id}  {r.time_str}  {r.source}{_stream(r)}  (kept: {_why(why)})")
         for r in sorted(remove, key=lambda r: (r.source, r.time)):
-            print(f"{verb:7} {r.short_id}  {r.time_str}  {r.source}")
+            tail = "  (no kept snapshot's chain needs it)" if _stream(r) and kept else ""
+            print(f"{verb:7} {r.short_id}  {r.time_str}  {r.source}{_stream(r)}{tail}")
         for sid in damaged:
             print(f"{verb:7} {sid[:8]}  (damaged record {SNAPSHOT_PREFIX}{sid})")
         if (remove or damaged) and not args.dry_run:

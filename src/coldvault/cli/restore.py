@@ -29,6 +29,9 @@ def register(sub, common) -> None:
     z.add_argument("--wait", action="store_true", help="with --thaw: wait until they are readable, then receive")
     z.add_argument("--tier", choices=RESTORE_TIERS, default="Bulk", help="restore tier for --thaw (default Bulk)")
     z.add_argument("--days", type=int, default=7, help="days restored copies stay readable (default 7)")
+    z.add_argument("--recursive", action="store_true",
+                   help="also every dataset below DATASET with @SNAP in the vault, parents first: "
+                        "DATASET/x is received into INTO/x")
     z.set_defaults(func=run_zfs)
 
 
@@ -59,6 +62,11 @@ def run_zfs(args) -> int:
     vault = open_vault(args)
     out = (lambda *a: None) if args.quiet else print
     with read_lock(vault, f"restore zfs {args.snapshot}"):  # prune deletes nothing meanwhile
-        ZfsRestore(vault, dataset, snap, args.into, thaw_=args.thaw, wait=args.wait, tier=args.tier,
-                   days=args.days, out=out).run()
+        pairs = [(dataset, args.into)]
+        if args.recursive:
+            from coldvault.restore.zfsrestore import recursive_pairs
+            pairs = recursive_pairs(vault, dataset, snap, args.into)
+        for ds, into in pairs:
+            ZfsRestore(vault, ds, snap, into, thaw_=args.thaw, wait=args.wait, tier=args.tier,
+                       days=args.days, out=out).run()
     return 0

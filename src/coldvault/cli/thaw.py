@@ -2,10 +2,12 @@
 
 A TARGET is one of
 
-    SNAPSHOT                 a snapshot id (a prefix will do), or `latest` (with --source)
+    SNAPSHOT                 a snapshot id (a prefix will do), or `latest` (with --source);
+                             a ZFS stream's: it and the chain to its base
     SNAPSHOT:PATH            a file or directory inside a snapshot (a directory: all below it)
     DATASET@SNAP             a ZFS snapshot: every stream of the shortest chain to it
-    /path/in/a/mount         a path inside a coldvault mount (files/... or zfs/...)
+    /path/in/a/mount         a path inside a coldvault mount (files/... or zfs/...); a ZFS
+                             stream file or @S.restore/: every stream its receive needs
 
 From the targets come the chunks they need, from the index the data packs
 that hold them, and from the store (HEAD, a few at a time) each pack's size,
@@ -43,7 +45,8 @@ def register(sub, common) -> None:
         "thaw", parents=[common], help="restore cold data packs (Glacier, Deep Archive), with a cost estimate first",
         description="Request readable copies of the cold data packs that TARGETs need. TARGET: a snapshot id "
                     "(or 'latest' with --source), SNAPSHOT:PATH, DATASET@SNAP (the chain of ZFS streams to it), "
-                    "or a path inside a coldvault mount.",
+                    "or a path inside a coldvault mount. A ZFS stream, however named, is thawed with every "
+                    "stream its receive needs.",
     )
     p.add_argument("targets", nargs="*", metavar="TARGET", help="what to make readable")
     p.add_argument("--tier", choices=RESTORE_TIERS, default="Bulk",

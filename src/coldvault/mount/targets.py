@@ -1,9 +1,11 @@
 """What a thaw TARGET names: a snapshot, a path in one, a ZFS chain or a path in a mount.
 
-    SNAPSHOT                 a snapshot id (a prefix will do), or `latest` (with a source)
+    SNAPSHOT                 a snapshot id (a prefix will do), or `latest` (with a source);
+                             a ZFS stream's: it and the chain to its base
     SNAPSHOT:PATH            a file or directory inside a snapshot (a directory: all below it)
     DATASET@SNAP             a ZFS snapshot: every stream of the shortest chain to it
-    /path/in/a/mount         a path inside a coldvault mount (files/... or zfs/...)
+    /path/in/a/mount         a path inside a coldvault mount (files/... or zfs/...); a
+                             stream file there: it and the chain to its base
 
 A path in a mount is parsed by the mount's own layout (layout.py), so it names
 what the mount shows there. Resolving reads only hot objects (snapshot records,
@@ -120,9 +122,8 @@ class Resolver:
         if rec.kind == "zfs":
             if path:
                 raise UserError(f"snapshot {rec.short_id} is a ZFS stream: it has no paths",
-                                hint="thaw the stream by its id, or DATASET@SNAP for its whole chain")
-            s = Stream(rec)
-            return Target(text, f"ZFS stream {s.dataset}/{s.file_name}", STREAMS, streams=[s])
+                                hint="thaw it by its id, or DATASET@SNAP, for its whole chain")
+            return self._stream_chain(text, Stream(rec))
         entry = resolve(self.vault, rec, path) if path else None
         label = snapshot_label(rec)
         if path:
@@ -143,6 +144,16 @@ class Resolver:
                                hint="a stream it needs was removed")
         return _chain_target(text, dataset, snap, chain)
 
+    def _stream_chain(self, text: str, s: Stream) -> Target:
+        """One stored stream, named by its record's id or its file in a mount: it is received
+        after the chain to its base, so that chain is thawed with it."""
+        streams = streams_by_dataset(self.records).get(s.dataset, [])
+        before = shortest_chain(streams, s.base_guid, None) if s.base_guid is not None else []
+        if before is None:
+            raise DamagedError(f"no chain of streams in the vault leads to {s.dataset}@{s.base}, "
+                               f"the base of {s.file_name}", hint="a stream it needs was removed")
+        return _chain_target(text, s.dataset, s.snapshot, before + [s])
+
     # -- paths inside a mount --
 
     def _mount_path(self, text: str, parts: list[str]) -> Target:
@@ -160,8 +171,7 @@ class Resolver:
         if isinstance(place, layout.InChanges):
             return self._mount_changes(text, place)
         if isinstance(place, layout.StreamFile):
-            s = place.stream
-            return Target(text, f"ZFS stream {s.dataset}/{s.file_name}", STREAMS, streams=[s])
+            return self._stream_chain(text, place.stream)
         if isinstance(place, layout.ChainDir):
             return _chain_target(text, place.dataset, place.snapshot, list(place.chain))
         if place == layout.Top(""):

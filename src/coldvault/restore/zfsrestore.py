@@ -63,6 +63,20 @@ def iter_stream(vault: Vault, chunks: list[bytes], lookahead: int = 8):
             yield data
 
 
+def recursive_pairs(vault: Vault, dataset: str, snap: str, target: str) -> list[tuple[str, str]]:
+    """(dataset, where to receive it) for `dataset` and every dataset below it with a stream
+    of @snap in the vault, parents first: `dataset/x` goes to `target/x`."""
+    commands.check_dataset(target)
+    out = []
+    for ds, streams in streams_by_dataset(vault.snapshots()).items():
+        if (ds == dataset or ds.startswith(dataset + "/")) and any(s.snapshot == snap for s in streams):
+            out.append((ds, target + ds[len(dataset):]))
+    if not any(ds == dataset for ds, _ in out):
+        raise UserError(f"there is no {dataset}@{snap} in the vault",
+                        hint=f"list them with 'coldvault snapshots --source zfs:{dataset}'")
+    return sorted(out, key=lambda p: (p[0].count("/"), p[0]))
+
+
 class ZfsRestore:
     def __init__(self, vault: Vault, dataset: str, snap: str, target: str, *, thaw_: bool = False,
                  wait: bool = False, tier: str = "Bulk", days: int = 7, out=print):
@@ -121,7 +135,8 @@ class ZfsRestore:
                 hint="add --thaw to request their restore (and --wait to wait for it)",
             )
         asked = thaw.request(self.vault, state, self.tier, self.days)
-        self.out(f"requested the restore of {len(asked)} pack(s) ({size:.1f} MiB) at tier {self.tier}"
+        self.out(f"requested the restore of {len(asked)} pack(s) ({size:.1f} MiB) at tier {self.tier} for the "
+                 f"{len(chain)} stream(s) of the chain: " + ", ".join(s.file_name for s in chain)
                  + (f"; {len(state.restoring)} were already being restored" if state.restoring else ""))
         if not self.wait:
             raise ColdDataError(

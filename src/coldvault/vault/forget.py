@@ -2,7 +2,7 @@
 
 Two ways to choose: by id (or a prefix), or by a retention policy
 (vault/retention.py) per source. Chain-aware either way: by policy, every
-ZFS stream on a kept stream's chain is kept; by id, removing a stream that a
+ZFS stream on a kept snapshot's restore chain is kept, and only those; by id, removing a stream that a
 kept stream is received through is refused. Damaged records (left out of
 `Vault.snapshots` with a warning) can be removed by id only: no chain uses
 them. Only the records go; `prune` deletes the data they alone used. The
@@ -29,7 +29,8 @@ class ForgetPlan:
 
 def plan_by_policy(records: list[SnapshotRecord], policy: dict[str, int], source: str | None = None) -> ForgetPlan:
     """Apply `policy` (rule -> N, rules of `retention.RULES`) to each source's records, or
-    to `source`'s only; whole chains of kept ZFS streams are kept."""
+    to `source`'s only; a kept ZFS snapshot keeps the streams of its restore chain, the
+    other streams go."""
     if any(n < 0 for n in policy.values()):
         raise UserError("--keep-* values must not be negative")
     sources: dict[str, list[SnapshotRecord]] = {}
@@ -41,9 +42,7 @@ def plan_by_policy(records: list[SnapshotRecord], policy: dict[str, int], source
     kept: dict[str, list[str]] = {}
     candidates = []
     for recs in sources.values():
-        reasons = retention.keep(recs, policy)
-        retention.keep_chains(recs, reasons)
-        kept.update(reasons)
+        kept.update(retention.keep_source(recs, policy))
         candidates += recs
     return ForgetPlan(remove=[r for r in candidates if r.id not in kept], kept=kept)
 

@@ -61,13 +61,21 @@ def split_snapshot(spec: str) -> tuple[str, str | None]:
     return dataset, None
 
 
-def _zfs(*args: str, input=None) -> str:
+def _run_zfs(*args: str, input=None) -> subprocess.CompletedProcess:
     if shutil.which("zfs") is None:
         raise UserError("the zfs command is not installed", hint="install zfsutils-linux (or zfs-fuse)")
-    p = subprocess.run(["zfs", *args], capture_output=True, input=input)
+    return subprocess.run(["zfs", *args], capture_output=True, input=input)
+
+
+def _said(p: subprocess.CompletedProcess) -> str:
+    said = p.stderr.decode(errors="replace").strip().splitlines()
+    return said[0] if said else "exit status %d" % p.returncode
+
+
+def _zfs(*args: str, input=None) -> str:
+    p = _run_zfs(*args, input=input)
     if p.returncode != 0:
-        said = p.stderr.decode(errors="replace").strip().splitlines()
-        raise ZfsError(f"zfs {args[0]} failed: {said[0] if said else 'exit status %d' % p.returncode}")
+        raise ZfsError(f"zfs {args[0]} failed: {_said(p)}")
     return p.stdout.decode()
 
 
@@ -109,6 +117,64 @@ def snapshot_info(dataset: str, snap: str) -> LocalSnapshot:
 def create_snapshot(dataset: str, snap: str) -> LocalSnapshot:
     _zfs("snapshot", f"{dataset}@{snap}")
     return snapshot_info(dataset, snap)
+
+
+def datasets(root: str) -> list[str]:
+    """`root` and every filesystem and volume below it, parents before their children."""
+    out = _zfs("list", "-H", "-o", "name", "-r", "-t", "filesystem,volume", root)
+    return sorted(out.split(), key=lambda n: (n.count("/"), n))
+
+
+def snapshot_names_below(root: str) -> set[str]:
+    """The names (after @) of every snapshot of `root` and of the datasets below it."""
+    out = _zfs("list", "-H", "-t", "snapshot", "-o", "name", "-r", root)
+    return {n.partition("@")[2] for n in out.split()}
+
+
+def create_recursive_snapshot(root: str, snap: str) -> None:
+    """`zfs snapshot -r`: one atomic snapshot of `root` and every dataset below it."""
+    _zfs("snapshot", "-r", f"{root}@{snap}")
+
+
+def hold(full_name: str, tag: str) -> bool:
+    """`zfs hold TAG SNAPSHOT`; False when the snapshot holds that tag already."""
+    p = _run_zfs("hold", tag, full_name)
+    if p.returncode == 0:
+        return True
+    said = _said(p)
+    if "tag already exists" in said:
+        return False
+    raise ZfsError(f"zfs hold {tag} {full_name} failed: {said}")
+
+
+def release(full_name: str, tag: str) -> bool:
+    """`zfs release TAG SNAPSHOT`; False when the snapshot does not hold that tag."""
+    p = _run_zfs("release", tag, full_name)
+    if p.returncode == 0:
+        return True
+    said = _said(p)
+    if "no such tag" in said:
+        return False
+    raise ZfsError(f"zfs release {tag} {full_name} failed: {said}")
+
+
+def userrefs(names: list[str]) -> dict[str, int]:
+    """How many holds (of any tag) each snapshot has: its `userrefs` property. (`zfs holds`
+    itself is not used: zfs-fuse cannot list holds.)"""
+    if not names:
+        return {}
+    out = _zfs("get", "-H", "-p", "-o", "name,value", "userrefs", *names)
+    refs = {}
+    for line in out.splitlines():
+        name, value = line.split("\t")
+        refs[name] = int(value) if value.isdigit() else 0
+    return refs
+
+
+def destroy_snapshot(full_name: str) -> None:
+    if "@" not in full_name:
+        raise ValueError(f"{full_name} is not a snapshot")  # never a dataset
+    _zfs("destroy", full_name)
 
 
 def send(dataset: str, snap: str, base: str | None, flags: list[str]) -> subprocess.Popen:
