@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 CONFIG = "config"
 INDEX_PREFIX = "index/"
 SNAPSHOT_PREFIX = "snapshots/"
-PARALLEL_GETS = 8
 
 
 class LRU:
@@ -146,9 +145,10 @@ class Vault:
     # ---- the index --------------------------------------------------------------
 
     def _parallel(self, fn, items):
+        """[fn(i) for i in items] on as many threads as the store serves requests at once."""
         if len(items) <= 1:
             return [fn(i) for i in items]
-        with ThreadPoolExecutor(PARALLEL_GETS) as ex:
+        with ThreadPoolExecutor(min(self.store.capabilities().connections, len(items))) as ex:
             return list(ex.map(fn, items))
 
     def load_index(self) -> BlobIndex:
