@@ -104,16 +104,11 @@ class SnapshotWalk:
         if key == NOT_INDEXED:
             self.complete = False
             return {key: [1, label]}
-        loc = self.vault.locate(BlobId(cid))
         try:
             chunks = stream_chunks(self.vault, Stream(rec))
-        except ColdDataError:
-            self.report.skipped_meta += 1
-            self.complete = False
-            return None
-        except DamagedError as exc:
-            self.complete = False
-            return {self.report.problem(loc.object_name, exc.reason): [1, label]}
+        except (ColdDataError, DamagedError) as exc:
+            key = self._unreadable(exc, cid)
+            return None if key is None else {key: [1, label]}
         keys = self._chunks_key(chunks, z["length"], f"snapshots/{rec.id}")
         return {k: [1, label] for k in keys} or None
 
@@ -153,16 +148,20 @@ class SnapshotWalk:
             return key
         try:
             return self.vault.load_tree(BlobId(tid))
-        except ColdDataError:
+        except (ColdDataError, DamagedError, UnsupportedFormatError) as exc:
+            return self._unreadable(exc, tid)
+
+    def _unreadable(self, exc: Exception, bid: bytes) -> str | None:
+        """What a tree node or chunk list `bid` that could not be read leaves: None when it is
+        only cold (skipped), else the key of a problem with its pack. The walk is incomplete."""
+        self.complete = False
+        if isinstance(exc, ColdDataError):
             self.report.skipped_meta += 1
-            self.complete = False
             return None
-        except UnsupportedFormatError as exc:
-            self.complete = False
-            return self.report.problem(self.vault.locate(BlobId(tid)).object_name, exc.message, "unsupported")
-        except DamagedError as exc:
-            self.complete = False
-            return self.report.problem(self.vault.locate(BlobId(tid)).object_name, exc.reason)
+        pack = self.vault.locate(BlobId(bid)).object_name
+        if isinstance(exc, UnsupportedFormatError):
+            return self.report.problem(pack, exc.message, "unsupported")
+        return self.report.problem(pack, exc.reason)
 
     def _summarize(self, tid: bytes, node: tree.TreeNode) -> dict | None:
         """Which paths under this node need damaged objects: key -> [count, relative paths]."""

@@ -24,6 +24,10 @@ restore state from the ``x-amz-restore`` header::
 
     ongoing-request="true"                                             in progress
     ongoing-request="false", expiry-date="Fri, 21 Dec 2012 00:00:00 GMT"  restored
+
+Over 400 lines on purpose: the translation of every botocore failure into the
+store's errors is the bulk of it, and it must stay next to the calls it guards
+(one edge, nothing above it sees a ClientError).
 """
 
 from __future__ import annotations

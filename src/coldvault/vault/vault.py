@@ -2,6 +2,11 @@
 
 The methods here block; they are thread-safe and are called from worker
 threads by the trio code above (uploader, restore, mount).
+
+Over 400 lines on purpose: the class is the one door between a store and the
+format (config, index, snapshots, blobs and trees all share its sealer, caches
+and error wording); the jobs built on it already live beside it (walker,
+streams, paths, thaw, prune, forget, repair).
 """
 
 from __future__ import annotations
