@@ -44,16 +44,20 @@ def unique_bucket() -> str:
     return f"cv-test-{uuid.uuid4().hex[:16]}"
 
 
-@pytest.fixture(params=["memory", "local", "s3"])
+@pytest.fixture(params=["memory", "local", "s3", "s3-stack"])
 def store(request, tmp_path) -> Store:
-    """A fresh, empty store of each kind; cold restores complete at once."""
+    """A fresh, empty store of each kind; cold restores complete at once. s3-stack: S3 as
+    every command opens it (open_store: retry, the concurrency limit, the store)."""
     if request.param == "memory":
         s = MemoryStore(restore_delay=0.0)
     elif request.param == "local":
         s = LocalStore(str(tmp_path / "vault"), restore_delay=0.0, fsync=False)
     else:
         endpoint = request.getfixturevalue("moto_endpoint")
-        s = S3Store(unique_bucket(), prefix="vault", endpoint_url=endpoint)
+        if request.param == "s3":
+            s = S3Store(unique_bucket(), prefix="vault", endpoint_url=endpoint)
+        else:
+            s = open_store(f"s3://{unique_bucket()}/vault", endpoint_url=endpoint)
         assert s.create_bucket_if_missing() is True
     yield s
     s.close()
