@@ -61,3 +61,28 @@ def test_load_index_with_a_listing_and_a_document_hook():
     inner.heads = 0
     again.load_index()
     assert inner.heads == 2 and again.index.has_pack(stored.id) and not again.index.has_pack(unstored.id)
+
+
+def test_read_data_compares_the_pack_header_with_the_index(tmp_path):
+    """An index entry that its pack's own header does not list (here: a raw length one byte
+    off) is named as a disagreement of header and index, beside the blob that fails."""
+    from coldvault.store.local import LocalStore
+    from cvtools import run, sample_vault
+
+    repo, env, _ = sample_vault(tmp_path)
+    vault = Vault.open(LocalStore(repo), lambda: b"test-password")
+    vault.load_index()
+    (iid,) = vault.index.index_ids
+    by_pack = vault.index.blobs_by_pack()
+    records = [PackRecord(pid, kind, size, list(by_pack.get(pid, []))) for pid, kind, size in vault.index.packs()]
+    data = next(r for r in records if r.kind == "data")
+    e = data.blobs[0]
+    data.blobs[0] = type(e)(e.id, e.type, e.offset, e.length, e.raw_length + 1)
+    vault.save_index(records)
+    vault.delete_index(iid)
+
+    report = run(["check", "--read-data", "--json"], env, check=False)
+    assert report.code == 13
+    (damage,) = [d for d in report.json()["damage"] if d["object"] == object_name("data", data.id)]
+    assert "its header disagrees with the index about 1 blob(s)" in damage["message"]
+    assert "1 of" in damage["message"] and "blobs are damaged" in damage["message"]

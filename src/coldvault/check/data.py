@@ -158,10 +158,10 @@ def _header_faults(vault: Vault, name: str, tail: bytes, size: int, entries: lis
         return ["its header is missing or overlaps the blobs"]
     try:
         with limits.hostile(name):
-            entries = read_header(tail, size, vault.sealer, name)
+            listed = read_header(tail, size, vault.sealer, name)
     except (DamagedError, UnsupportedFormatError) as exc:
         return [f"its header does not decode ({exc.message})"]
-    header = {(e.id, e.type, e.offset, e.length, e.raw_length) for e in entries}
+    header = {(e.id, e.type, e.offset, e.length, e.raw_length) for e in listed}
     differ = sum(1 for e in entries if (e.id, e.type, e.offset, e.length, e.raw_length) not in header)
     if differ:
         return [f"its header disagrees with the index about {differ} blob(s)"]
