@@ -27,6 +27,7 @@ from coldvault.store.base import (
     StoreError,
     TransientError,
 )
+from coldvault.store.limit import LimitedStore
 from coldvault.store.local import LocalStore
 from coldvault.store.memory import MemoryStore
 from coldvault.store.retry import REPEATED_RETRY, RetryingStore
@@ -43,16 +44,20 @@ def unique_bucket() -> str:
     return f"cv-test-{uuid.uuid4().hex[:16]}"
 
 
-@pytest.fixture(params=["memory", "local", "s3"])
+@pytest.fixture(params=["memory", "local", "s3", "s3-stack"])
 def store(request, tmp_path) -> Store:
-    """A fresh, empty store of each kind; cold restores complete at once."""
+    """A fresh, empty store of each kind; cold restores complete at once. s3-stack: S3 as
+    every command opens it (open_store: retry, the concurrency limit, the store)."""
     if request.param == "memory":
         s = MemoryStore(restore_delay=0.0)
     elif request.param == "local":
         s = LocalStore(str(tmp_path / "vault"), restore_delay=0.0, fsync=False)
     else:
         endpoint = request.getfixturevalue("moto_endpoint")
-        s = S3Store(unique_bucket(), prefix="vault", endpoint_url=endpoint)
+        if request.param == "s3":
+            s = S3Store(unique_bucket(), prefix="vault", endpoint_url=endpoint)
+        else:
+            s = open_store(f"s3://{unique_bucket()}/vault", endpoint_url=endpoint)
         assert s.create_bucket_if_missing() is True
     yield s
     s.close()
@@ -517,9 +522,15 @@ def test_retries_get_louder(caplog):
 # --- vault URLs ----------------------------------------------------------------------
 
 
+def bare(store: Store) -> Store:
+    """The store at the bottom of the stack that open_store builds: retry, limit, store."""
+    assert isinstance(store, RetryingStore) and isinstance(store.inner, LimitedStore)
+    return store.inner.inner
+
+
 def test_open_plain_path(tmp_path, monkeypatch):
     monkeypatch.delenv("COLDVAULT_LOCAL_RESTORE_DELAY", raising=False)
-    store = open_store(str(tmp_path / "vault"))
+    store = bare(open_store(str(tmp_path / "vault")))
     assert isinstance(store, LocalStore)
     assert store.root == str(tmp_path / "vault")
     assert store.restore_delay == 2.0
@@ -527,22 +538,22 @@ def test_open_plain_path(tmp_path, monkeypatch):
 
 def test_open_relative_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    store = open_store("vault")
+    store = bare(open_store("vault"))
     assert isinstance(store, LocalStore) and store.root == str(tmp_path / "vault")
 
 
 def test_open_file_url(tmp_path):
-    store = open_store(f"file://{tmp_path}/my%20vault")
+    store = bare(open_store(f"file://{tmp_path}/my%20vault"))
     assert isinstance(store, LocalStore) and store.root == str(tmp_path / "my vault")
-    assert open_store(f"file://localhost{tmp_path}").root == str(tmp_path)
+    assert bare(open_store(f"file://localhost{tmp_path}")).root == str(tmp_path)
     with pytest.raises(UserError):
         open_store("file://otherhost/srv/vault")
 
 
 def test_open_local_restore_delay(tmp_path, monkeypatch):
     monkeypatch.setenv("COLDVAULT_LOCAL_RESTORE_DELAY", "0.5")
-    assert open_store(str(tmp_path)).restore_delay == 0.5
-    assert open_store(str(tmp_path), restore_delay=0).restore_delay == 0
+    assert bare(open_store(str(tmp_path))).restore_delay == 0.5
+    assert bare(open_store(str(tmp_path), restore_delay=0)).restore_delay == 0
     monkeypatch.setenv("COLDVAULT_LOCAL_RESTORE_DELAY", "soon")
     with pytest.raises(UserError, match="COLDVAULT_LOCAL_RESTORE_DELAY"):
         open_store(str(tmp_path))
@@ -551,19 +562,18 @@ def test_open_local_restore_delay(tmp_path, monkeypatch):
 def test_open_s3_url(monkeypatch):
     monkeypatch.setenv("COLDVAULT_S3_ENDPOINT", "http://127.0.0.1:9")
     store = open_store("s3://my-bucket/backups/home")
-    assert isinstance(store, RetryingStore)
-    inner = store.inner
+    inner = bare(store)
     assert isinstance(inner, S3Store)
     assert (inner.bucket, inner.prefix, inner.endpoint) == ("my-bucket", "backups/home/", "http://127.0.0.1:9")
     assert store.url == "s3://my-bucket/backups/home/"
-    other = open_store("s3://my-bucket", endpoint_url="http://127.0.0.1:10").inner
+    other = bare(open_store("s3://my-bucket", endpoint_url="http://127.0.0.1:10"))
     assert (other.prefix, other.endpoint) == ("", "http://127.0.0.1:10")
 
 
 def test_open_s3_retry_and_timeout_settings(monkeypatch):
     monkeypatch.setenv("COLDVAULT_S3_ENDPOINT", "http://127.0.0.1:9")
     store = open_store("s3://my-bucket")
-    config = store.inner._client.meta.config
+    config = bare(store)._client.meta.config
     assert (store.attempts, store.base_delay) == (6, 0.5)
     assert (config.connect_timeout, config.read_timeout) == (10.0, 60.0)
     assert config.retries["total_max_attempts"] == 1  # one retry layer: RetryingStore
@@ -571,7 +581,7 @@ def test_open_s3_retry_and_timeout_settings(monkeypatch):
     monkeypatch.setenv("COLDVAULT_RETRY_DELAY", "0.05")
     monkeypatch.setenv("COLDVAULT_S3_TIMEOUT", "2.5")
     store = open_store("s3://my-bucket")
-    config = store.inner._client.meta.config
+    config = bare(store)._client.meta.config
     assert (store.attempts, store.base_delay) == (20, 0.05)
     assert (config.connect_timeout, config.read_timeout) == (2.5, 2.5)
     for var, bad in (("COLDVAULT_RETRY_DELAY", "-1"), ("COLDVAULT_S3_TIMEOUT", "0"), ("COLDVAULT_S3_TIMEOUT", "nan")):
@@ -589,7 +599,7 @@ def test_open_bad_s3_url(url):
 
 
 def test_open_memory_url():
-    assert isinstance(open_store("memory://"), MemoryStore)
+    assert isinstance(bare(open_store("memory://")), MemoryStore)
 
 
 @pytest.mark.parametrize("url", ["gs://bucket/x", "ftp://host/vault", "memory://name", ""])
@@ -607,7 +617,8 @@ def test_capabilities_reach_through_the_retry_wrapper(tmp_path, moto_endpoint):
     assert RetryingStore(local).capabilities() == local.capabilities()
     assert MemoryStore(restore_delay=0.3).capabilities() == Capabilities(0.3, local_reads=True)
     s3 = open_store(f"s3://{unique_bucket()}/vault", endpoint_url=moto_endpoint)
-    assert isinstance(s3, RetryingStore) and s3.capabilities() == Capabilities()  # a real cold tier, remote
+    # A real cold tier, remote, as many requests at once as its connection pool holds.
+    assert isinstance(s3, RetryingStore) and s3.capabilities() == Capabilities(connections=16)
     # Creating the bucket goes through the wrapper too (retried there); other stores have none to create.
     assert s3.create_bucket_if_missing() is True and s3.create_bucket_if_missing() is False
     s3.put("config", b"settings")
@@ -618,7 +629,7 @@ def test_capabilities_reach_through_the_retry_wrapper(tmp_path, moto_endpoint):
 def test_open_s3_against_moto(moto_endpoint):
     bucket = unique_bucket()
     store = open_store(f"s3://{bucket}/vault", endpoint_url=moto_endpoint)
-    assert store.call("creating the bucket", store.inner.create_bucket_if_missing) is True
+    assert store.call("creating the bucket", bare(store).create_bucket_if_missing) is True
     store.put("config", b"settings")
     assert store.get("config") == b"settings"
     assert [i.name for i in store.list()] == ["config"]

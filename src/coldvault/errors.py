@@ -58,9 +58,17 @@ class UnsupportedFormatError(ColdvaultError):
 
 
 class DamagedError(ColdvaultError):
-    """An object is missing, truncated or fails authentication. Names the object."""
+    """An object is missing, truncated or fails authentication. Names the object.
+
+    `reason`: what is wrong without the object's name, for a report that names the
+    object itself (check); the whole message when the two are not apart.
+    """
 
     exit_code = ExitCode.DAMAGED
+
+    def __init__(self, message: str, hint: str | None = None, reason: str | None = None):
+        super().__init__(message, hint)
+        self.reason = reason or message
 
 
 class ColdDataError(ColdvaultError):

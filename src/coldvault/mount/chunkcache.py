@@ -30,6 +30,7 @@ import trio
 from coldvault import privatefiles
 from coldvault.errors import DamagedError
 from coldvault.index.ids import BlobId
+from coldvault.store.aio import thread_limiter
 from coldvault.vault.vault import LRU, Vault
 
 log = logging.getLogger(__name__)
@@ -152,11 +153,11 @@ class ChunkSource:
     """Decoded chunks by id, fetched at most once at a time each."""
 
     def __init__(self, vault: Vault, disk: DiskCache | None, memory_bytes: int = 32 * 1024 * 1024,
-                 concurrency: int = 8, cache_pack=lambda pack_name: True):
+                 cache_pack=lambda pack_name: True):
         self.vault = vault
         self.disk = disk
         self.memory = LRU(memory_bytes)
-        self.limiter = trio.CapacityLimiter(concurrency)
+        self.limiter = thread_limiter(vault.store)
         self._pending: dict[bytes, _Pending] = {}
         self._cache_pack = functools.lru_cache(maxsize=65536)(cache_pack)  # asked once per pack
 

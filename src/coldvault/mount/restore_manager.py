@@ -20,13 +20,13 @@ import time
 
 import trio
 
+from coldvault.store.aio import thread_limiter
 from coldvault.store.base import ObjectInfo
 from coldvault.vault import thaw
 from coldvault.vault.vault import Vault
 
 log = logging.getLogger(__name__)
 
-CONCURRENT_LOOKS = 4  # each HEADs up to thaw.PARALLEL_HEADS packs at a time
 STATE_MAX_AGE = 2.0  # seconds an answer may be reused for the state attribute
 
 
@@ -61,7 +61,9 @@ class RestoreManager:
         self.tier = tier
         self.days = days
         self.poll_first = thaw.first_poll()
-        self._limiter = trio.CapacityLimiter(CONCURRENT_LOOKS)
+        # Looks at once; each HEADs its packs on its own threads, and the store stack's
+        # limit (store.limit) bounds the requests of all of them together.
+        self._limiter = thread_limiter(vault.store)
         self._heads: dict[str, tuple[float, ObjectInfo]] = {}  # pack -> (when seen, info)
 
     async def _look(self, packs, max_age: float = 0.0) -> thaw.ColdState:

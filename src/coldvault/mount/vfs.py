@@ -35,6 +35,7 @@ from coldvault.mount.nodes import (
     make_node,
 )
 from coldvault.mount.restore_manager import RestoreManager
+from coldvault.store.aio import thread_limiter
 from coldvault.vault.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class VirtualFS:
         self.vault = vault
         self.chunks = chunks
         self.cold = cold
-        self.meta_limiter = trio.CapacityLimiter(4)
+        self.meta_limiter = thread_limiter(vault.store)  # tree loads: apart from chunk reads
         self.nodes: dict[int, Node] = {}
         self.keys: dict[bytes, int] = {}
         self.files = OpenFiles(chunks, cold, vault.index.raw_length, self._damaged, readahead)

@@ -48,7 +48,7 @@ def check_length(vault: Vault, s: Stream, chunks: list[bytes]) -> None:
 
 def iter_stream(vault: Vault, chunks: list[bytes], lookahead: int = 8):
     """The stream's bytes in order, read a few chunks ahead on worker threads."""
-    with ThreadPoolExecutor(4) as pool:
+    with ThreadPoolExecutor(vault.store.capabilities().connections) as pool:
         window = deque()
         it = iter(chunks)
         for c in it:

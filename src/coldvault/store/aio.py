@@ -1,7 +1,11 @@
 """Async face of a blocking store: every call runs in a worker thread.
 
-One limiter per store, sized like its connection pool, bounds the calls in
-flight; the trio event loop never blocks on I/O.
+The limit on requests is the store stack's own (store.limit, one semaphore per
+store, shared with every synchronous caller). `thread_limiter` sizes the trio
+side by the same figure, so trio never starts more worker threads for a store
+than it has connections: a thread that does wait on the semaphore waits only
+for a request in flight (which never waits for trio), so the two cannot
+deadlock, and no second limit smaller than the pool throttles the async side.
 """
 
 from __future__ import annotations
@@ -11,10 +15,15 @@ import trio
 from coldvault.store.base import ObjectInfo, Store
 
 
+def thread_limiter(store: Store) -> trio.CapacityLimiter:
+    """A limiter for the worker threads that call `store`: one per connection it serves."""
+    return trio.CapacityLimiter(store.capabilities().connections)
+
+
 class AsyncStore:
-    def __init__(self, store: Store, concurrency: int = 8):
+    def __init__(self, store: Store):
         self.store = store
-        self.limiter = trio.CapacityLimiter(concurrency)
+        self.limiter = thread_limiter(store)
 
     async def _run(self, fn, *args):
         return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter, abandon_on_cancel=False)

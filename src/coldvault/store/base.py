@@ -7,7 +7,9 @@ inner store says.
 Every store translates its own failures into these errors at its edge, so the
 layers above never see boto3 or OSError details. Stores are synchronous and
 thread-safe; async callers run them through `coldvault.store.aio.AsyncStore`.
-Retrying is a wrapper (`coldvault.store.retry.RetryingStore`), never inside a store.
+Retrying (`coldvault.store.retry.RetryingStore`) and the one concurrency limit
+(`coldvault.store.limit.LimitedStore`) are wrappers, never inside a store,
+stacked once by `coldvault.store.url.stack`.
 
 Object names are '/'-separated relative paths such as ``data/ab/abcd...``.
 """

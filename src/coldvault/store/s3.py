@@ -24,6 +24,10 @@ restore state from the ``x-amz-restore`` header::
 
     ongoing-request="true"                                             in progress
     ongoing-request="false", expiry-date="Fri, 21 Dec 2012 00:00:00 GMT"  restored
+
+Over 400 lines on purpose: the translation of every botocore failure into the
+store's errors is the bulk of it, and it must stay next to the calls it guards
+(one edge, nothing above it sees a ClientError).
 """
 
 from __future__ import annotations
@@ -166,8 +170,8 @@ class S3Store(Store):
     `prefix` is used as a folder: a trailing '/' is added when missing.
     `endpoint_url` selects a non-AWS service (path-style addressing is then
     used, as MinIO, Ceph and moto expect); `region` defaults to the AWS chain.
-    `max_pool` sizes the HTTP connection pool; size the caller's concurrency
-    limiter alike. `read_timeout` is how long S3 may stay silent in the middle
+    `max_pool` sizes the HTTP connection pool, and `capabilities().connections`
+    says it: the stack's limit (store.limit) and the callers' pools are sized by it. `read_timeout` is how long S3 may stay silent in the middle
     of an answer. `client_attempts` is botocore's own total attempts per call:
     1, no retry, because `RetryingStore` retries on top (one retry layer, one
     backoff, one log).

@@ -1,8 +1,8 @@
-"""Open the store a vault URL names.
+"""Open the store a vault URL names, and build the one store stack on it.
 
     /path/to/vault, vault, ~/vault   a local directory (LocalStore)
     file:///path/to/vault            the same, as a URL
-    s3://bucket/prefix               S3 or an S3-compatible service (S3Store, retried)
+    s3://bucket/prefix               S3 or an S3-compatible service (S3Store)
     memory://                        a fresh in-memory store, for tests
 
 The S3 endpoint comes from `endpoint_url` (``--endpoint-url``), else from
@@ -12,16 +12,23 @@ the call fails and is retried. A store call is tried COLDVAULT_RETRY_ATTEMPTS
 times (default 6); COLDVAULT_RETRY_DELAY (seconds, default 0.5) is the wait
 before the first retry, doubled for each further one. The local store's simulated restore takes
 `restore_delay` seconds, else COLDVAULT_LOCAL_RESTORE_DELAY, else 2 seconds.
+
+Every store is opened as the same stack (`stack`): the store itself, one
+concurrency limit sized by its ``capabilities().connections`` (store.limit), and
+the retry wrapper outermost (store.retry). `capabilities()` passes through both.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import time
 import urllib.parse
+from typing import Callable
 
 from coldvault.errors import UserError
 from coldvault.store.base import Store
+from coldvault.store.limit import LimitedStore
 from coldvault.store.local import LocalStore
 from coldvault.store.memory import MemoryStore
 from coldvault.store.retry import RetryingStore
@@ -34,13 +41,36 @@ RETRY_DELAY_ENV = "COLDVAULT_RETRY_DELAY"
 DEFAULT_RETRY_DELAY = 0.5
 S3_TIMEOUT_ENV = "COLDVAULT_S3_TIMEOUT"
 DEFAULT_S3_TIMEOUT = 60.0
+# Objects no concurrency limit holds back: the vault's locks (vault/lock.py PREFIX), so that
+# a refresh never waits behind data transfers (restic's sema backend exempts lock files too).
+UNLIMITED_PREFIXES = ("locks/",)
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _URL_FORMS = "a path, file:///path, s3://bucket/prefix or memory://"
 
 
 def open_store(url: str, *, endpoint_url: str | None = None, restore_delay: float | None = None) -> Store:
-    """The store for `url`; raises UserError for a URL that names no store."""
+    """The store stack for `url` (see `stack`); raises UserError for a URL that names no store."""
+    return stack(_open_bare(url, endpoint_url, restore_delay))
+
+
+def stack(inner: Store, *, attempts: int | None = None, base_delay: float | None = None,
+          sleep: Callable[[float], None] = time.sleep) -> RetryingStore:
+    """`inner` as every caller gets it: limited to its connections, then retried.
+
+    The retry wrapper is outermost, so a call waiting out a backoff holds no connection;
+    `attempts` and `base_delay` default to COLDVAULT_RETRY_ATTEMPTS and COLDVAULT_RETRY_DELAY
+    (`sleep` is the retry's, for tests).
+    """
+    if attempts is None:
+        attempts = _retry_attempts()
+    if base_delay is None:
+        base_delay = seconds_from_env(RETRY_DELAY_ENV, DEFAULT_RETRY_DELAY)
+    limited = LimitedStore(inner, UNLIMITED_PREFIXES)
+    return RetryingStore(limited, attempts=attempts, base_delay=base_delay, sleep=sleep)
+
+
+def _open_bare(url: str, endpoint_url: str | None, restore_delay: float | None) -> Store:
     if not url:
         raise UserError("no vault given", hint="use --repo or set COLDVAULT_REPO")
     match = _SCHEME.match(url)
@@ -55,9 +85,7 @@ def open_store(url: str, *, endpoint_url: str | None = None, restore_delay: floa
         bucket, prefix = parse_s3_url(url)
         endpoint = endpoint_url or os.environ.get(ENDPOINT_ENV) or None
         timeout = seconds_from_env(S3_TIMEOUT_ENV, DEFAULT_S3_TIMEOUT, minimum=0.1)
-        s3 = S3Store(bucket, prefix, endpoint_url=endpoint, connect_timeout=min(10.0, timeout), read_timeout=timeout)
-        base_delay = seconds_from_env(RETRY_DELAY_ENV, DEFAULT_RETRY_DELAY)
-        return RetryingStore(s3, attempts=_retry_attempts(), base_delay=base_delay)
+        return S3Store(bucket, prefix, endpoint_url=endpoint, connect_timeout=min(10.0, timeout), read_timeout=timeout)
     if scheme == "memory":
         if url.lower() != "memory://":
             raise UserError(f"invalid vault URL {url}: memory:// takes nothing after it")

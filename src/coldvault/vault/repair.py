@@ -53,7 +53,6 @@ log = logging.getLogger(__name__)
 
 TAIL_GUESS = 64 * 1024  # bytes of a pack's end read first: the header of ~1500 blobs
 MAX_BLOBS_PER_INDEX = 200_000  # a new index object stays a few MiB, far below limits.MAX_OBJECT
-PARALLEL_READS = 8
 
 
 @dataclass
@@ -112,7 +111,7 @@ def plan(vault: Vault) -> RepairPlan:
         except (DamagedError, UnsupportedFormatError) as exc:
             return (info.name, exc.message.removeprefix(f"{info.name}: "))
 
-    with ThreadPoolExecutor(min(PARALLEL_READS, len(unindexed))) as pool:
+    with ThreadPoolExecutor(min(vault.store.capabilities().connections, len(unindexed))) as pool:
         for result in pool.map(one, unindexed):
             if isinstance(result, PackRecord):
                 p.records.append(result)

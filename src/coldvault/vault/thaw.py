@@ -43,7 +43,6 @@ from coldvault.vault.vault import Vault
 
 log = logging.getLogger(__name__)
 
-PARALLEL_HEADS = 8
 POLL_ENV = "COLDVAULT_RESTORE_POLL"  # seconds of the first wait (tests make it short)
 FIRST_POLL = 5.0
 POLL_GROWTH = 1.5
@@ -124,7 +123,7 @@ def cold_state_and_missing(vault: Vault, packs) -> tuple[ColdState, list[str]]:
     if len(names) <= 1:
         results = [head(n) for n in names]
     else:
-        with ThreadPoolExecutor(min(PARALLEL_HEADS, len(names))) as pool:
+        with ThreadPoolExecutor(min(vault.store.capabilities().connections, len(names))) as pool:
             results = list(pool.map(head, names))
     missing = [n for n, info in results if info is None]
     return ColdState({n: info for n, info in results if info is not None}), missing

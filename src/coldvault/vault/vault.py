@@ -2,6 +2,11 @@
 
 The methods here block; they are thread-safe and are called from worker
 threads by the trio code above (uploader, restore, mount).
+
+Over 400 lines on purpose: the class is the one door between a store and the
+format (config, index, snapshots, blobs and trees all share its sealer, caches
+and error wording); the jobs built on it already live beside it (walker,
+streams, paths, thaw, prune, forget, repair).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from coldvault.index.crypto import MasterKeys, Sealer
 from coldvault.index.errors import FormatError
 from coldvault.index.ids import BlobId, content_id, is_hex_id
 from coldvault.index.pack import FinishedPack, object_name
-from coldvault.store.base import ArchivedError, NotFoundError, RestoreInProgressError, Store
+from coldvault.store.base import ArchivedError, NotFoundError, ObjectInfo, RestoreInProgressError, Store
 from coldvault.vault.blobindex import BlobIndex, Location
 
 log = logging.getLogger(__name__)
@@ -37,7 +42,6 @@ log = logging.getLogger(__name__)
 CONFIG = "config"
 INDEX_PREFIX = "index/"
 SNAPSHOT_PREFIX = "snapshots/"
-PARALLEL_GETS = 8
 
 
 class LRU:
@@ -146,14 +150,16 @@ class Vault:
     # ---- the index --------------------------------------------------------------
 
     def _parallel(self, fn, items):
+        """[fn(i) for i in items] on as many threads as the store serves requests at once."""
         if len(items) <= 1:
             return [fn(i) for i in items]
-        with ThreadPoolExecutor(PARALLEL_GETS) as ex:
+        with ThreadPoolExecutor(min(self.store.capabilities().connections, len(items))) as ex:
             return list(ex.map(fn, items))
 
-    def load_index(self) -> BlobIndex:
+    def load_index(self, on_doc=None, listed: dict[str, ObjectInfo] | None = None) -> BlobIndex:
         """Read the index objects not read yet. Records of pending (write-ahead) indexes count
-        only where their pack is in the store: one HEAD per such pack that no other index names.
+        only where their pack is in the store: one HEAD per such pack that no other index names,
+        or a look into `listed` (object name -> ObjectInfo of a listing) when given.
         A pending index all of whose packs were found stored is `adoptable`: the next run's
         index repeats those packs and supersedes it.
 
@@ -161,7 +167,12 @@ class Vault:
         every snapshot whose blobs other indexes name stays readable, and a blob only it
         named is "not in any index" until `coldvault repair index` rebuilds the index from
         the packs' headers (vault/repair.py). A newer-format index object still stops the
-        command (exit 12): what it says cannot be guessed, and it is not damage."""
+        command (exit 12): what it says cannot be guessed, and it is not damage.
+
+        `on_doc(iid, doc)` sees each index object, in order, before it is merged (after the
+        ones before it): its IndexDoc (records it removes from doc.packs are not merged), or
+        the DamagedError or UnsupportedFormatError that leaves it out. With it, those errors
+        are the caller's to report (check): nothing is logged or raised for them here."""
         skip = self.index.index_ids | self.damaged_indexes.keys()
         names = [INDEX_PREFIX + i for i in self._object_ids(INDEX_PREFIX) if i not in skip]
 
@@ -170,8 +181,10 @@ class Vault:
                 return name, self._read_checked(name, lambda d: packindex.decode(d, self.sealer, name))
             except NotFoundError:  # a checkpoint that a finishing run deleted after our listing
                 return name, None
-            except UnsupportedFormatError:
-                raise
+            except UnsupportedFormatError as exc:
+                if on_doc is None:
+                    raise
+                return name, exc
             except DamagedError as exc:  # FormatError included
                 return name, exc
 
@@ -180,9 +193,14 @@ class Vault:
         for name, doc in self._parallel(load, names):
             if doc is None:
                 continue
+            if on_doc is not None:
+                on_doc(name[len(INDEX_PREFIX):], doc)
+            if isinstance(doc, UnsupportedFormatError):
+                continue
             if isinstance(doc, DamagedError):
-                log.warning("%s; ignoring it (the blobs only it names are unknown until "
-                            "'coldvault repair index')", doc.message)
+                if on_doc is None:
+                    log.warning("%s; ignoring it (the blobs only it names are unknown until "
+                                "'coldvault repair index')", doc.message)
                 self.damaged_indexes[name[len(INDEX_PREFIX):]] = doc
                 continue
             iid = name[len(INDEX_PREFIX):]
@@ -195,7 +213,12 @@ class Vault:
                     index.add_pack(p)
         unknown = {p.id: p for _, doc in pending for p in doc.packs if not index.has_pack(p.id)}
         recs = list(unknown.values())
-        stored = {r.id for r, ok in zip(recs, self._parallel(self._pack_stored, recs)) if ok}
+        if listed is None:
+            found = self._parallel(self._pack_stored, recs)
+        else:
+            infos = [listed.get(object_name(r.kind, r.id)) for r in recs]
+            found = [info is not None and info.size == r.size for r, info in zip(recs, infos)]
+        stored = {r.id for r, ok in zip(recs, found) if ok}
         for rec in recs:
             if rec.id in stored:
                 index.add_pack(rec)
@@ -215,12 +238,13 @@ class Vault:
         """Get an object named by its content id, check the id, and decode it."""
         data = self.store.get(name)
         if content_id(data) != name.rsplit("/", 1)[-1]:
-            raise DamagedError(f"object {name} is damaged: its content does not match its name ({len(data)} bytes)")
+            why = f"its content does not match its name ({len(data)} bytes)"
+            raise DamagedError(f"object {name} is damaged: {why}", reason=why)
         try:
             with limits.hostile(name):
                 return decode(data)
         except FormatError as exc:
-            raise DamagedError(f"object {name} is damaged: {exc}") from None
+            raise DamagedError(f"object {name} is damaged: {exc}", reason=str(exc)) from None
 
     def _object_ids(self, prefix: str) -> list[str]:
         """Ids of the objects under `prefix`; anything not named by a content id is ignored."""
@@ -348,7 +372,8 @@ class Vault:
                 hint="request it with 'coldvault thaw'",
             ) from None
         except NotFoundError:
-            raise DamagedError(f"pack {name} is missing from the vault", hint="run 'coldvault check'") from None
+            raise DamagedError(f"pack {name} is missing from the vault", hint="run 'coldvault check'",
+                               reason="missing from the vault") from None
 
     def decode_stored(self, stored: bytes, bid: BlobId, loc: Location) -> bytes:
         what = f"blob {bid.hex()[:16]} in pack {loc.object_name}"
