@@ -19,6 +19,9 @@ STORAGE_CLASSES = (
     "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE",
 )
 
+SNAPSHOT_HELP = ("snapshot id (a prefix will do), 'latest', a UTC day (2026-11-24: its last snapshot) "
+                 "or a time (2026-11-24T03:00: the last snapshot at or before it)")
+
 
 def repo_url(args) -> str:
     url = getattr(args, "repo", None) or os.environ.get("COLDVAULT_REPO")

@@ -18,12 +18,12 @@ from coldvault.vault.vault import SNAPSHOT_PREFIX
 
 def register(sub, common) -> None:
     p = sub.add_parser("forget", parents=[common], help="remove snapshots (by id, or by a retention policy)")
-    p.add_argument("snapshots", nargs="*", metavar="SNAPSHOT", help="snapshot ids (a prefix will do)")
+    p.add_argument("snapshots", nargs="*", metavar="SNAPSHOT", help="snapshots: ids (a prefix will do), 'latest', UTC days or times")
     units = {"hourly": "hour", "daily": "day", "weekly": "week", "monthly": "month", "yearly": "year"}
     for rule in retention.RULES:
         what = "the N newest snapshots" if rule == "last" else f"the newest snapshot of each of the last N {units[rule]}s"
         p.add_argument(f"--keep-{rule}", type=int, default=0, metavar="N", help=f"keep {what}")
-    p.add_argument("--source", help="apply the policy to this source only (default: each source)")
+    p.add_argument("--source", help="apply the policy to this source only (default: each source); with SNAPSHOTs: pick them among its snapshots")
     p.add_argument("--dry-run", "-n", action="store_true", help="say what would be removed, remove nothing")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
@@ -38,7 +38,7 @@ def run(args) -> int:
     with contextlib.nullcontext() if args.dry_run else vault_lock(vault, "forget"):
         records = vault.snapshots()
         if args.snapshots:
-            plan = forget.plan_by_ids(vault, records, args.snapshots)
+            plan = forget.plan_by_ids(vault, records, args.snapshots, args.source)
         else:
             plan = forget.plan_by_policy(records, policy, args.source)
         if not args.dry_run:

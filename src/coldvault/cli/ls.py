@@ -8,7 +8,7 @@ import stat
 import sys
 import textwrap
 
-from coldvault.cli.common import iso, open_vault
+from coldvault.cli.common import SNAPSHOT_HELP, iso, open_vault
 from coldvault.index import tree
 from coldvault.vault.lock import read_lock
 from coldvault.vault.paths import resolve
@@ -19,12 +19,12 @@ TYPE_CHAR = {tree.FILE: "-", tree.DIR: "d", tree.SYMLINK: "l", tree.FIFO: "p", t
 
 def register(sub, common) -> None:
     p = sub.add_parser("ls", parents=[common], help="list files in a snapshot")
-    p.add_argument("snapshot", metavar="SNAPSHOT", help="snapshot id (a prefix will do) or 'latest'")
-    p.add_argument("path", nargs="?", default="", metavar="PATH")
-    p.add_argument("--source", help="with 'latest': the newest snapshot of this source")
+    p.add_argument("snapshot", metavar="SNAPSHOT", help=SNAPSHOT_HELP)
+    p.add_argument("path", nargs="?", default="", metavar="PATH", help="a directory or file in it (before or after options)")
+    p.add_argument("--source", help="pick SNAPSHOT among this source's snapshots")
     p.add_argument("--recursive", "-R", action="store_true", help="list subdirectories too")
     p.add_argument("--json", action="store_true", help="machine-readable output, one object per entry")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, late_positional="path")
 
 
 def _line(e: tree.Entry, path: bytes) -> str:
