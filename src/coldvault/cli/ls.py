@@ -8,7 +8,7 @@ import stat
 import sys
 import textwrap
 
-from coldvault.cli.common import SNAPSHOT_HELP, iso, open_vault
+from coldvault.cli.common import SNAPSHOT_HELP, add_filters, iso, open_vault, snapshot_filter
 from coldvault.index import tree
 from coldvault.vault.lock import read_lock
 from coldvault.vault.paths import resolve
@@ -22,6 +22,7 @@ def register(sub, common) -> None:
     p.add_argument("snapshot", metavar="SNAPSHOT", help=SNAPSHOT_HELP)
     p.add_argument("path", nargs="?", default="", metavar="PATH", help="a directory or file in it (before or after options)")
     p.add_argument("--source", help="pick SNAPSHOT among this source's snapshots")
+    add_filters(p)
     p.add_argument("--recursive", "-R", action="store_true", help="list subdirectories too")
     p.add_argument("--json", action="store_true", help="machine-readable output, one object per entry")
     p.set_defaults(func=run, late_positional="path")
@@ -50,7 +51,7 @@ def run(args) -> int:
 
 
 def _list(args, vault) -> int:
-    rec = vault.find_snapshot(args.snapshot, args.source)
+    rec = vault.find_snapshot(args.snapshot, args.source, where=snapshot_filter(args))
     entry = resolve(vault, rec, args.path)
     prefix = os.fsencode(args.path.strip("/"))
     if entry is not None and entry.type != tree.DIR:

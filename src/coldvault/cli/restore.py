@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from coldvault.cli.common import SNAPSHOT_HELP, open_vault, print_json, size
+from coldvault.cli.common import SNAPSHOT_HELP, add_filters, open_vault, print_json, size, snapshot_filter
 from coldvault.errors import UserError
 from coldvault.restore.dirrestore import DirRestore
 from coldvault.store.base import RESTORE_TIERS
@@ -20,6 +20,7 @@ def register(sub, common) -> None:
     d.add_argument("path", nargs="?", default=None, metavar="PATH", help="only this file or directory (before or after options)")
     d.add_argument("--target", required=True, metavar="DIR", help="where to write (empty, or --overwrite)")
     d.add_argument("--source", help="pick SNAPSHOT among this source's snapshots")
+    add_filters(d)
     d.add_argument("--overwrite", action="store_true", help="write into a non-empty target, replacing files")
     d.add_argument("--json", action="store_true", help="print the summary as JSON")
     d.set_defaults(func=run_dir, late_positional="path")
@@ -37,7 +38,7 @@ def register(sub, common) -> None:
 def run_dir(args) -> int:
     vault = open_vault(args)
     with read_lock(vault, f"restore dir {args.snapshot}"):  # prune deletes nothing meanwhile
-        rec = vault.find_snapshot(args.snapshot, args.source)
+        rec = vault.find_snapshot(args.snapshot, args.source, where=snapshot_filter(args))
         job = DirRestore(vault, rec, args.path, args.target, overwrite=args.overwrite)
         stats = trio.run(job.run)
     if args.json:

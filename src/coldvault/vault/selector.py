@@ -26,6 +26,38 @@ WITH_PATH = re.compile(r"(?P<sel>latest|" + TIME.pattern + "|" + DAY.pattern + r
 NS = 1_000_000_000
 
 
+class Filter:
+    """--tag, --host and --path, as restic reads them: a snapshot matches when it has all
+    the tags of at least one --tag (`--tag a,b --tag c`: a and b, or c), was made on one of
+    the --host names, and holds every --path (an absolute path it was backed up from)."""
+
+    def __init__(self, tags=(), hosts=(), paths=()):
+        self.tag_sets = [{t.strip() for t in v.split(",") if t.strip()} for v in tags]
+        self.hosts = set(hosts)
+        self.paths = {p.rstrip("/") or "/" for p in paths}
+
+    def __bool__(self) -> bool:
+        return bool(self.tag_sets or self.hosts or self.paths)
+
+    def __call__(self, rec) -> bool:
+        if self.tag_sets and not any(ts <= set(rec.tags) for ts in self.tag_sets):
+            return False
+        if self.hosts and rec.hostname not in self.hosts:
+            return False
+        return self.paths <= {p.rstrip("/") or "/" for p in rec.paths}
+
+    def describe(self) -> str:
+        """For messages: ' with tag ..., on host ..., of path ...'."""
+        out = []
+        if self.tag_sets:
+            out.append("tagged " + " or ".join(",".join(sorted(ts)) for ts in self.tag_sets))
+        if self.hosts:
+            out.append("from host " + " or ".join(sorted(self.hosts)))
+        if self.paths:
+            out.append("of path " + " and ".join(sorted(self.paths)))
+        return (" " + ", ".join(out)) if out else ""
+
+
 def is_selector(spec: str) -> bool:
     return spec == "latest" or any(p.fullmatch(spec) for p in (DAY, TIME, HEX))
 

@@ -300,16 +300,19 @@ class Vault:
         return sid
 
     def find_snapshot(self, spec: str, source: str | None = None,
-                      records: list[snapshot.SnapshotRecord] | None = None) -> snapshot.SnapshotRecord:
+                      records: list[snapshot.SnapshotRecord] | None = None, where=None) -> snapshot.SnapshotRecord:
         """The snapshot a selector names (vault/selector.py: an id prefix, `latest`, a UTC day
-        or a time), of `source` if given, among `records` (oldest first) if the caller has them
-        already: reading them all costs a GET each."""
+        or a time), of `source` if given and matching `where` (a selector.Filter) if given,
+        among `records` (oldest first) if the caller has them already: reading them all costs
+        a GET each."""
         from coldvault.vault.selector import select
 
         recs = self.snapshots() if records is None else records
         if source is not None:
             recs = [r for r in recs if r.source == source]
-        return select(spec, recs, source)
+        if where:
+            recs = [r for r in recs if where(r)]
+        return select(spec, recs, source, where.describe() if where else "")
 
     # ---- reading blobs ------------------------------------------------------------
 
