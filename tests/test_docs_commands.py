@@ -403,3 +403,40 @@ def test_set_up_from_a_fresh_copy_and_the_crontab_as_cron_runs_it(zpool, tmp_pat
                                capture_output=True, text=True, timeout=600)
             assert p.returncode in (0, 3), (b.text, p.stderr)
     assert sorted(unit_env) == ["COLDVAULT_PASSWORD_FILE", "COLDVAULT_REPO"]
+
+
+# ---- command lines inside the prose --------------------------------------------------------------------
+
+
+def test_inline_command_lines_parse():
+    """Every `coldvault ...` written inline in the prose of the docs is a command line coldvault
+    accepts (its real argument parser; what they do is shown by the blocks run above), or, when
+    it is only a command's name (`coldvault restore dir`), a command that exists."""
+    import contextlib
+    import io
+    import re
+
+    from coldvault.cli.main import build_parser, parse
+    from doctools import FENCE, doc_files
+
+    n = 0
+    for rel in doc_files():
+        with open(os.path.join(REPO_ROOT, rel)) as f:
+            prose = FENCE.sub("", f.read())
+        for m in re.finditer(r"`(coldvault [^`]+)`", prose):
+            argv = shlex.split(m.group(1))[1:]
+            n += 1
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                try:
+                    parse(build_parser(), argv)
+                    code = 0
+                except SystemExit as exc:
+                    code = exc.code
+                if code and len(argv) <= 2 and "the following arguments are required" in err.getvalue():
+                    try:
+                        parse(build_parser(), [*argv, "--help"])  # only the command's name
+                    except SystemExit as exc:
+                        code = exc.code
+            assert code == 0, f"{rel}: `{m.group(1)}`: {err.getvalue().strip()}"
+    assert n >= 30
