@@ -182,6 +182,12 @@ def test_readme_use_block_and_the_restore_guide(zpool, tmp_path):
                 assert p.stdout.split()[-1] == "2024/summer/IMG_0002.jpg", p.stdout
             if cmd.startswith("ls /mnt/vault/files/photos/"):
                 assert sorted(p.stdout.split()) == ["changes", "dates", "latest", "snapshots"]
+                # The guides' inline `getfattr` line (the set-up installs attr for it), on a file there.
+                with open(os.path.join(REPO_ROOT, "docs", "restore.md")) as f:
+                    assert "`getfattr -n user.coldvault.state FILE`" in f.read()
+                q = shell.run("getfattr -n user.coldvault.state FILE",
+                              FILE=str(mnt / "files/photos/latest/2024/summer/IMG_0001.jpg"))
+                assert 'user.coldvault.state="hot"' in q.stdout, q.stdout
         assert (tmp_path / "one-file" / "IMG_0001.jpg").read_bytes() == \
             (photos / "2024/summer/IMG_0001.jpg").read_bytes()
         assert tree_contents(str(tmp_path / "photos-restored")) == tree_contents(str(photos))
