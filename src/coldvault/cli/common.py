@@ -29,13 +29,13 @@ def add_filters(p, what: str = "snapshots") -> None:
                    help=f"only {what} with all these tags (repeatable: any of the lists)")
     p.add_argument("--host", action="append", default=[], metavar="HOST", help=f"only {what} made on HOST (repeatable)")
     p.add_argument("--path", action="append", default=[], metavar="PATH", dest="filter_paths",
-                   help=f"only {what} of this backed-up path (absolute; repeatable: all of them)")
+                   help=f"only {what} of this backed-up directory (repeatable: all of them)")
 
 
 def snapshot_filter(args):
     from coldvault.vault.selector import Filter
 
-    return Filter(args.tag, args.host, args.filter_paths)
+    return Filter(args.tag, args.host, [os.path.abspath(p) for p in args.filter_paths])
 
 
 def repo_url(args) -> str:
