@@ -4,6 +4,7 @@ a snapshot, and an optional PATH after the options, run as a user would."""
 from __future__ import annotations
 
 from cvtools import run, vault_env
+from zfstools import zpool  # noqa: F401  (a fixture)
 
 USAGE = 2
 
@@ -99,3 +100,32 @@ def test_selectors_that_name_nothing_or_several(tmp_path):
     shared = next(a[0] for a in all_ids if sum(b[0] == a[0] for b in all_ids) > 1)
     r = run(["ls", shared], env, check=False)
     assert r.code == USAGE and f"snapshot id '{shared}' is ambiguous" in one_error(r)
+
+
+def test_restore_zfs_takes_a_selector_after_the_at(zpool, tmp_path):
+    """DATASET@SNAP: a stored snapshot's own name first, else a selector among the dataset's streams."""
+    import os
+
+    from zfstools import put, sh, tree_contents
+
+    pool, root = zpool
+    ds = f"{pool}/d"
+    sh("zfs", "create", ds)
+    env = vault_env(str(tmp_path / "vault"))
+    run(["init"], env)
+    put(os.path.join(root, "d", "a"), b"first\n")
+    sh("zfs", "snapshot", f"{ds}@latest")  # a snapshot really named like a selector
+    run(["backup", "zfs", f"{ds}@latest"], env)
+    put(os.path.join(root, "d", "a"), b"second\n")
+    run(["backup", "zfs", ds, "--snapshot-prefix", "nightly"], env)
+    recs = run(["snapshots", "--json", "--source", f"zfs:{ds}"], env).json()
+    assert recs[0]["zfs"]["snapshot"] == "latest" and recs[1]["zfs"]["snapshot"].startswith("nightly-")
+    today = recs[1]["time"][:10]  # the UTC day of the nightly snapshot
+
+    run(["restore", "zfs", f"{ds}@latest", "--into", f"{pool}/named"], env)  # the name wins over the selector
+    assert tree_contents(os.path.join(root, "named")) == {"a": b"first\n"}
+    run(["restore", "zfs", f"{ds}@{today}", "--into", f"{pool}/today"], env)  # the day's last stream
+    assert tree_contents(os.path.join(root, "today")) == {"a": b"second\n"}
+    r = run(["restore", "zfs", f"{ds}@2001-01-01T00:00", "--into", f"{pool}/old"], env, check=False)
+    assert r.code == USAGE
+    assert f"no snapshot '2001-01-01T00:00' of source 'zfs:{ds}' in the vault: none at or before" in one_error(r)
