@@ -16,7 +16,8 @@ from coldvault.cli import progress
 from coldvault.cli.common import open_vault, parse_time, print_json, size
 from coldvault.errors import ExitCode, UserError
 from coldvault.index.tree import name_problem
-from coldvault.uploader.dirbackup import DirBackup
+from coldvault.uploader.excludes import Excludes
+from coldvault.uploader.multidir import MultiDirBackup, check_paths
 from coldvault.uploader.streambackup import StreamBackup
 from coldvault.vault.lock import source_lock
 
@@ -35,9 +36,25 @@ def register(sub, common) -> None:
     hooks.add_argument("--post-hook", metavar="CMD",
                        help="shell command to run afterwards, even after a failure (env COLDVAULT_STATUS, COLDVAULT_SNAPSHOT)")
     common = argparse.ArgumentParser(add_help=False, parents=[common, hooks])
-    d = kinds.add_parser("dir", parents=[common], help="back up a directory tree")
-    d.add_argument("path", metavar="PATH")
-    d.add_argument("--name", help="source name (default: the directory's name)")
+    d = kinds.add_parser("dir", parents=[common], help="back up one or several directory trees",
+                         description="Back up directories into one snapshot. One PATH: the snapshot holds its "
+                                     "contents; several: one directory per PATH, named by its last component. "
+                                     "Exclude patterns: docs/excludes.md.")
+    d.add_argument("path", metavar="PATH", nargs="+", help="a directory (several: give --name)")
+    d.add_argument("--name", help="source name (default: the directory's name; needed with several PATHs)")
+    d.add_argument("--exclude", "-e", action="append", default=[], metavar="PATTERN",
+                   help="leave out paths matching PATTERN (restic's rules; repeatable)")
+    d.add_argument("--iexclude", action="append", default=[], metavar="PATTERN",
+                   help="like --exclude, ignoring case")
+    d.add_argument("--exclude-file", action="append", default=[], metavar="FILE",
+                   help="read exclude patterns from FILE, one a line (# comments)")
+    d.add_argument("--exclude-caches", action="store_true",
+                   help="leave out the contents of directories with a valid CACHEDIR.TAG")
+    d.add_argument("--exclude-if-present", action="append", default=[], metavar="NAME",
+                   help="leave out the contents of directories holding a file NAME (repeatable)")
+    d.add_argument("--tag", action="append", default=[], metavar="TAG",
+                   help="tag the snapshot (repeatable; TAG,TAG adds several)")
+    d.add_argument("--host", help="host name to record (default: this machine's)")
     d.add_argument("--time", help="snapshot time, ISO 8601 (default: now)")
     d.add_argument("--json", action="store_true", help="print the summary as JSON")
     d.add_argument("--sqlite-consistent", action="store_true",
@@ -185,15 +202,28 @@ def _without_cycle_collector():
             gc.enable()
 
 
+def split_tags(values: list[str]) -> list[str]:
+    tags = [t.strip() for v in values for t in v.split(",") if t.strip()]
+    for t in tags:
+        if not t.isprintable():
+            raise UserError(f"tag {t!r} is not printable")
+    return tags
+
+
 def run_dir(args) -> int:
-    path = os.path.abspath(args.path)
-    if not os.path.isdir(path):
-        raise UserError(f"{args.path} is not a directory")
-    source = check_source_name(args.name or os.path.basename(path.rstrip("/")) or "root")
+    paths = check_paths(args.path)
+    if len(paths) > 1 and not args.name:
+        raise UserError(f"{len(paths)} directories in one snapshot need a source name", hint="give --name NAME")
+    source = check_source_name(args.name or os.path.basename(paths[0].rstrip("/")) or "root")
     when = parse_time(args.time)
+    tags = split_tags(args.tag)
+    if args.host is not None and (not args.host or not args.host.isprintable()):
+        raise UserError(f"--host {args.host!r} is not a usable host name")
+    excludes = Excludes(args.exclude, args.iexclude, args.exclude_file, args.exclude_caches, args.exclude_if_present)
 
     def backup(vault):
-        job = DirBackup(vault, path, source, when, _parent(vault, source), sqlite_consistent=args.sqlite_consistent)
+        job = MultiDirBackup(vault, paths, source, when, _parent(vault, source), sqlite_consistent=args.sqlite_consistent,
+                             excludes=excludes or None, tags=tags, host=args.host)
         rec = trio.run(progress.run_with_progress, job.run, lambda: _render(job))
         return rec, _report(args, rec)
 

@@ -19,6 +19,24 @@ STORAGE_CLASSES = (
     "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE",
 )
 
+SNAPSHOT_HELP = ("snapshot id (a prefix will do), 'latest', a UTC day (2026-11-24: its last snapshot) "
+                 "or a time (2026-11-24T03:00: the last snapshot at or before it)")
+
+
+def add_filters(p, what: str = "snapshots") -> None:
+    """--tag, --host, --path: which snapshots a command considers (vault/selector.py Filter)."""
+    p.add_argument("--tag", action="append", default=[], metavar="TAG[,TAG]",
+                   help=f"only {what} with all these tags (repeatable: any of the lists)")
+    p.add_argument("--host", action="append", default=[], metavar="HOST", help=f"only {what} made on HOST (repeatable)")
+    p.add_argument("--path", action="append", default=[], metavar="PATH", dest="filter_paths",
+                   help=f"only {what} of this backed-up directory (repeatable: all of them)")
+
+
+def snapshot_filter(args):
+    from coldvault.vault.selector import Filter
+
+    return Filter(args.tag, args.host, [os.path.abspath(p) for p in args.filter_paths])
+
 
 def repo_url(args) -> str:
     url = getattr(args, "repo", None) or os.environ.get("COLDVAULT_REPO")

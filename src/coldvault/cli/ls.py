@@ -8,7 +8,7 @@ import stat
 import sys
 import textwrap
 
-from coldvault.cli.common import iso, open_vault
+from coldvault.cli.common import SNAPSHOT_HELP, add_filters, iso, open_vault, snapshot_filter
 from coldvault.index import tree
 from coldvault.vault.lock import read_lock
 from coldvault.vault.paths import resolve
@@ -19,12 +19,13 @@ TYPE_CHAR = {tree.FILE: "-", tree.DIR: "d", tree.SYMLINK: "l", tree.FIFO: "p", t
 
 def register(sub, common) -> None:
     p = sub.add_parser("ls", parents=[common], help="list files in a snapshot")
-    p.add_argument("snapshot", metavar="SNAPSHOT", help="snapshot id (a prefix will do) or 'latest'")
-    p.add_argument("path", nargs="?", default="", metavar="PATH")
-    p.add_argument("--source", help="with 'latest': the newest snapshot of this source")
+    p.add_argument("snapshot", metavar="SNAPSHOT", help=SNAPSHOT_HELP)
+    p.add_argument("path", nargs="?", default="", metavar="PATH", help="a directory or file in it (before or after options)")
+    p.add_argument("--source", help="pick SNAPSHOT among this source's snapshots")
+    add_filters(p)
     p.add_argument("--recursive", "-R", action="store_true", help="list subdirectories too")
     p.add_argument("--json", action="store_true", help="machine-readable output, one object per entry")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, late_positional="path")
 
 
 def _line(e: tree.Entry, path: bytes) -> str:
@@ -50,7 +51,7 @@ def run(args) -> int:
 
 
 def _list(args, vault) -> int:
-    rec = vault.find_snapshot(args.snapshot, args.source)
+    rec = vault.find_snapshot(args.snapshot, args.source, where=snapshot_filter(args))
     entry = resolve(vault, rec, args.path)
     prefix = os.fsencode(args.path.strip("/"))
     if entry is not None and entry.type != tree.DIR:

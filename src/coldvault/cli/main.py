@@ -34,6 +34,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """parse_args, except that a command's optional positional named by its `late_positional`
+    default (ls's and restore dir's PATH) may also come after options: argparse fills an
+    optional positional with the mandatory one before it, so `ls latest --source photos
+    2024/summer` would leave 2024/summer unrecognized."""
+    args, extras = parser.parse_known_args(argv)
+    late = getattr(args, "late_positional", None)
+    if late and len(extras) == 1 and not extras[0].startswith("-") and getattr(args, late) in (None, ""):
+        setattr(args, late, extras.pop())
+    if extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
 def _setup_logging(args) -> None:
     level = logging.WARNING
     if args.quiet:
@@ -61,7 +75,7 @@ def _leaf(exc: BaseException) -> BaseException:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     _setup_logging(args)
     runtime.reuse_freed_buffers()  # every command moves ~1 MiB buffers: backup, restore, check, mount
     try:

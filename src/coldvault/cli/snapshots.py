@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from coldvault.cli.common import open_vault, print_json, size
+from coldvault.cli.common import add_filters, open_vault, print_json, size, snapshot_filter
 
 
 def register(sub, common) -> None:
     p = sub.add_parser("snapshots", parents=[common], help="list snapshots")
     p.add_argument("--source", help="only this source")
+    add_filters(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 
@@ -28,7 +29,7 @@ def describe(r) -> str:
     if r.kind == "zfs" and r.zfs:
         z = r.zfs
         return f"@{z['base']['snapshot']}..@{z['snapshot']}" if z.get("base") else f"@{z['snapshot']} (full)"
-    return ", ".join(r.paths)
+    return ", ".join(r.paths) + (f" [{','.join(r.tags)}]" if r.tags else "")
 
 
 def as_json(r) -> dict:
@@ -42,6 +43,7 @@ def as_json(r) -> dict:
         "hostname": r.hostname,
         "paths": r.paths,
         "parent": r.parent,
+        "tags": r.tags,
         "incomplete": r.incomplete,
         "summary": r.summary,
         "zfs": _plain(r.zfs),
@@ -53,6 +55,9 @@ def run(args) -> int:
     recs = vault.snapshots()
     if args.source:
         recs = [r for r in recs if r.source == args.source]
+    where = snapshot_filter(args)
+    if where:
+        recs = [r for r in recs if where(r)]
     code = 0
     if vault.damaged_snapshots:
         # Listed what could be read; the damaged ones were named in the log.

@@ -2,7 +2,7 @@
 
 A TARGET is one of
 
-    SNAPSHOT                 a snapshot id (a prefix will do), or `latest` (with --source);
+    SNAPSHOT                 a snapshot id (a prefix will do), `latest`, a UTC day or a time;
                              a ZFS stream's: it and the chain to its base
     SNAPSHOT:PATH            a file or directory inside a snapshot (a directory: all below it)
     DATASET@SNAP             a ZFS snapshot: every stream of the shortest chain to it
@@ -44,16 +44,16 @@ def register(sub, common) -> None:
     p = sub.add_parser(
         "thaw", parents=[common], help="restore cold data packs (Glacier, Deep Archive), with a cost estimate first",
         description="Request readable copies of the cold data packs that TARGETs need. TARGET: a snapshot id "
-                    "(or 'latest' with --source), SNAPSHOT:PATH, DATASET@SNAP (the chain of ZFS streams to it), "
-                    "or a path inside a coldvault mount. A ZFS stream, however named, is thawed with every "
-                    "stream its receive needs.",
+                    "(a prefix will do), 'latest', a UTC day (2026-11-24) or time (2026-11-24T03:00), SNAPSHOT:PATH, "
+                    "DATASET@SNAP (the chain of ZFS streams to it), or a path inside a coldvault mount. A ZFS stream, "
+                    "however named, is thawed with every stream its receive needs.",
     )
     p.add_argument("targets", nargs="*", metavar="TARGET", help="what to make readable")
     p.add_argument("--tier", choices=RESTORE_TIERS, default="Bulk",
                    help="restore tier (default Bulk; Deep Archive has no Expedited and uses Standard)")
     p.add_argument("--days", type=int, default=7, help="days the restored copies stay readable (default 7)")
     p.add_argument("--dry-run", "-n", action="store_true", help="only print the plan and the estimate")
-    p.add_argument("--source", help="with 'latest': the newest snapshot of this source")
+    p.add_argument("--source", help="pick SNAPSHOT among this source's snapshots")
     p.add_argument("--prices", metavar="FILE", help="JSON price table overriding the built-in one (env COLDVAULT_PRICES)")
     p.add_argument("--status", action="store_true", help="list pending and ready restores instead")
     p.add_argument("--all", action="store_true", help="with --status: look at every cold pack in the store, "

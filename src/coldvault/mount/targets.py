@@ -1,7 +1,7 @@
 """What a thaw TARGET names: a snapshot, a path in one, a ZFS chain or a path in a mount.
 
-    SNAPSHOT                 a snapshot id (a prefix will do), or `latest` (with a source);
-                             a ZFS stream's: it and the chain to its base
+    SNAPSHOT                 a snapshot selector (vault/selector.py): an id prefix, `latest`,
+                             a UTC day or a time; a ZFS stream's: it and the chain to its base
     SNAPSHOT:PATH            a file or directory inside a snapshot (a directory: all below it)
     DATASET@SNAP             a ZFS snapshot: every stream of the shortest chain to it
     /path/in/a/mount         a path inside a coldvault mount (files/... or zfs/...); a
@@ -23,6 +23,7 @@ from coldvault.index import tree
 from coldvault.index.snapshot import SnapshotRecord
 from coldvault.mount import layout
 from coldvault.mount.views import merge_changes
+from coldvault.vault import selector
 from coldvault.vault.paths import resolve
 from coldvault.vault.streams import find_stream
 from coldvault.vault.vault import Vault
@@ -30,7 +31,6 @@ from coldvault.zfs.chain import Stream, shortest_chain, streams_by_dataset
 from coldvault.zfs.commands import split_snapshot
 
 MOUNT_FSTYPE = "fuse.coldvault"  # the runner mounts with subtype=coldvault
-HEX = set("0123456789abcdefABCDEF")
 
 TREE, STREAMS, CHANGES = "tree", "streams", "changes"
 
@@ -103,16 +103,16 @@ class Resolver:
         if text.startswith("/"):
             raise UserError(f"{text} is not inside a coldvault mount",
                             hint="give a path inside a mounted vault, or SNAPSHOT:PATH")
-        spec, colon, path = text.partition(":")
-        if colon and (spec == "latest" or (spec and set(spec) <= HEX)):
-            return self._snapshot_path(text, spec, path)
+        m = selector.WITH_PATH.fullmatch(text)  # SELECTOR:PATH
+        if m:
+            return self._snapshot_path(text, m.group("sel"), m.group("path"))
         if "@" in text:
             return self._zfs_snapshot(text)
-        if text == "latest" or (text and set(text) <= HEX):
+        if selector.is_selector(text):
             return self._snapshot_path(text, text, None)
         raise UserError(
             f"cannot tell what {text!r} is",
-            hint="a TARGET is a snapshot id, SNAPSHOT:PATH, DATASET@SNAP or a path inside a coldvault mount",
+            hint="a TARGET is a snapshot (id, latest, day or time), SNAPSHOT:PATH, DATASET@SNAP or a path inside a coldvault mount",
         )
 
     # -- snapshots and paths in them --

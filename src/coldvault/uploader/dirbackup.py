@@ -124,8 +124,9 @@ class DirBackup:
         parent: SnapshotRecord | None,
         workers: int | None = None,
         sqlite_consistent: bool = False,
+        excludes=None,
     ):
-        """`workers`: encoder threads (default: one per CPU)."""
+        """`workers`: encoder threads (default: one per CPU); `excludes`: an uploader.excludes.Excludes."""
         self.vault = vault
         self.root = os.path.abspath(root)
         self.source = source
@@ -134,6 +135,7 @@ class DirBackup:
         self.stats = WalkStats()
         self.session = BackupSession(vault, encoders=workers)
         self.sqlite_consistent = sqlite_consistent
+        self.excludes = excludes
 
     def _error(self, path: bytes, exc: OSError | str) -> None:
         msg = f"{printable(path)}: {(exc.strerror or str(exc)) if isinstance(exc, OSError) else exc}"
@@ -234,6 +236,8 @@ class DirBackup:
         reused = 0  # entries taken over unchanged from the parent snapshot
         names = {t[0] for t in listing} if self.sqlite_consistent else ()
         for name, st, target in listing:
+            if self.excludes and self.excludes.skip(fd, path, name, st):
+                continue
             old = old_by_name.get(name)
             m = st.st_mode
             if stat.S_ISREG(m):

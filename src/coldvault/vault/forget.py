@@ -64,11 +64,12 @@ def damaged_ids(vault: Vault, records: list[SnapshotRecord], specs: list[str]) -
     return out
 
 
-def plan_by_ids(vault: Vault, records: list[SnapshotRecord], specs: list[str]) -> ForgetPlan:
+def plan_by_ids(vault: Vault, records: list[SnapshotRecord], specs: list[str],
+                source: str | None = None) -> ForgetPlan:
     """The records `specs` name (ids or prefixes; damaged records too); refused if a ZFS
     stream kept in the vault is received through one of them."""
     damaged = damaged_ids(vault, records, specs)
-    chosen = {vault.find_snapshot(spec, records=records).id for spec in specs if spec not in damaged}
+    chosen = {vault.find_snapshot(spec, source, records=records).id for spec in specs if spec not in damaged}
     for dataset, streams in streams_by_dataset(records).items():
         lost = orphaned_by_removal(streams, chosen)
         if lost:

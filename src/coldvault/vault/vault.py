@@ -324,23 +324,19 @@ class Vault:
         return sid
 
     def find_snapshot(self, spec: str, source: str | None = None,
-                      records: list[snapshot.SnapshotRecord] | None = None) -> snapshot.SnapshotRecord:
-        """A snapshot by id prefix, or `latest` (of `source`, if given), among `records`
-        (oldest first) if the caller has them already: reading them all costs a GET each."""
+                      records: list[snapshot.SnapshotRecord] | None = None, where=None) -> snapshot.SnapshotRecord:
+        """The snapshot a selector names (vault/selector.py: an id prefix, `latest`, a UTC day
+        or a time), of `source` if given and matching `where` (a selector.Filter) if given,
+        among `records` (oldest first) if the caller has them already: reading them all costs
+        a GET each."""
+        from coldvault.vault.selector import select
+
         recs = self.snapshots() if records is None else records
         if source is not None:
             recs = [r for r in recs if r.source == source]
-        if spec == "latest":
-            if not recs:
-                where = f" of source {source!r}" if source else ""
-                raise UserError(f"there are no snapshots{where} in the vault")
-            return recs[-1]
-        matches = [r for r in recs if r.id.startswith(spec.lower())]
-        if not matches:
-            raise UserError(f"no snapshot {spec!r} in the vault", hint="list them with 'coldvault snapshots'")
-        if len(matches) > 1:
-            raise UserError(f"snapshot id {spec!r} is ambiguous ({len(matches)} match); give more digits")
-        return matches[0]
+        if where:
+            recs = [r for r in recs if where(r)]
+        return select(spec, recs, source, where.describe() if where else "")
 
     # ---- reading blobs ------------------------------------------------------------
 
