@@ -55,8 +55,8 @@ class PackPipeline:
                 crash_point("pack-upload")
                 rec = PackRecord(pack.id, pack.kind, len(pack.data), pack.blobs)  # without the bytes
                 async with self._index_lock:
-                    iid = await trio.to_thread.run_sync(lambda: self.vault.save_index([rec], pending=True))
-                    self.checkpoints.append(iid)
+                    iids = await trio.to_thread.run_sync(lambda: self.vault.save_index([rec], pending=True))
+                    self.checkpoints += iids
                 crash_point("checkpoint-stored")
                 await trio.to_thread.run_sync(self.vault.put_pack, pack)
                 crash_point("pack-stored")

@@ -1,8 +1,27 @@
 """The in-memory index of a vault: blob id -> where it is stored.
 
-Callers use the methods below and never the tables behind them, so that the
-representation can change (issue 10: a compact table for millions of blobs)
-without touching them.
+Callers use the methods below and never the tables behind them.
+
+The tables are numpy arrays, not Python objects (issue 10: a 10 TB vault holds about
+10 million blobs). Blobs: one row per blob id, sorted by id, in parallel columns
+
+    hi, lo      the id as two big-endian u64 (its first and last 8 bytes): the sort key
+    pack        u32, a row of the pack table
+    offset      u64      length, raw_length  u32      type  u8
+
+37 bytes per blob, with no object per blob for the cycle GC to walk. Packs: one row
+per pack (hi, lo, kind u8, size u64) and the order that sorts them by id. A lookup is a
+binary search (`searchsorted`) on `hi`, then a compare of `lo`.
+
+`add_table` merges a whole index object at once (concatenate, one stable sort, first
+row of each id kept: the first index loaded wins, docs/format.md 6.4). `add_pack`, one
+pack at a time during a backup, goes to a small dict overlay that is merged into the
+tables once it grows past a quarter of them (so merges cost O(n log n) in all).
+
+Readers run on several threads while a backup adds packs: the tables and the overlay
+are published together as one tuple (`_state`), replaced whole by a merge; a reader
+takes the tuple once, and looks in the overlay before the tables (an entry merged
+from the overlay is in the new tables before the overlay is dropped).
 """
 
 from __future__ import annotations
@@ -11,9 +30,13 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
+
 from coldvault.index.ids import BlobId, PackId
-from coldvault.index.pack import BlobEntry, object_name
-from coldvault.index.packindex import PackRecord
+from coldvault.index.pack import PACK_KINDS, BlobEntry, object_name
+from coldvault.index.packindex import KIND_CODES, IndexTable, PackRecord
+
+MERGE_AT = 100_000  # overlay entries merged into the tables once past this and a quarter of them
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,10 +53,109 @@ class Location:
         return object_name(self.kind, self.pack)
 
 
+def _split_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(hi, lo) native u64 columns of an array of 16-byte ids (V16)."""
+    v = np.ascontiguousarray(ids).view(">u8").reshape(-1, 2)
+    return v[:, 0].astype(np.uint64), v[:, 1].astype(np.uint64)
+
+
+def _key(bid: bytes) -> tuple[int, int]:
+    return int.from_bytes(bid[:8], "big"), int.from_bytes(bid[8:16], "big")
+
+
+class _Tables:
+    """The merged, sorted tables; never changed once published."""
+
+    __slots__ = ("hi", "lo", "pack", "offset", "length", "raw", "type",
+                 "pk_hi", "pk_lo", "pk_kind", "pk_size", "pk_order", "pk_hex")
+
+    def __init__(self, blobs: dict, packs: dict):
+        self.hi, self.lo = blobs["hi"], blobs["lo"]
+        self.pack, self.offset, self.length = blobs["pack"], blobs["offset"], blobs["length"]
+        self.raw, self.type = blobs["raw"], blobs["type"]
+        self.pk_hi, self.pk_lo, self.pk_kind, self.pk_size = packs["hi"], packs["lo"], packs["kind"], packs["size"]
+        self.pk_order = np.lexsort((self.pk_lo, self.pk_hi))
+        self.pk_hex: list[str] | None = None  # pack ids as hex, made when first needed
+
+    @classmethod
+    def empty(cls) -> "_Tables":
+        u8, u32, u64 = np.uint8, np.uint32, np.uint64
+        z = np.zeros
+        return cls({"hi": z(0, u64), "lo": z(0, u64), "pack": z(0, u32), "offset": z(0, u64),
+                    "length": z(0, u32), "raw": z(0, u32), "type": z(0, u8)},
+                   {"hi": z(0, u64), "lo": z(0, u64), "kind": z(0, u8), "size": z(0, u64)})
+
+    def __len__(self) -> int:
+        return len(self.hi)
+
+    def find(self, bid: bytes) -> int:
+        """Row of `bid`, or -1."""
+        hi, lo = _key(bid)
+        hi_col = self.hi
+        i = int(hi_col.searchsorted(np.uint64(hi)))
+        n = len(hi_col)
+        while i < n and int(hi_col[i]) == hi:
+            if int(self.lo[i]) == lo:
+                return i
+            i += 1
+        return -1
+
+    def find_many(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        """For each key, whether it is in the table (vectorised)."""
+        if not len(self.hi):
+            return np.zeros(len(hi), dtype=bool)
+        start = self.hi.searchsorted(hi, side="left")
+        stop = self.hi.searchsorted(hi, side="right")
+        found = np.zeros(len(hi), dtype=bool)
+        single = stop - start == 1
+        found[single] = self.lo[start[single]] == lo[single]
+        for j in np.flatnonzero(stop - start > 1):  # ids sharing their first 8 bytes: rare
+            found[j] = bool((self.lo[start[j]:stop[j]] == lo[j]).any())
+        return found
+
+    def pack_row(self, pid: str) -> int:
+        if len(pid) != 32:
+            return -1
+        hi, lo = _key(bytes.fromhex(pid))
+        order = self.pk_order
+        keys = self.pk_hi[order]  # small: one row per pack
+        i = int(keys.searchsorted(np.uint64(hi)))
+        while i < len(order) and int(keys[i]) == hi:
+            if int(self.pk_lo[order[i]]) == lo:
+                return int(order[i])
+            i += 1
+        return -1
+
+    def pack_hex(self, row: int) -> str:
+        if self.pk_hex is not None:
+            return self.pk_hex[row]
+        return (int(self.pk_hi[row]).to_bytes(8, "big") + int(self.pk_lo[row]).to_bytes(8, "big")).hex()
+
+    def all_pack_hex(self) -> list[str]:
+        if self.pk_hex is None:
+            ids = np.empty((len(self.pk_hi), 2), dtype=">u8")
+            ids[:, 0], ids[:, 1] = self.pk_hi, self.pk_lo
+            h = ids.tobytes().hex()
+            self.pk_hex = [h[i:i + 32] for i in range(0, len(h), 32)]
+        return self.pk_hex
+
+
+class _Overlay:
+    """Packs and blobs added one pack at a time since the last merge."""
+
+    __slots__ = ("base", "blobs", "packs", "pack_rows")
+
+    def __init__(self, base: int):
+        self.base = base  # pack rows of the overlay start here (after the tables' packs)
+        self.blobs: dict[bytes, tuple] = {}  # id -> (pack row, offset, length, raw_length, type)
+        self.packs: list[tuple[str, str, int]] = []  # (pack id, kind, size), row = base + position
+        self.pack_rows: dict[str, int] = {}
+
+
 class BlobIndex:
     def __init__(self):
-        self._blobs: dict[bytes, tuple] = {}  # id -> (pack id, offset, length, raw_length, type)
-        self._packs: dict[str, tuple[str, int]] = {}  # pack id -> (kind, size)
+        t = _Tables.empty()
+        self._state: tuple[_Tables, _Overlay] = (t, _Overlay(0))
         self.index_ids: set[str] = set()
         # Pending (write-ahead) index objects, and what their records turned out to be:
         self.pending_ids: set[str] = set()
@@ -41,66 +163,254 @@ class BlobIndex:
         self.adoptable: set[str] = set()  # pending index ids whose packs are all among `adopted`
         self._lock = threading.Lock()
 
+    # ---- adding -------------------------------------------------------------------------
+
     def add_pack(self, rec: PackRecord) -> None:
-        pid = rec.id
+        """One pack's record (a backup's new pack, a pending checkpoint's verified pack)."""
         with self._lock:
-            self._packs[pid] = (rec.kind, rec.size)
-            blobs = self._blobs
-            for b in rec.blobs:
-                if b.id not in blobs:
-                    blobs[b.id] = (pid, b.offset, b.length, b.raw_length, b.type)
+            t, ov = self._state
+            row = self._pack_row(t, ov, rec.id)
+            if row < 0:
+                row = ov.base + len(ov.packs)
+                ov.packs.append((rec.id, rec.kind, rec.size))
+                ov.pack_rows[rec.id] = row
+            if rec.blobs:
+                ids = [b.id for b in rec.blobs]
+                hi, lo = _split_ids(np.frombuffer(b"".join(ids), dtype="V16"))
+                known = t.find_many(hi, lo)
+                blobs = ov.blobs
+                for b, k in zip(rec.blobs, known.tolist()):
+                    if not k and b.id not in blobs:
+                        blobs[b.id] = (row, b.offset, b.length, b.raw_length, b.type)
+            if len(ov.blobs) > max(MERGE_AT, len(t) // 4):
+                self._merge([])
+
+    def add_table(self, table: IndexTable) -> None:
+        """Every record of one index object (`IndexDoc.table`), merged at once."""
+        self.add_tables([table])
+
+    def add_tables(self, tables: list[IndexTable]) -> None:
+        """The records of several index objects, merged in one sort; on a blob id given
+        twice, the table earlier in the list wins (and anything indexed before them)."""
+        with self._lock:
+            self._merge([t for t in tables if len(t.packs) or len(t.blobs)])
+
+    def _merge(self, tables: list[IndexTable]) -> None:
+        """Tables, then overlay, then `tables` (in this order of precedence) into new tables."""
+        t, ov = self._state
+        # Packs: the tables' rows stay; then the overlay's (whose rows follow them); then
+        # the new tables' packs, each id once (first wins), rows renumbered accordingly.
+        pk_ids = [np.empty((0,), dtype="V16")]
+        ov_ids = np.frombuffer(b"".join(bytes.fromhex(p) for p, _, _ in ov.packs), dtype="V16")
+        new_ids = [tb.packs["id"] for tb in tables]
+        ids = np.concatenate([ov_ids] + new_ids) if (len(ov_ids) or new_ids) else pk_ids[0]
+        hi, lo = _split_ids(ids) if len(ids) else (np.zeros(0, np.uint64), np.zeros(0, np.uint64))
+        kinds = np.concatenate([np.array([KIND_CODES[k] for _, k, _ in ov.packs], dtype=np.uint8)]
+                               + [tb.packs["kind"] for tb in tables])
+        sizes = np.concatenate([np.array([s for _, _, s in ov.packs], dtype=np.uint64)]
+                               + [tb.packs["size"].astype(np.uint64) for tb in tables])
+        all_hi = np.concatenate([t.pk_hi, hi])
+        all_lo = np.concatenate([t.pk_lo, lo])
+        all_kind = np.concatenate([t.pk_kind, kinds])
+        all_size = np.concatenate([t.pk_size, sizes])
+        order = np.lexsort((np.arange(len(all_hi)), all_lo, all_hi))
+        s_hi, s_lo = all_hi[order], all_lo[order]
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = (s_hi[1:] != s_hi[:-1]) | (s_lo[1:] != s_lo[:-1])
+        canon = np.empty(len(order), dtype=np.int64)  # row -> the row of the first with its id
+        group = np.cumsum(first) - 1
+        canon[order] = order[first][group]
+        keep = np.sort(order[first])  # unique rows, in their first-seen order
+        new_row = np.full(len(order), -1, dtype=np.int64)
+        new_row[keep] = np.arange(len(keep))
+        remap = new_row[canon]  # old row -> new row
+        packs = {"hi": all_hi[keep], "lo": all_lo[keep], "kind": all_kind[keep], "size": all_size[keep]}
+
+        # Blobs: the tables (sorted), the overlay, the new tables; one stable sort.
+        cols = {k: [getattr(t, a)] for k, a in (("hi", "hi"), ("lo", "lo"), ("pack", "pack"), ("offset", "offset"),
+                                                ("length", "length"), ("raw", "raw"), ("type", "type"))}
+        if ov.blobs:
+            items = list(ov.blobs.items())
+            ohi, olo = _split_ids(np.frombuffer(b"".join(k for k, _ in items), dtype="V16"))
+            vals = np.array([v for _, v in items], dtype=np.uint64)
+            cols["hi"].append(ohi)
+            cols["lo"].append(olo)
+            cols["pack"].append(remap[vals[:, 0].astype(np.int64)].astype(np.uint32))
+            cols["offset"].append(vals[:, 1])
+            cols["length"].append(vals[:, 2].astype(np.uint32))
+            cols["raw"].append(vals[:, 3].astype(np.uint32))
+            cols["type"].append(vals[:, 4].astype(np.uint8))
+        base = len(t.pk_hi) + len(ov.packs)
+        for tb in tables:
+            b = tb.blobs
+            bhi, blo = _split_ids(b["id"])
+            cols["hi"].append(bhi)
+            cols["lo"].append(blo)
+            cols["pack"].append(remap[base + b["pack"].astype(np.int64)].astype(np.uint32))
+            cols["offset"].append(b["offset"].astype(np.uint64))
+            cols["length"].append(b["length"].astype(np.uint32))
+            cols["raw"].append(b["raw_length"].astype(np.uint32))
+            cols["type"].append(b["type"].astype(np.uint8))
+            base += len(tb.packs)
+        blobs = {k: (np.concatenate(v) if len(v) > 1 else v[0]) for k, v in cols.items()}
+        del cols
+        order = _sort_order(blobs["hi"], blobs["lo"])
+        for k in blobs:
+            blobs[k] = blobs[k][order]
+        del order
+        s_hi, s_lo = blobs["hi"], blobs["lo"]
+        dup = (s_hi[1:] == s_hi[:-1]) & (s_lo[1:] == s_lo[:-1])
+        if dup.any():  # the same blob in two records: the first one loaded stays
+            first = np.ones(len(s_hi), dtype=bool)
+            first[1:] = ~dup
+            for k in blobs:
+                blobs[k] = blobs[k][first]
+        self._state = (_Tables(blobs, packs), _Overlay(len(packs["hi"])))
 
     # ---- blobs ------------------------------------------------------------------------
 
+    def _row(self, bid: bytes):
+        """(tables, overlay, row in the tables or -1, overlay tuple or None)."""
+        t, ov = self._state
+        o = ov.blobs.get(bid)
+        if o is not None:
+            return t, ov, -1, o
+        return t, ov, t.find(bid), None
+
     def __contains__(self, bid: bytes) -> bool:
-        return bid in self._blobs
+        t, ov = self._state
+        return bid in ov.blobs or t.find(bid) >= 0
 
     def __len__(self) -> int:
-        return len(self._blobs)
+        t, ov = self._state
+        return len(t) + len(ov.blobs)
 
     def contains_all(self, bids: Iterable[bytes]) -> bool:
-        return all(map(self._blobs.__contains__, bids))
+        bids = list(bids)
+        if not bids:
+            return True
+        t, ov = self._state
+        rest = [b for b in bids if b not in ov.blobs]
+        if not rest:
+            return True
+        if len(rest) < 8:
+            return all(t.find(b) >= 0 for b in rest)
+        hi, lo = _split_ids(np.frombuffer(b"".join(rest), dtype="V16"))
+        return bool(t.find_many(hi, lo).all())
 
     def lookup(self, bid: BlobId) -> Location | None:
-        t = self._blobs.get(bid)
-        if t is None:
+        t, ov, i, o = self._row(bid)
+        if o is not None:
+            pid, kind, _ = self._pack_at(t, ov, o[0])
+            return Location(pid, kind, o[1], o[2], o[3], o[4])
+        if i < 0:
             return None
-        pid = t[0]
-        return Location(pid, self._packs[pid][0], t[1], t[2], t[3], t[4])
+        pid, kind, _ = self._pack_at(t, ov, int(t.pack[i]))
+        return Location(pid, kind, int(t.offset[i]), int(t.length[i]), int(t.raw[i]), int(t.type[i]))
 
     def raw_length(self, bid: BlobId) -> int | None:
-        t = self._blobs.get(bid)
-        return None if t is None else t[3]
+        t, ov, i, o = self._row(bid)
+        if o is not None:
+            return o[3]
+        return None if i < 0 else int(t.raw[i])
 
     def pack_of(self, bid: BlobId) -> PackId | None:
-        t = self._blobs.get(bid)
-        return None if t is None else t[0]
+        t, ov, i, o = self._row(bid)
+        if o is not None:
+            return self._pack_at(t, ov, o[0])[0]
+        return None if i < 0 else self._pack_at(t, ov, int(t.pack[i]))[0]
 
     def blobs_by_pack(self, pids: Iterable[str] | None = None) -> dict[str, list[BlobEntry]]:
-        """The entries this index uses, grouped by pack (all packs, or those in `pids`).
-        A pack that holds no indexed blob is absent."""
-        wanted = None if pids is None else set(pids)
+        """The entries this index uses, grouped by pack (all packs, or those in `pids`), each
+        pack's in offset order. A pack that holds no indexed blob is absent."""
+        t, ov = self._state
+        if pids is None:
+            rows = np.arange(len(t))
+        else:
+            wanted = [r for r in (self._pack_row(t, ov, p) for p in set(pids)) if 0 <= r < len(t.pk_hi)]
+            rows = np.flatnonzero(np.isin(t.pack, np.array(wanted, dtype=np.uint32))) if wanted else np.zeros(0, int)
         out: dict[str, list[BlobEntry]] = {}
-        for bid, (pid, off, length, raw, btype) in self._blobs.items():
-            if wanted is None or pid in wanted:
-                out.setdefault(pid, []).append(BlobEntry(bid, btype, off, length, raw))
+        if len(rows):
+            rows = rows[np.lexsort((t.offset[rows], t.pack[rows]))]
+            ids = np.empty((len(rows), 2), dtype=">u8")
+            ids[:, 0], ids[:, 1] = t.hi[rows], t.lo[rows]
+            raw_ids = ids.tobytes()
+            names = t.all_pack_hex()
+            for j, (pk, off, ln, raw, ty) in enumerate(zip(t.pack[rows].tolist(), t.offset[rows].tolist(),
+                                                           t.length[rows].tolist(), t.raw[rows].tolist(),
+                                                           t.type[rows].tolist())):
+                out.setdefault(names[pk], []).append(BlobEntry(BlobId(raw_ids[16 * j:16 * j + 16]), ty, off, ln, raw))
+        wanted_set = None if pids is None else set(pids)
+        extra: dict[str, list[BlobEntry]] = {}
+        for bid, (row, off, ln, raw, ty) in list(ov.blobs.items()):
+            pid = self._pack_at(t, ov, row)[0]
+            if wanted_set is None or pid in wanted_set:
+                extra.setdefault(pid, []).append(BlobEntry(bid, ty, off, ln, raw))
+        for pid, entries in extra.items():
+            merged = out.setdefault(pid, []) + entries
+            out[pid] = sorted(merged, key=lambda e: e.offset)
         return out
 
     # ---- packs ------------------------------------------------------------------------
 
+    @staticmethod
+    def _pack_row(t: _Tables, ov: _Overlay, pid: str) -> int:
+        row = ov.pack_rows.get(pid)
+        return row if row is not None else t.pack_row(pid)
+
+    @staticmethod
+    def _pack_at(t: _Tables, ov: _Overlay, row: int) -> tuple[str, str, int]:
+        if row < len(t.pk_hi):
+            return t.pack_hex(row), PACK_KINDS[int(t.pk_kind[row])], int(t.pk_size[row])
+        return ov.packs[row - ov.base]
+
     def has_pack(self, pid: str) -> bool:
-        return pid in self._packs
+        t, ov = self._state
+        return self._pack_row(t, ov, pid) >= 0
 
     def pack(self, pid: str) -> tuple[str, int] | None:
         """(kind, size) of an indexed pack."""
-        return self._packs.get(pid)
+        t, ov = self._state
+        row = self._pack_row(t, ov, pid)
+        if row < 0:
+            return None
+        _, kind, size = self._pack_at(t, ov, row)
+        return kind, size
 
     def packs(self) -> Iterator[tuple[str, str, int]]:
         """(pack id, kind, size) of every indexed pack."""
-        return ((pid, kind, size) for pid, (kind, size) in self._packs.items())
+        t, ov = self._state
+        kinds = [PACK_KINDS[k] for k in range(len(PACK_KINDS))]
+        yield from zip(t.all_pack_hex(), (kinds[k] for k in t.pk_kind.tolist()), t.pk_size.tolist())
+        yield from list(ov.packs)
 
     def pack_count(self) -> int:
-        return len(self._packs)
+        t, ov = self._state
+        return len(t.pk_hi) + len(ov.packs)
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the tables (for benchmarks)."""
+        t, _ = self._state
+        return sum(getattr(t, a).nbytes for a in ("hi", "lo", "pack", "offset", "length", "raw", "type",
+                                                   "pk_hi", "pk_lo", "pk_kind", "pk_size", "pk_order"))
+
+
+def _sort_order(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """The stable order of rows by (hi, lo). Index objects hold their rows sorted by id,
+    so `hi` is a few sorted runs, which the stable sort merges quickly; rows sharing `hi`
+    (the same blob in two objects, or two ids with the same first 8 bytes) are then
+    ordered by `lo`, keeping their order among equal ids."""
+    order = np.argsort(hi, kind="stable")
+    s = hi[order]
+    eq = s[1:] == s[:-1]
+    if eq.any():
+        tie = np.zeros(len(s), dtype=bool)
+        tie[1:] |= eq
+        tie[:-1] |= eq
+        at = np.flatnonzero(tie)
+        rows = order[at]  # runs of equal hi, in slots of their own; ordered by (lo, row) within
+        order[at] = rows[np.lexsort((rows, lo[rows], hi[rows]))]
+    return order
 
 
 class Deduper:
