@@ -200,11 +200,8 @@ class BlobIndex:
         t, ov = self._state
         # Packs: the tables' rows stay; then the overlay's (whose rows follow them); then
         # the new tables' packs, each id once (first wins), rows renumbered accordingly.
-        pk_ids = [np.empty((0,), dtype="V16")]
         ov_ids = np.frombuffer(b"".join(bytes.fromhex(p) for p, _, _ in ov.packs), dtype="V16")
-        new_ids = [tb.packs["id"] for tb in tables]
-        ids = np.concatenate([ov_ids] + new_ids) if (len(ov_ids) or new_ids) else pk_ids[0]
-        hi, lo = _split_ids(ids) if len(ids) else (np.zeros(0, np.uint64), np.zeros(0, np.uint64))
+        hi, lo = _split_ids(np.concatenate([ov_ids] + [tb.packs["id"] for tb in tables]))
         kinds = np.concatenate([np.array([KIND_CODES[k] for _, k, _ in ov.packs], dtype=np.uint8)]
                                + [tb.packs["kind"] for tb in tables])
         sizes = np.concatenate([np.array([s for _, _, s in ov.packs], dtype=np.uint64)]
