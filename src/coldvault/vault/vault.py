@@ -215,7 +215,7 @@ class Vault:
                 pending.append((iid, doc))
             else:
                 tables.append(doc.table)
-        index.add_tables(tables)  # in listing order: on a blob id given twice, the first wins
+        index.add_tables(tables)  # in name order: on a blob id given twice, the first wins
         del tables
         unknown: dict[str, packindex.PackRecord] = {}  # a pack's blobs may be spread over several checkpoints
         for _, doc in pending:
@@ -282,7 +282,8 @@ class Vault:
             self.store.put(INDEX_PREFIX + iid, data, self.settings.index_class)
             ids.append(iid)
         for r in recs:
-            self.index.add_pack(r)
+            if not self.index.has_pack(r.id):  # a prune or a run's index repeats known packs
+                self.index.add_pack(r)
         self.index.index_ids.update(ids)
         if pending:
             self.index.pending_ids.update(ids)
