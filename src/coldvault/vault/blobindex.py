@@ -26,6 +26,8 @@ from the overlay is in the new tables before the overlay is dropped).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import threading
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
@@ -343,16 +345,8 @@ class BlobIndex:
             wanted = [r for r in (self._pack_row(t, ov, p) for p in set(pids)) if 0 <= r < len(t.pk_hi)]
             rows = np.flatnonzero(np.isin(t.pack, np.array(wanted, dtype=np.uint32))) if wanted else np.zeros(0, int)
         out: dict[str, list[BlobEntry]] = {}
-        if len(rows):
-            rows = rows[np.lexsort((t.offset[rows], t.pack[rows]))]
-            ids = np.empty((len(rows), 2), dtype=">u8")
-            ids[:, 0], ids[:, 1] = t.hi[rows], t.lo[rows]
-            raw_ids = ids.tobytes()
-            names = t.all_pack_hex()
-            for j, (pk, off, ln, raw, ty) in enumerate(zip(t.pack[rows].tolist(), t.offset[rows].tolist(),
-                                                           t.length[rows].tolist(), t.raw[rows].tolist(),
-                                                           t.type[rows].tolist())):
-                out.setdefault(names[pk], []).append(BlobEntry(BlobId(raw_ids[16 * j:16 * j + 16]), ty, off, ln, raw))
+        with _gc_paused():  # one object per entry: no cycle collection while they are made
+            self._entries(t, rows, out)
         wanted_set = None if pids is None else set(pids)
         extra: dict[str, list[BlobEntry]] = {}
         for bid, (row, off, ln, raw, ty) in list(ov.blobs.items()):
@@ -363,6 +357,19 @@ class BlobIndex:
             merged = out.setdefault(pid, []) + entries
             out[pid] = sorted(merged, key=lambda e: e.offset)
         return out
+
+    @staticmethod
+    def _entries(t: _Tables, rows: np.ndarray, out: dict[str, list[BlobEntry]]) -> None:
+        if len(rows):
+            rows = rows[np.lexsort((t.offset[rows], t.pack[rows]))]
+            ids = np.empty((len(rows), 2), dtype=">u8")
+            ids[:, 0], ids[:, 1] = t.hi[rows], t.lo[rows]
+            raw_ids = ids.tobytes()
+            names = t.all_pack_hex()
+            for j, (pk, off, ln, raw, ty) in enumerate(zip(t.pack[rows].tolist(), t.offset[rows].tolist(),
+                                                           t.length[rows].tolist(), t.raw[rows].tolist(),
+                                                           t.type[rows].tolist())):
+                out.setdefault(names[pk], []).append(BlobEntry(BlobId(raw_ids[16 * j:16 * j + 16]), ty, off, ln, raw))
 
     # ---- packs ------------------------------------------------------------------------
 
@@ -406,6 +413,19 @@ class BlobIndex:
         t, _ = self._state
         return sum(getattr(t, a).nbytes for a in ("hi", "lo", "pack", "offset", "length", "raw", "type",
                                                    "pk_hi", "pk_lo", "pk_kind", "pk_size", "pk_order", "pk_sorted_hi"))
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """No cycle collection inside (restored after): making millions of small objects
+    would otherwise trigger collections that walk all of them again and again."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _sort_order(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
