@@ -20,6 +20,8 @@ import shutil
 import numpy as np
 import pytest
 from cvtools import diff_signatures, run, signature, vault_env
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coldvault.index import blob as blobfmt
 from coldvault.index import envelope, packindex
@@ -374,3 +376,22 @@ def test_loaded_index_leaves_nothing_for_the_cycle_gc(tmp_path):
     gc.collect()
     assert len(index) == 200_000 and index.pack_count() == 12_500
     assert len(gc.get_objects()) - before < 5_000
+
+
+@settings(max_examples=300, deadline=None)
+@given(packs=st.lists(st.binary(min_size=25, max_size=25), max_size=4),
+       blobs=st.lists(st.binary(min_size=37, max_size=37), max_size=6),
+       cut=st.integers(0, 2))
+def test_arbitrary_version_2_tables_decode_or_are_refused(packs, blobs, cut):
+    """Any bytes in the two tables: a FormatError, or records that pass every bound."""
+    data = envelope.seal({"version": 2, "features": [], "packs": b"".join(packs),
+                          "blobs": b"".join(blobs)[:len(b"".join(blobs)) - cut]}, "index", PLAIN)
+    try:
+        doc = packindex.decode(data, PLAIN, "index")
+    except FormatError:
+        return
+    for p in doc.packs:
+        assert p.kind in ("data", "tree") and 0 <= p.size < 2**48
+        for b in p.blobs:
+            assert b.type in blobfmt.BLOB_TYPES and b.offset + b.length <= p.size
+            assert b.raw_length <= blobfmt.max_plaintext(b.type) and b.length <= b.raw_length + blobfmt.MAX_OVERHEAD
