@@ -208,9 +208,13 @@ class BlobIndex:
 
     def add_tables(self, tables: list[IndexTable]) -> None:
         """The records of several index objects, merged in one sort; on a blob id given
-        twice, the table earlier in the list wins (and anything indexed before them)."""
+        twice, the table earlier in the list wins (and anything indexed before them).
+        Empties `tables` as it copies them, so that each one's memory is freed (if the
+        caller holds no other reference) before the sort: the peak stays near one copy."""
         with self._lock:
-            self._merge([t for t in tables if len(t.packs) or len(t.blobs)])
+            todo = [t for t in tables if len(t.packs) or len(t.blobs)]
+            tables.clear()
+            self._merge(todo)
 
     def _merge(self, tables: list[IndexTable]) -> None:
         """Tables, then overlay, then `tables` (in this order of precedence) into new tables."""
@@ -240,34 +244,38 @@ class BlobIndex:
         remap = new_row[canon]  # old row -> new row
         packs = {"hi": all_hi[keep], "lo": all_lo[keep], "kind": all_kind[keep], "size": all_size[keep]}
 
-        # Blobs: the tables (sorted), the overlay, the new tables; one stable sort.
-        cols = {k: [getattr(t, a)] for k, a in (("hi", "hi"), ("lo", "lo"), ("pack", "pack"), ("offset", "offset"),
-                                                ("length", "length"), ("raw", "raw"), ("type", "type"))}
-        if ov.blobs:
-            items = list(ov.blobs.items())
+        # Blobs: the tables (sorted), the overlay, the new tables, copied into columns
+        # made once (each new table is dropped once copied); then one stable sort.
+        items = list(ov.blobs.items())
+        total = len(t) + len(items) + sum(len(tb.blobs) for tb in tables)
+        dtypes = {"hi": np.uint64, "lo": np.uint64, "pack": np.uint32, "offset": np.uint64,
+                  "length": np.uint32, "raw": np.uint32, "type": np.uint8}
+        blobs = {k: np.empty(total, dtype=dt) for k, dt in dtypes.items()}
+        for k in blobs:
+            blobs[k][:len(t)] = getattr(t, k)
+        at = len(t)
+        if items:
             ohi, olo = _split_ids(np.frombuffer(b"".join(k for k, _ in items), dtype="V16"))
             vals = np.array([v for _, v in items], dtype=np.uint64)
-            cols["hi"].append(ohi)
-            cols["lo"].append(olo)
-            cols["pack"].append(remap[vals[:, 0].astype(np.int64)].astype(np.uint32))
-            cols["offset"].append(vals[:, 1])
-            cols["length"].append(vals[:, 2].astype(np.uint32))
-            cols["raw"].append(vals[:, 3].astype(np.uint32))
-            cols["type"].append(vals[:, 4].astype(np.uint8))
+            end = at + len(items)
+            blobs["hi"][at:end], blobs["lo"][at:end] = ohi, olo
+            blobs["pack"][at:end] = remap[vals[:, 0].astype(np.int64)]
+            blobs["offset"][at:end], blobs["length"][at:end] = vals[:, 1], vals[:, 2]
+            blobs["raw"][at:end], blobs["type"][at:end] = vals[:, 3], vals[:, 4]
+            at = end
+            del ohi, olo, vals
         base = len(t.pk_hi) + len(ov.packs)
-        for tb in tables:
+        tables.reverse()
+        while tables:
+            tb = tables.pop()  # the first left, and no longer referenced here once copied
             b = tb.blobs
-            bhi, blo = _split_ids(b["id"])
-            cols["hi"].append(bhi)
-            cols["lo"].append(blo)
-            cols["pack"].append(remap[base + b["pack"].astype(np.int64)].astype(np.uint32))
-            cols["offset"].append(b["offset"].astype(np.uint64))
-            cols["length"].append(b["length"].astype(np.uint32))
-            cols["raw"].append(b["raw_length"].astype(np.uint32))
-            cols["type"].append(b["type"].astype(np.uint8))
-            base += len(tb.packs)
-        blobs = {k: (np.concatenate(v) if len(v) > 1 else v[0]) for k, v in cols.items()}
-        del cols
+            end = at + len(b)
+            blobs["hi"][at:end], blobs["lo"][at:end] = _split_ids(b["id"])
+            blobs["pack"][at:end] = remap[base + b["pack"].astype(np.int64)]
+            blobs["offset"][at:end], blobs["length"][at:end] = b["offset"], b["length"]
+            blobs["raw"][at:end], blobs["type"][at:end] = b["raw_length"], b["type"]
+            at, base = end, base + len(tb.packs)
+            del tb, b
         order = _sort_order(blobs["hi"], blobs["lo"])
         for k in blobs:
             blobs[k] = blobs[k][order]
