@@ -186,7 +186,7 @@ def test_leftovers_are_harmless(vault):
     orphan = pack_of(os.urandom(5000))
     unused = pack_of(os.urandom(6000))
     rec = PackRecord(unused.id, unused.kind, len(unused.data), unused.blobs)
-    checkpoint = v.save_index([rec])
+    (checkpoint,) = v.save_index([rec])
     v.save_index([rec], supersedes=[checkpoint])
     never = pack_of(os.urandom(7000), store=False)
     v.save_index([PackRecord(never.id, never.kind, len(never.data), never.blobs)], pending=True)

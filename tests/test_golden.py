@@ -1,7 +1,8 @@
 """The golden sample vaults (tests/fixtures/golden/) still read exactly as they were written.
 
-They were written once by coldvault 0.1.0 (format version 1) and committed;
-see tests/fixtures/golden/README.md. Every value asserted here is hard-coded:
+The version 1 vaults were written once by coldvault 0.1.0 and committed; the version 2
+ones (index objects of format version 2, golden/v2/, their values in expected.json)
+were written when that version came in; see tests/fixtures/golden/README.md. Every value asserted here is hard-coded:
 if one of these tests fails, a change made existing vaults read differently.
 That is a format change: fix the code, or make it deliberate (docs/format.md,
 "Changes"), never regenerate the fixtures to make the test pass.
@@ -10,6 +11,7 @@ That is a format change: fix the code, or make it deliberate (docs/format.md,
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -138,7 +140,13 @@ EXPECTED = {
         "other_index": "3dc43c579f73e45d85dab0957d027145",
     },
 }
-KINDS = sorted(EXPECTED)
+with open(os.path.join(GOLDEN, "v2", "expected.json"), encoding="utf-8") as _f:
+    for _name, _exp in json.load(_f).items():
+        _exp["password"] = _exp["password"].encode() if _exp["password"] else None
+        _exp["index"] = (_exp["index"][0], [tuple(p) for p in _exp["index"][1]], _exp["index"][2])
+        EXPECTED["v2/" + _name] = _exp
+KINDS = sorted(EXPECTED)  # encrypted, unencrypted (version 1), v2/encrypted, v2/unencrypted
+INDEX_VERSION = {k: 2 if k.startswith("v2/") else 1 for k in KINDS}
 
 
 @pytest.fixture(params=KINDS)
@@ -200,8 +208,8 @@ def test_config_is_version_1(golden):
     assert cfg.features == []
     assert cfg.vault_id.hex() == exp["vault_id"]
     assert cfg.created == exp["created"]
-    assert cfg.encrypted == (kind == "encrypted")
-    if kind == "encrypted":
+    assert cfg.encrypted == (exp["password"] is not None)
+    if cfg.encrypted:
         k = cfg.key
         assert (k["kdf"], k["n"], k["r"], k["p"]) == ("scrypt", 2**15, 8, 1)
         assert len(k["salt"]) == 32
@@ -276,10 +284,13 @@ def test_known_index_object(golden):
     iid, expected_packs, n_checkpoints = exp["index"]
     with open(os.path.join(path, "index", iid), "rb") as f:
         raw = f.read()
-    enc = kind == "encrypted"
+    enc = exp["password"] is not None
     assert raw[:3] == b"CV\x01" and raw[3] & blobfmt.ENCRYPTED == (blobfmt.ENCRYPTED if enc else 0)
     vault = open_vault(path, exp, load_index=False)
     doc = packindex.decode(raw, vault.sealer, iid)
+    assert envelope.open_(raw, "index", vault.sealer, iid)["version"] == INDEX_VERSION[kind]
+    if INDEX_VERSION[kind] == 2:
+        assert not raw[3] & blobfmt.COMPRESSED  # tables of random ids are written uncompressed (6.4)
     assert [(p.id, p.kind, p.size, [b.type for b in p.blobs]) for p in doc.packs] == expected_packs
     assert sum(len(p.blobs) for p in doc.packs) == sum(len(t) for *_, t in expected_packs)
     # the run's checkpoint indexes, named here and deleted after the snapshot record was written
@@ -287,7 +298,8 @@ def test_known_index_object(golden):
     assert all(re.fullmatch(r"[0-9a-f]{32}", s) for s in doc.supersedes)
     assert not set(doc.supersedes) & set(os.listdir(os.path.join(path, "index")))
     if not enc:  # unencrypted envelopes are deterministic: the writer still makes the same bytes
-        assert packindex.encode(doc, vault.sealer) == raw
+        encode = packindex.encode if INDEX_VERSION[kind] == 2 else packindex.encode_v1
+        assert encode(doc, vault.sealer) == raw
 
     vault.load_index()
     assert sorted(vault.index.index_ids) == sorted([iid, exp["other_index"]])
@@ -324,7 +336,7 @@ def test_stored_blob_layout(golden):
     """Flag byte and length of stored blobs: small ones are not compressed, notes.md chunks are."""
     kind, path, exp = golden
     vault = open_vault(path, exp)
-    enc = kind == "encrypted"
+    enc = exp["password"] is not None
     rec = vault.snapshots()[1]
     files = listing(vault, rec.tree)
     for name in (b"hello.txt", b"bin/run.sh", CAFE, b"docs/added.txt"):
@@ -369,7 +381,7 @@ def test_snapshot_records(golden):
         with open(os.path.join(path, "snapshots", r.id), "rb") as f:
             raw = f.read()
         assert raw[:3] == b"CV\x01"
-        if kind == "unencrypted":
+        if exp["password"] is None:
             assert snapshot.encode(r, vault.sealer) == raw
 
 
@@ -489,8 +501,9 @@ def test_hand_reader_in_format_md(golden, tmp_path):
 
 @pytest.mark.parametrize("password", [PASSWORD, None], ids=["encrypted", "unencrypted"])
 async def test_current_writer_is_read_by_the_spec(tmp_path, password):
-    """What today's code writes is still version 1: the hand reader of docs/format.md, which
-    implements the spec independently of coldvault, decodes a vault written now."""
+    """What today's code writes is what the spec says (index objects of version 2): the hand
+    reader of docs/format.md, which implements the spec independently of coldvault, decodes a
+    vault written now."""
     from coldvault.uploader.dirbackup import DirBackup
 
     src = tmp_path / "src"

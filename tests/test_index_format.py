@@ -736,8 +736,8 @@ def test_packindex_hostile(doc):
 
 
 def test_packindex_newer_version():
-    with pytest.raises(UnknownVersionError, match="version 2"):
-        packindex.decode(_index_bytes({"version": 2, "packs": []}), PLAIN, "index")
+    with pytest.raises(UnknownVersionError, match="version 3"):
+        packindex.decode(_index_bytes({"version": 3, "packs": b"", "blobs": b""}), PLAIN, "index")
 
 
 packindex_docs = doc_like(

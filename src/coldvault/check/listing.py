@@ -46,6 +46,7 @@ def load_index(ck: Checker) -> None:
     index = ck.vault.index
     supersedes: set[str] = set()
     pending: list[packindex.IndexDoc] = []
+    seen: dict[str, tuple[str, int]] = {}  # pack id -> (kind, size) of the first index naming it
 
     def on_doc(iid: str, doc) -> None:
         name = INDEX_PREFIX + iid
@@ -61,15 +62,18 @@ def load_index(ck: Checker) -> None:
         if doc.pending:
             pending.append(doc)
             return
-        agreed = []
-        for p in doc.packs:
-            known = index.pack(p.id)
-            if known is not None and known != (p.kind, p.size):
-                r.problem(name, f"says pack {p.id} is a {p.kind} pack of {p.size} bytes; "
-                                f"another index says a {known[0]} pack of {known[1]} bytes")
-            else:
-                agreed.append(p)
-        doc.packs[:] = agreed  # the first index's word stands
+        # The loader merges every object's table at the end: compare pack records here.
+        conflicts = []
+        for pid, kind, size in doc.table.pack_items():
+            known = seen.setdefault(pid, (kind, size))
+            if known != (kind, size):
+                conflicts.append((pid, kind, size, known))
+        for pid, kind, size, known in conflicts:
+            r.problem(name, f"says pack {pid} is a {kind} pack of {size} bytes; "
+                            f"another index says a {known[0]} pack of {known[1]} bytes")
+        if conflicts:  # the first index's word stands
+            bad = {c[0] for c in conflicts}
+            doc.keep_packs([p for p in doc.packs if p.id not in bad])
 
     ck.vault.load_index(on_doc=on_doc, listed=ck.listed)
     r.superseded_indexes = sorted(INDEX_PREFIX + i for i in supersedes & index.index_ids)

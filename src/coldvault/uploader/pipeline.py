@@ -1,9 +1,9 @@
 """The end of every backup: upload packs, checkpoint the index, commit the snapshot.
 
 Write order (docs/format.md, "Write order"): for each pack a pending
-checkpoint index naming it, then the pack; at the end one index for the whole
-run, then the snapshot record (the commit point), then the checkpoints are
-deleted. The checkpoint goes first so that no stored pack is ever unnamed: a
+checkpoint index naming it, then the pack; at the end the index of the whole
+run (several objects if it is large: Vault.save_index), then the snapshot
+record (the commit point), then the checkpoints are deleted. The checkpoint goes first so that no stored pack is ever unnamed: a
 crash at any point leaves packs that the next run reuses (a checkpoint whose
 pack never arrived is ignored by readers and removed by prune).
 """
@@ -55,8 +55,8 @@ class PackPipeline:
                 crash_point("pack-upload")
                 rec = PackRecord(pack.id, pack.kind, len(pack.data), pack.blobs)  # without the bytes
                 async with self._index_lock:
-                    iid = await trio.to_thread.run_sync(lambda: self.vault.save_index([rec], pending=True))
-                    self.checkpoints.append(iid)
+                    iids = await trio.to_thread.run_sync(lambda: self.vault.save_index([rec], pending=True))
+                    self.checkpoints += iids
                 crash_point("checkpoint-stored")
                 await trio.to_thread.run_sync(self.vault.put_pack, pack)
                 crash_point("pack-stored")

@@ -17,8 +17,9 @@ It refuses (DamagedError) where deleting could lose data:
 
 `apply` writes, in this order, so that a crash at any point leaves only
 harmless leftovers that the next prune removes:
-1. the new index (every pack that still holds a used blob, `supersedes` = the
-   indexes it replaces);
+1. the new index objects (every pack that still holds a used blob, split over
+   objects of at most `Vault.max_index_entries` records, `supersedes` = the
+   indexes they replace), all of them before any deletion;
 2. the old index objects, pending checkpoints included;
 3. the packs with no used blob and the packs in no index;
 4. the partial writes of killed runs (`Store.discard_partial_writes`).
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 
 from coldvault.errors import DamagedError
 from coldvault.index.pack import object_name
-from coldvault.index.packindex import PackRecord
+from coldvault.index.packindex import PackRecord, split
 from coldvault.store.base import is_cold_class
 from coldvault.vault.pricing import PriceTable
 from coldvault.vault.usage import referenced_blobs
@@ -53,6 +54,8 @@ class PrunePlan:
     young_cold_packs: int = 0  # how many packs that fee is for
     old_indexes: list[str] = field(default_factory=list)  # every index id loaded: replaced by the new one
     pending_indexes: int = 0  # how many of them are checkpoints
+    old_format_indexes: int = 0  # how many of them are of an older version: rewritten in the current one
+    index_objects_needed: int = 0  # how many index objects `keep` makes (split at vault.max_index_entries)
 
     @property
     def bytes_unused_in_kept_packs(self) -> int:
@@ -61,8 +64,11 @@ class PrunePlan:
     @property
     def rewrites_index(self) -> bool:
         """Whether `apply` writes a new index and deletes the old ones: something is deleted,
-        or there is more than one index, or a checkpoint, to merge."""
-        return bool(self.delete or len(self.old_indexes) > 1 or self.pending_indexes)
+        or there are more index objects than the kept records need, or a checkpoint, to merge,
+        or an index object of version 1 to rewrite (how a vault moves to version 2,
+        docs/format.md 6.4)."""
+        return bool(self.delete or len(self.old_indexes) > max(1, self.index_objects_needed)
+                    or self.pending_indexes or self.old_format_indexes)
 
 
 @dataclass
@@ -96,7 +102,8 @@ def plan_prune(vault: Vault, prices: PriceTable, now: float | None = None) -> Pr
     stored = {o.name: o for prefix in ("data/", "trees/") for o in vault.store.list(prefix)}
 
     p = PrunePlan(snapshots=len(records), old_indexes=sorted(index.index_ids),
-                  pending_indexes=len(index.pending_ids))
+                  pending_indexes=len(index.pending_ids),
+                  old_format_indexes=len(vault.old_format_indexes & index.index_ids))
     unused = []
     for pid, kind, psize in index.packs():
         blobs = by_pack.get(pid, [])
@@ -108,6 +115,7 @@ def plan_prune(vault: Vault, prices: PriceTable, now: float | None = None) -> Pr
             p.keep.append(PackRecord(pid, kind, psize, blobs))
             if len(live) < len(blobs):
                 p.partly_used.append((name, sum(b.length for b in blobs if b.id not in used)))
+    p.index_objects_needed = len(split(p.keep, vault.max_index_entries))
     indexed = {object_name(k, pid) for pid, k, _ in index.packs()}
     p.leftovers = sorted(n for n in stored if n not in indexed)
     unknown = sum(1 for b in used if b not in index)
@@ -134,10 +142,12 @@ def plan_prune(vault: Vault, prices: PriceTable, now: float | None = None) -> Pr
 
 def write_index(vault: Vault, records: list[PackRecord], supersedes: list[str]) -> list[str]:
     """Write the index objects that name `records` (none if there are none); their ids.
-    Today one object holds them all."""
+    They are always written in the current format (version 2: this is how a version 1
+    vault moves to version 2), as several objects of at most `vault.max_index_entries`
+    records each, every one with the same `supersedes`."""
     if not records:
         return []
-    return [vault.save_index(records, supersedes=supersedes)]
+    return vault.save_index(records, supersedes=supersedes)
 
 
 def apply(vault: Vault, plan: PrunePlan) -> PruneResult:

@@ -10,7 +10,8 @@ although their packs are whole. The repair:
 2. lists `data/` and `trees/`, and reads the header of each pack that **no
    readable index names**: a ranged GET of the pack's last bytes (a second one
    only for a header longer than the first guess), parsed by `pack.read_header`;
-3. writes new index objects naming those packs, `supersedes` = the damaged ones;
+3. writes new index objects naming those packs (`Vault.save_index` splits them over
+   objects of bounded size), `supersedes` = the damaged ones;
 4. deletes the damaged index objects.
 
 Only packs that no readable index names are read: a readable index object is
@@ -52,7 +53,6 @@ from coldvault.vault.vault import Vault
 log = logging.getLogger(__name__)
 
 TAIL_GUESS = 64 * 1024  # bytes of a pack's end read first: the header of ~1500 blobs
-MAX_BLOBS_PER_INDEX = 200_000  # a new index object stays a few MiB, far below limits.MAX_OBJECT
 
 
 @dataclass
@@ -146,17 +146,8 @@ def apply(vault: Vault, p: RepairPlan, request_thaw: tuple[str, int] | None = No
     """Write the new index objects, then delete the damaged ones (in this order: a crash in
     between leaves a readable vault). `request_thaw` = (tier, days): also ask the store to
     restore the cold packs skipped, so that a later repair can read them."""
-    chunk: list[PackRecord] = []
-    count = 0
-    supersedes = list(p.damaged_indexes)
-    for rec in p.records:
-        if chunk and count + len(rec.blobs) > MAX_BLOBS_PER_INDEX:
-            p.new_indexes.append(vault.save_index(chunk, supersedes=supersedes))
-            chunk, count = [], 0
-        chunk.append(rec)
-        count += len(rec.blobs)
-    if chunk:
-        p.new_indexes.append(vault.save_index(chunk, supersedes=supersedes))
+    if p.records:
+        p.new_indexes += vault.save_index(p.records, supersedes=list(p.damaged_indexes))
     for iid in p.damaged_indexes:
         vault.delete_index(iid)
         vault.damaged_indexes.pop(iid, None)

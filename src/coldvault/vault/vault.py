@@ -77,6 +77,20 @@ def _damaged_config(store: Store, exc: FormatError) -> DamagedError:
                         f"{str(exc).removeprefix('config: ')}")
 
 
+def _max_index_entries() -> int:
+    value = os.environ.get("COLDVAULT_MAX_INDEX_ENTRIES", "")
+    if not value:
+        return packindex.MAX_INDEX_ENTRIES
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= packindex.MAX_INDEX_ENTRIES:
+        raise UserError(f"COLDVAULT_MAX_INDEX_ENTRIES must be a number from 1 to {packindex.MAX_INDEX_ENTRIES}, "
+                        f"not {value!r}")
+    return n
+
+
 class Vault:
     def __init__(self, store: Store, cfg: configfmt.VaultConfig, keys: MasterKeys | None):
         self.store = store
@@ -93,6 +107,10 @@ class Vault:
         self._fetching: dict = {}  # pack id -> the lock its one fetch holds
         self.damaged_snapshots: dict[str, DamagedError | UnsupportedFormatError] = {}
         self.damaged_indexes: dict[str, DamagedError] = {}  # index id -> why it was left out
+        # Most blob (and pack) records one index object written here holds (docs/format.md 6.4);
+        # COLDVAULT_MAX_INDEX_ENTRIES sets it lower, for tests of vaults with many index objects.
+        self.max_index_entries = _max_index_entries()
+        self.old_format_indexes: set[str] = set()  # loaded index ids of an older version (1)
 
     # ---- creating and opening -------------------------------------------------
 
@@ -169,12 +187,15 @@ class Vault:
         the packs' headers (vault/repair.py). A newer-format index object still stops the
         command (exit 12): what it says cannot be guessed, and it is not damage.
 
-        `on_doc(iid, doc)` sees each index object, in order, before it is merged (after the
-        ones before it): its IndexDoc (records it removes from doc.packs are not merged), or
+        `on_doc(iid, doc)` sees each index object, in name order, before the tables are merged
+        (all at once, after the loop): its IndexDoc (records it drops with `doc.keep_packs`
+        are not merged), or
         the DamagedError or UnsupportedFormatError that leaves it out. With it, those errors
         are the caller's to report (check): nothing is logged or raised for them here."""
         skip = self.index.index_ids | self.damaged_indexes.keys()
-        names = [INDEX_PREFIX + i for i in self._object_ids(INDEX_PREFIX) if i not in skip]
+        # In the order of their names, whatever the store lists first: on a blob id given
+        # twice, the first loaded wins (docs/format.md 6.4), the same in every store.
+        names = [INDEX_PREFIX + i for i in sorted(self._object_ids(INDEX_PREFIX)) if i not in skip]
 
         def load(name):
             try:
@@ -190,6 +211,7 @@ class Vault:
 
         index = self.index
         pending: list[tuple[str, packindex.IndexDoc]] = []
+        tables: list[packindex.IndexTable] = []  # merged at once: one sort, not one per object
         for name, doc in self._parallel(load, names):
             if doc is None:
                 continue
@@ -205,13 +227,25 @@ class Vault:
                 continue
             iid = name[len(INDEX_PREFIX):]
             index.index_ids.add(iid)
+            if doc.version < packindex.VERSION:
+                self.old_format_indexes.add(iid)  # `prune` rewrites it (docs/format.md 6.4)
             if doc.pending:
                 index.pending_ids.add(iid)
                 pending.append((iid, doc))
             else:
-                for p in doc.packs:
-                    index.add_pack(p)
-        unknown = {p.id: p for _, doc in pending for p in doc.packs if not index.has_pack(p.id)}
+                tables.append(doc.table)
+        index.add_tables(tables)  # in name order: on a blob id given twice, the first wins
+        del tables
+        unknown: dict[str, packindex.PackRecord] = {}  # a pack's blobs may be spread over several checkpoints
+        for _, doc in pending:
+            for p in doc.packs:
+                if index.has_pack(p.id):
+                    continue
+                seen = unknown.get(p.id)
+                if seen is None:
+                    unknown[p.id] = packindex.PackRecord(p.id, p.kind, p.size, list(p.blobs))
+                elif (seen.kind, seen.size) == (p.kind, p.size):
+                    seen.blobs += p.blobs
         recs = list(unknown.values())
         if listed is None:
             found = self._parallel(self._pack_stored, recs)
@@ -257,25 +291,32 @@ class Vault:
                 log.debug("ignoring stray object %s", o.name)
         return ids
 
-    def save_index(self, packs: list, supersedes: list[str] = (), pending: bool = False) -> str:
-        """Write an index object for `packs` (FinishedPack or PackRecord); returns its id.
+    def save_index(self, packs: list, supersedes: list[str] = (), pending: bool = False) -> list[str]:
+        """Write index objects for `packs` (FinishedPack or PackRecord); returns their ids.
+        More than `max_index_entries` records go to several objects (packindex.split), each
+        with the same `supersedes`, so no index object grows past the limits of a reader.
         `pending`: written before the packs are (a checkpoint), see `load_index`."""
         recs = [
             p if isinstance(p, packindex.PackRecord) else packindex.PackRecord(p.id, p.kind, len(p.data), p.blobs)
             for p in packs
         ]
-        data = packindex.encode(packindex.IndexDoc(recs, list(supersedes), pending), self.sealer)
-        iid = content_id(data)
-        self.store.put(INDEX_PREFIX + iid, data, self.settings.index_class)
+        ids = []
+        for group in packindex.split(recs, self.max_index_entries):
+            data = packindex.encode(packindex.IndexDoc(group, list(supersedes), pending), self.sealer)
+            iid = content_id(data)
+            self.store.put(INDEX_PREFIX + iid, data, self.settings.index_class)
+            ids.append(iid)
         for r in recs:
-            self.index.add_pack(r)
-        self.index.index_ids.add(iid)
+            if not self.index.has_pack(r.id):  # a prune or a run's index repeats known packs
+                self.index.add_pack(r)
+        self.index.index_ids.update(ids)
         if pending:
-            self.index.pending_ids.add(iid)
-        return iid
+            self.index.pending_ids.update(ids)
+        return ids
 
     def delete_index(self, iid: str) -> None:
         self.store.delete(INDEX_PREFIX + iid)
+        self.old_format_indexes.discard(iid)
         self.index.index_ids.discard(iid)
         self.index.pending_ids.discard(iid)
 
