@@ -45,6 +45,10 @@ RUN = {
     ("docs/restore.md", "coldvault check                      # names the damaged index object, suggests the repair"):
         "test_readme_use_block_and_the_restore_guide",
     ("docs/cron.md", "# m h dom mon dow  command"): "test_set_up_from_a_fresh_copy_and_the_crontab_as_cron_runs_it",
+    ("docs/cron.md", "# m h dom mon dow  command    (nightly ZFS: chains of at most 7 streams)"):
+        "test_zfs_nightly.py::test_documented_nightly_schedule_stays_bounded",
+    ("docs/restore.md", "coldvault restore zfs tank@coldvault-20240514T030000Z --recursive --into pool/back"):
+        "test_zfs_nightly.py::test_recursive_backup_and_restore_of_a_parent_and_its_children (its pool for tank)",
     ("contrib/systemd/coldvault-backup.service", "/usr/local/bin/coldvault backup dir /srv/photos --name photos"):
         "test_set_up_from_a_fresh_copy_and_the_crontab_as_cron_runs_it",
     ("contrib/systemd/coldvault-backup.service",

@@ -291,7 +291,7 @@ def documented_nightly() -> list[str]:
     block = text.split("## A nightly ZFS schedule", 1)[1].split("```", 2)[1]
     cmds = []
     for line in block.splitlines():
-        if line.startswith(("#", "COLDVAULT_")) or not line.strip():
+        if line.startswith(("#", "COLDVAULT_", "PATH=")) or not line.strip():
             continue
         cmds.append(" ".join(line.split()[5:]))  # the command after the five time fields
     return cmds
