@@ -1,0 +1,135 @@
+"""What `coldvault dump` writes: a file's bytes, a directory as a tar stream, a ZFS stream.
+
+Everything is written as it is read, chunk by chunk (a few chunks read ahead on
+worker threads): memory stays bounded by the look-ahead, whatever the size of
+the file, tree or stream. Before the first byte is written, every pack the
+output needs is checked: a cold one stops the dump with ColdDataError naming it
+(a half-written tar on stdout would be worse than none).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shlex
+import tarfile
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import BinaryIO, Iterable, Iterator
+
+from coldvault.errors import ColdDataError, UserError
+from coldvault.index import tree
+from coldvault.index.ids import BlobId
+from coldvault.index.snapshot import SnapshotRecord
+from coldvault.vault import thaw
+from coldvault.vault.paths import resolve, split_path
+from coldvault.vault.streams import stream_chunks
+from coldvault.vault.vault import Vault
+from coldvault.vault.walker import walk
+from coldvault.zfs.chain import Stream
+
+LOOKAHEAD = 4  # chunks read ahead of the one being written
+
+
+def read_chunks(vault: Vault, chunks: Iterable[bytes], pool: ThreadPoolExecutor) -> Iterator[bytes]:
+    """The chunks' bytes in order, at most LOOKAHEAD read ahead."""
+    window: deque = deque()
+    it = iter(chunks)
+    for c in it:
+        window.append(pool.submit(vault.read_blob, BlobId(c)))
+        if len(window) >= LOOKAHEAD:
+            break
+    while window:
+        data = window.popleft().result()
+        nxt = next(it, None)
+        if nxt is not None:
+            window.append(pool.submit(vault.read_blob, BlobId(nxt)))
+        yield data
+
+
+class _ChunkReader(io.RawIOBase):
+    """A file's chunks as a readable file object (what tarfile copies from)."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self._chunks = chunks
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        while (n < 0 or len(self._buf) < n) and (c := next(self._chunks, None)) is not None:
+            self._buf += c
+        if n < 0:
+            out, self._buf = self._buf, b""
+        else:
+            out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+
+def _check_cold(vault: Vault, chunks: Iterable[bytes], thaw_target: str) -> None:
+    packs = thaw.packs_for_chunks(vault, chunks)
+    state = thaw.cold_state(vault, packs)
+    cold = state.unreadable
+    if cold:
+        names = ", ".join(cold[:3]) + (f" and {len(cold) - 3} more" if len(cold) > 3 else "")
+        being = f" ({len(state.restoring)} being restored)" if state.restoring else ""
+        raise ColdDataError(
+            f"{len(cold)} pack(s) needed are in a cold tier{being}: {names}", cold,
+            hint=f"request them with 'coldvault thaw {thaw_target}' and run this again when they are ready")
+
+
+def dump(vault: Vault, rec: SnapshotRecord, path: str | None, out: BinaryIO) -> str:
+    """Write what `path` names in `rec` to `out`; returns what was written: file, tar or zfs."""
+    if rec.kind == "zfs" and rec.zfs:
+        if split_path(path or ""):
+            raise UserError(f"snapshot {rec.short_id} is a ZFS stream: it has no paths (dump it without PATH)")
+        s = Stream(rec)
+        chunks = stream_chunks(vault, s)
+        _check_cold(vault, chunks, rec.short_id)
+        with ThreadPoolExecutor(LOOKAHEAD) as pool:
+            for data in read_chunks(vault, chunks, pool):
+                out.write(data)
+        return "zfs"
+    entry = resolve(vault, rec, path)
+    target = rec.short_id if not split_path(path or "") else shlex.quote(f"{rec.short_id}:{path}")
+    if entry is not None and entry.type == tree.FILE:
+        _check_cold(vault, entry.chunks, target)
+        with ThreadPoolExecutor(LOOKAHEAD) as pool:
+            for data in read_chunks(vault, entry.chunks, pool):
+                out.write(data)
+        return "file"
+    if entry is not None and entry.type != tree.DIR:
+        raise UserError(f"{path} in snapshot {rec.short_id} is a {entry.type}, not a file or directory")
+    root = entry.tree if entry is not None else rec.tree
+    top = b"/".join(split_path(path or "")).rsplit(b"/", 1)[-1] or b"."
+    _check_cold(vault, (c for _, e in walk(vault, root) if e.type == tree.FILE for c in e.chunks), target)
+    with ThreadPoolExecutor(LOOKAHEAD) as pool, tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        if entry is not None:
+            tar.addfile(_info(top.decode("utf-8", "surrogateescape"), entry))
+        for p, e in walk(vault, root, top if entry is not None else b""):
+            info = _info(p.decode("utf-8", "surrogateescape"), e)
+            if e.type == tree.FILE:
+                tar.addfile(info, _ChunkReader(read_chunks(vault, e.chunks, pool)))
+            else:
+                tar.addfile(info)
+    return "tar"
+
+
+_TAR_TYPE = {tree.FILE: tarfile.REGTYPE, tree.DIR: tarfile.DIRTYPE, tree.SYMLINK: tarfile.SYMTYPE,
+             tree.FIFO: tarfile.FIFOTYPE, tree.CHARDEV: tarfile.CHRTYPE, tree.BLOCKDEV: tarfile.BLKTYPE}
+
+
+def _info(name: str, e: tree.Entry) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = _TAR_TYPE[e.type]
+    info.mode = e.mode & 0o7777
+    info.uid, info.gid = e.uid, e.gid
+    info.mtime = e.mtime / 1e9
+    if e.type == tree.FILE:
+        info.size = e.size
+    elif e.type == tree.SYMLINK:
+        info.linkname = (e.target or b"").decode("utf-8", "surrogateescape")
+    elif e.type in (tree.CHARDEV, tree.BLOCKDEV):
+        info.devmajor, info.devminor = os.major(e.rdev), os.minor(e.rdev)
+    return info
