@@ -67,3 +67,56 @@ def test_dump_of_cold_data_says_what_to_thaw(tmp_path):
         r = run(["dump", "latest", path], env, check=False)
         assert r.code == COLD and r.out == "", r.err
         assert "in a cold tier: data/" in r.err and f"coldvault thaw " in r.err and f":{path}'" in r.err
+
+
+def _ids(env) -> list[str]:
+    return [s["id"] for s in run(["snapshots", "--json"], env).json()]
+
+
+def test_diff_lines_summary_json_and_identical_subtrees_unread(tmp_path):
+    src = tmp_path / "src"
+    _tree(src)
+    for i in range(50):  # a big subtree that does not change
+        (src / "same" / f"d{i}").mkdir(parents=True)
+        (src / "same" / f"d{i}" / "f").write_text(str(i))
+    env = vault_env(str(tmp_path / "vault"))
+    run(["init"], env)
+    run(["backup", "dir", str(src), "--name", "src"], env)
+    first_trees = set((tmp_path / "vault" / "trees").rglob("*"))
+    (src / "top.txt").write_text("one")  # only the root node and docs/ change
+    (src / "docs" / "report.txt").write_text("second\n")
+    run(["backup", "dir", str(src), "--name", "src"], env)
+    (src / "docs" / "report.txt").write_text("changed\n")
+    os.chmod(src / "photo.jpg", 0o600)
+    os.unlink(src / "link")
+    (src / "link").mkdir()
+    (src / "new" / "x").mkdir(parents=True)
+    (src / "new" / "x" / "f").write_text("n")
+    os.unlink(src / "top.txt")
+    run(["backup", "dir", str(src), "--name", "src"], env)
+    a, b, c = _ids(env)
+    r = run(["diff", b[:8], c], env)
+    lines = r.out.split("\n\n")[0].splitlines()
+    assert lines == ["M    docs/report.txt", "T    link/", "+    new/", "+    new/x/", "+    new/x/f",
+                     "U    photo.jpg", "-    top.txt"], r.out
+    assert "Files:       1 new,      1 removed,      1 changed,      1 metadata only" in r.out
+    assert "Dirs:        2 new,      0 removed" in r.out
+    doc = run(["diff", b, c, "--json"], env).json()
+    assert doc["a"] == b and doc["b"] == c
+    assert {"change": "+", "path": "new/x/f", "type": "file"} in doc["changes"]
+    assert doc["summary"]["file"] == {"added": 1, "removed": 1, "modified": 1, "metadata": 0 + 1, "type": 0}
+    assert run(["diff", c, c], env).out.startswith("\nFiles:       0 new")
+    assert run(["diff", b, c, "docs"], env).out.startswith("M    docs/report.txt\n\n")
+    # Identical subtrees are skipped by tree id, never read: with the first backup's tree
+    # packs gone ("same/" is only there), the second and third still compare.
+    for p in first_trees:
+        if p.is_file():
+            p.unlink()
+    r = run(["diff", b, c], env)
+    assert "same" not in r.out
+    assert run(["ls", b, "same/d0"], env, check=False).code != 0  # it really is unreadable now
+    # Bad input.
+    for args, words in (([a, "ffff0000"], "no snapshot 'ffff0000'"), ([b, c, "nope"], "no nope in snapshot"),
+                        ([b, c, "photo.jpg"], "photo.jpg is not a directory in snapshot")):
+        r = run(["diff", *args], env, check=False)
+        assert r.code == USAGE and r.err.startswith(f"coldvault: error: {words}"), r.err
