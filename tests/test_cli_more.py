@@ -120,3 +120,39 @@ def test_diff_lines_summary_json_and_identical_subtrees_unread(tmp_path):
                         ([b, c, "photo.jpg"], "photo.jpg is not a directory in snapshot")):
         r = run(["diff", *args], env, check=False)
         assert r.code == USAGE and r.err.startswith(f"coldvault: error: {words}"), r.err
+
+
+def test_find_newest_first_name_and_path_patterns(tmp_path):
+    src = tmp_path / "src"
+    _tree(src)
+    (src / "a" / "deep").mkdir(parents=True)
+    (src / "a" / "deep" / "notes.txt").write_text("x")
+    env = vault_env(str(tmp_path / "vault"))
+    run(["init"], env)
+    run(["backup", "dir", str(src), "--name", "src"], env)
+    os.rename(src / "a", src / "b")  # the same tree (same id) at another path
+    (src / "late.txt").write_text("y")
+    run(["backup", "dir", str(src), "--name", "src"], env)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("z")
+    run(["backup", "dir", str(other), "--name", "other"], env)
+    first, second, third = _ids(env)
+    doc = run(["find", "*.txt", "--json"], env).json()
+    assert [d["snapshot"] for d in doc] == [third, second, first]  # newest first
+    paths = [[m["path"] for m in d["matches"]] for d in doc]
+    assert paths == [["notes.txt"], ["b/deep/notes.txt", "docs/report.txt", "late.txt"],
+                     ["a/deep/notes.txt", "docs/report.txt"]]
+    # A '/' in the pattern: matched against the whole path (a tree seen under another path
+    # is matched again there, not taken from what was found under the first one).
+    doc = run(["find", "a/*/notes.txt", "--json"], env).json()
+    assert [(d["snapshot"], [m["path"] for m in d["matches"]]) for d in doc] == [(first, ["a/deep/notes.txt"])]
+    doc = run(["find", "/b/deep", "--json"], env).json()
+    assert [(d["snapshot"], d["matches"][0]["type"]) for d in doc] == [(second, "dir")]
+    lines = run(["find", "notes.txt", "--source", "src"], env).out.splitlines()
+    assert len(lines) == 4 and lines[1::2] == ["  b/deep/notes.txt", "  a/deep/notes.txt"]
+    assert lines[0].startswith(f"snapshot {second[:8]} of src at 20") and lines[2].startswith(f"snapshot {first[:8]} ")
+    r = run(["find", "nothing-like-it"], env)
+    assert r.out == "" and "no snapshot holds 'nothing-like-it'" in r.err
+    r = run(["find", "*.txt", "--source", "nope"], env, check=False)
+    assert r.code == USAGE and r.err.startswith("coldvault: error: there are no snapshots of source 'nope'")
