@@ -156,3 +156,43 @@ def test_find_newest_first_name_and_path_patterns(tmp_path):
     assert r.out == "" and "no snapshot holds 'nothing-like-it'" in r.err
     r = run(["find", "*.txt", "--source", "nope"], env, check=False)
     assert r.code == USAGE and r.err.startswith("coldvault: error: there are no snapshots of source 'nope'")
+
+
+def test_stats_by_kind_and_class_dedup_and_monthly_cost(tmp_path):
+    src = tmp_path / "src"
+    _tree(src)
+    env = vault_env(str(tmp_path / "vault"))
+    run(["init", "--data-storage-class", "DEEP_ARCHIVE"], env)
+    run(["backup", "dir", str(src), "--name", "one"], env)
+    run(["backup", "dir", str(src), "--name", "two"], env)  # the same files again: stored once
+    doc = run(["stats", "--json"], env).json()
+    files_bytes = sum(p.stat().st_size for p in src.rglob("*") if p.is_file() and not p.is_symlink())
+    assert doc["snapshots"] == 2 and doc["files"] == 4 and doc["logical_bytes"] == 2 * files_bytes
+    # (not the .cold marks of the local store)
+    data = [p for p in (tmp_path / "vault" / "data").rglob("*") if p.is_file() and "." not in p.name]
+    stored = sum(p.stat().st_size for p in data)
+    assert doc["by_kind"]["data packs"] == {"objects": len(data), "bytes": stored}
+    assert doc["by_kind"]["snapshots"]["objects"] == 2 and doc["by_kind"]["index"]["objects"] >= 1
+    assert doc["stored_data_bytes"] == stored and abs(doc["dedup_ratio"] - 2 * files_bytes / stored) < 1e-9
+    assert doc["by_storage_class"]["DEEP_ARCHIVE"] == {"objects": len(data), "bytes": stored}
+    hot = doc["by_storage_class"]["STANDARD"]
+    assert hot["objects"] + len(data) == sum(t["objects"] for t in doc["by_kind"].values())
+    # docs/cold-storage.md's prices: Deep Archive $0.00099/GB-month plus 32 KiB of it and
+    # 8 KiB of STANDARD ($0.023) per object; STANDARD $0.023/GB-month.
+    gb = 2**30
+    deep = stored / gb * 0.00099 + len(data) * (32 * 1024 / gb * 0.00099 + 8 * 1024 / gb * 0.023)
+    cost = doc["monthly_cost"]
+    assert abs(cost["by_storage_class"]["DEEP_ARCHIVE"] - deep) < 1e-12
+    assert abs(cost["by_storage_class"]["STANDARD"] - hot["bytes"] / gb * 0.023) < 1e-12
+    assert cost["currency"] == "USD" and abs(cost["total"] - deep - hot["bytes"] / gb * 0.023) < 1e-12
+    out = run(["stats"], env).out
+    assert "DEEP_ARCHIVE" in out and "dedup ratio: 2.0" in out and "cost per month: $" in out
+    # Prices from a file; a bad one is one line.
+    prices = tmp_path / "prices.json"
+    prices.write_text('{"storage_per_gb_month": {"DEEP_ARCHIVE": 1.0}}')
+    doc = run(["stats", "--json", "--prices", str(prices)], env).json()
+    assert abs(doc["monthly_cost"]["by_storage_class"]["DEEP_ARCHIVE"]
+               - (stored / gb + len(data) * (32 * 1024 / gb + 8 * 1024 / gb * 0.023))) < 1e-12
+    prices.write_text("{")
+    r = run(["stats", "--prices", str(prices)], env, check=False)
+    assert r.code == USAGE and r.err.startswith(f"coldvault: error: prices file {prices} is not valid JSON")
