@@ -6,7 +6,9 @@ from __future__ import annotations
 import io
 import os
 import subprocess
+import signal
 import tarfile
+import time
 
 from cvtools import COLDVAULT, run, vault_env
 
@@ -196,3 +198,56 @@ def test_stats_by_kind_and_class_dedup_and_monthly_cost(tmp_path):
     prices.write_text("{")
     r = run(["stats", "--prices", str(prices)], env, check=False)
     assert r.code == USAGE and r.err.startswith(f"coldvault: error: prices file {prices} is not valid JSON")
+
+
+def _locks(repo) -> list[str]:
+    d = os.path.join(repo, "locks")
+    return sorted(n for n in os.listdir(d) if not n.startswith(".")) if os.path.isdir(d) else []
+
+
+def _holder(repo, env, name: str) -> subprocess.Popen:
+    """A backup that holds its source lock while its command sleeps (its own process group)."""
+    before = set(_locks(repo))
+    proc = subprocess.Popen([*COLDVAULT, "backup", "stdin", "--name", name, "--command", "--", "sleep", "120"],
+                            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not set(_locks(repo)) - before:
+        assert proc.poll() is None and time.monotonic() < deadline, "the backup never took its lock"
+        time.sleep(0.01)
+    return proc
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def test_unlock_removes_stale_locks_and_remove_all_every_lock(tmp_path):
+    repo = str(tmp_path / "vault")
+    env = vault_env(repo)
+    run(["init"], env)
+    dead = _holder(repo, env, "dead")
+    _kill(dead)  # a lock of a process that is gone (this host): stale
+    (stale,) = _locks(repo)
+    live = _holder(repo, env, "live")
+    try:
+        (alive,) = set(_locks(repo)) - {stale}
+        r = run(["unlock"], env)
+        assert f"removed lock {stale} of 'backup stdin" in r.out and f"pid {dead.pid}" in r.out
+        assert f"kept live lock {alive} of 'backup stdin" in r.out and r.err == ""
+        assert _locks(repo) == [alive]
+        assert run(["unlock", "--json"], env).json() == {"removed": [], "kept": [alive], "unreadable": [],
+                                                          "unreadable_removed": False}
+        r = run(["unlock", "--remove-all"], env)
+        assert r.err.startswith("coldvault: warning: removing every lock, live ones too") and len(r.err.splitlines()) == 1
+        assert f"removed lock {alive} of 'backup stdin" in r.out
+        assert _locks(repo) == []
+        assert run(["unlock"], env).out == "no locks\n"
+    finally:
+        _kill(live)
+    r = run(["unlock"], vault_env(str(tmp_path / "none")), check=False)
+    assert r.code == 10 and r.err.startswith("coldvault: error: no vault at ")
