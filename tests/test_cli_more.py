@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import shlex
 import subprocess
 import signal
 import tarfile
@@ -251,3 +252,29 @@ def test_unlock_removes_stale_locks_and_remove_all_every_lock(tmp_path):
         _kill(live)
     r = run(["unlock"], vault_env(str(tmp_path / "none")), check=False)
     assert r.code == 10 and r.err.startswith("coldvault: error: no vault at ")
+
+
+def _bash_complete(script: str, words: list[str]) -> list[str]:
+    """What bash offers for `words` (the last one being typed) with the generated script."""
+    line = " ".join(words)
+    prog = (f"source {shlex.quote(script)}; COMP_WORDS=({' '.join(shlex.quote(w) for w in words)}); "
+            f"COMP_CWORD={len(words) - 1}; COMP_LINE={shlex.quote(line)}; COMP_POINT={len(line)}; "
+            f"_shtab_coldvault coldvault {shlex.quote(words[-1])} {shlex.quote(words[-2])}; "
+            'printf "%s\\n" "${COMPREPLY[@]}"')
+    return subprocess.run(["bash", "-c", prog], capture_output=True, text=True, check=True).stdout.split()
+
+
+def test_completion_scripts_generated_from_the_parser(tmp_path):
+    for shell in ("bash", "zsh", "fish"):
+        out = run(["completion", shell]).out
+        assert "shtab" in out  # generated, not written by hand
+        for word in ("unlock", "completion", "remove-all", "read-data"):  # (fish: -l remove-all)
+            assert word in out, (shell, word)
+    script = tmp_path / "coldvault.bash"
+    script.write_text(run(["completion", "bash"]).out)
+    assert _bash_complete(str(script), ["coldvault", "un"]) == ["unlock"]
+    assert set(_bash_complete(str(script), ["coldvault", "d"])) == {"diff", "dump"}
+    assert _bash_complete(str(script), ["coldvault", "diff", "--j"]) == ["--json"]
+    assert _bash_complete(str(script), ["coldvault", "completion", "f"]) == ["fish"]
+    r = run(["completion", "csh"], check=False)
+    assert r.code == USAGE and "invalid choice: 'csh'" in r.err
