@@ -10,11 +10,14 @@ from coldvault.vault.lock import read_lock
 
 
 def register(sub, common) -> None:
-    p = sub.add_parser("dump", parents=[common], help="write a file (or a directory as tar, or a ZFS stream) to stdout",
+    p = sub.add_parser("dump", parents=[common],
+                       help="write a file (or a directory as tar, or a ZFS stream) to stdout",
                        description="Write a file of a snapshot to stdout; a directory as a tar stream (modes, "
-                                   "owners, mtimes and symlinks kept); a ZFS snapshot as the stream 'zfs receive' takes.")
+                                   "owners, mtimes and symlinks kept); a ZFS snapshot as the stream 'zfs receive' "
+                                   "takes.")
     p.add_argument("snapshot", metavar="SNAPSHOT", help="snapshot id (a prefix will do) or 'latest'")
-    p.add_argument("path", nargs="?", default="", metavar="PATH", help="file or directory in the snapshot (default: all of it)")
+    p.add_argument("path", nargs="?", default="", metavar="PATH",
+                   help="file or directory in the snapshot (default: all of it)")
     p.add_argument("--source", help="with 'latest': the newest snapshot of this source")
     p.set_defaults(func=run)
 

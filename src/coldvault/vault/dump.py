@@ -31,6 +31,11 @@ from coldvault.zfs.chain import Stream
 LOOKAHEAD = 4  # chunks read ahead of the one being written
 
 
+def _pool(vault: Vault) -> ThreadPoolExecutor:
+    """Readers for the look-ahead, never more than the store serves at once."""
+    return ThreadPoolExecutor(max(1, min(LOOKAHEAD, vault.store.capabilities().connections)))
+
+
 def read_chunks(vault: Vault, chunks: Iterable[bytes], pool: ThreadPoolExecutor) -> Iterator[bytes]:
     """The chunks' bytes in order, at most LOOKAHEAD read ahead."""
     window: deque = deque()
@@ -48,23 +53,31 @@ def read_chunks(vault: Vault, chunks: Iterable[bytes], pool: ThreadPoolExecutor)
 
 
 class _ChunkReader(io.RawIOBase):
-    """A file's chunks as a readable file object (what tarfile copies from)."""
+    """A file's chunks as a readable file object (what tarfile copies from, 16 KiB at a time):
+    each chunk is handed out in slices, never copied whole again."""
 
     def __init__(self, chunks: Iterator[bytes]):
         self._chunks = chunks
-        self._buf = b""
+        self._buf = memoryview(b"")
 
     def readable(self) -> bool:
         return True
 
     def read(self, n: int = -1) -> bytes:
-        while (n < 0 or len(self._buf) < n) and (c := next(self._chunks, None)) is not None:
-            self._buf += c
+        if not self._buf:
+            self._buf = memoryview(next(self._chunks, b""))
         if n < 0:
-            out, self._buf = self._buf, b""
-        else:
-            out, self._buf = self._buf[:n], self._buf[n:]
-        return out
+            parts = [bytes(self._buf), *self._chunks]
+            self._buf = memoryview(b"")
+            return b"".join(parts)
+        parts = []
+        while n > 0 and self._buf:
+            part, self._buf = self._buf[:n], self._buf[n:]
+            parts.append(part)
+            n -= len(part)
+            if not self._buf:
+                self._buf = memoryview(next(self._chunks, b""))
+        return b"".join(parts)
 
 
 def _check_cold(vault: Vault, chunks: Iterable[bytes], thaw_target: str) -> None:
@@ -87,7 +100,7 @@ def dump(vault: Vault, rec: SnapshotRecord, path: str | None, out: BinaryIO) -> 
         s = Stream(rec)
         chunks = stream_chunks(vault, s)
         _check_cold(vault, chunks, rec.short_id)
-        with ThreadPoolExecutor(LOOKAHEAD) as pool:
+        with _pool(vault) as pool:
             for data in read_chunks(vault, chunks, pool):
                 out.write(data)
         return "zfs"
@@ -95,7 +108,7 @@ def dump(vault: Vault, rec: SnapshotRecord, path: str | None, out: BinaryIO) -> 
     target = rec.short_id if not split_path(path or "") else shlex.quote(f"{rec.short_id}:{path}")
     if entry is not None and entry.type == tree.FILE:
         _check_cold(vault, entry.chunks, target)
-        with ThreadPoolExecutor(LOOKAHEAD) as pool:
+        with _pool(vault) as pool:
             for data in read_chunks(vault, entry.chunks, pool):
                 out.write(data)
         return "file"
@@ -104,7 +117,7 @@ def dump(vault: Vault, rec: SnapshotRecord, path: str | None, out: BinaryIO) -> 
     root = entry.tree if entry is not None else rec.tree
     top = b"/".join(split_path(path or "")).rsplit(b"/", 1)[-1] or b"."
     _check_cold(vault, (c for _, e in walk(vault, root) if e.type == tree.FILE for c in e.chunks), target)
-    with ThreadPoolExecutor(LOOKAHEAD) as pool, tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+    with _pool(vault) as pool, tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         if entry is not None:
             tar.addfile(_info(top.decode("utf-8", "surrogateescape"), entry))
         for p, e in walk(vault, root, top if entry is not None else b""):
