@@ -69,7 +69,7 @@ def test_dump_of_cold_data_says_what_to_thaw(tmp_path):
     for path in ("photo.jpg", "docs"):
         r = run(["dump", "latest", path], env, check=False)
         assert r.code == COLD and r.out == "", r.err
-        assert "in a cold tier: data/" in r.err and f"coldvault thaw " in r.err and f":{path}'" in r.err
+        assert "in a cold tier: data/" in r.err and "coldvault thaw " in r.err and f":{path}'" in r.err
 
 
 def _ids(env) -> list[str]:
