@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import pty
 import shlex
 import subprocess
 import signal
@@ -58,6 +59,38 @@ def test_dump_file_directory_and_errors(tmp_path):
         r = run(["dump", *args], env, check=False)
         assert r.code == USAGE and r.err.startswith(f"coldvault: error: {words}") and "Traceback" not in r.err
         assert r.out == ""
+
+
+def test_dump_writes_no_tar_to_a_terminal(tmp_path):
+    src = tmp_path / "src"
+    _tree(src)
+    (src / "docs" / "note.txt").write_text("hello\n")  # small: read only after the dump ends
+    env = vault_env(str(tmp_path / "vault"))
+    run(["init"], env)
+    run(["backup", "dir", str(src), "--name", "src"], env)
+    outputs = []
+    for path in ("docs", "docs/note.txt"):
+        leader, follower = pty.openpty()
+        try:
+            p = subprocess.run([*COLDVAULT, "dump", "latest", path], env={**os.environ, **env}, stdout=follower,
+                               stderr=subprocess.PIPE, timeout=120)
+            os.close(follower)
+            got = b""
+            while True:
+                try:
+                    block = os.read(leader, 65536)
+                except OSError:  # EIO: the terminal's other side is closed and drained
+                    break
+                if not block:
+                    break
+                got += block
+        finally:
+            os.close(leader)
+        outputs.append((p.returncode, got, p.stderr.decode()))
+    (code, got, err), (code2, got2, _) = outputs
+    assert code == USAGE and got == b""
+    assert err.startswith("coldvault: error: dump would write a tar stream of docs in snapshot ")
+    assert code2 == 0 and got2.replace(b"\r\n", b"\n") == b"hello\n"  # a file: as cat
 
 
 def test_dump_of_cold_data_says_what_to_thaw(tmp_path):

@@ -27,6 +27,6 @@ def run(args) -> int:
     with read_lock(vault, f"dump {args.snapshot}"):  # prune deletes nothing meanwhile
         rec = vault.find_snapshot(args.snapshot, args.source)
         out = sys.stdout.buffer
-        dump(vault, rec, args.path, out)
+        dump(vault, rec, args.path, out, to_terminal=out.isatty())
         out.flush()
     return 0

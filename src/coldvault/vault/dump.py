@@ -92,11 +92,19 @@ def _check_cold(vault: Vault, chunks: Iterable[bytes], thaw_target: str) -> None
             hint=f"request them with 'coldvault thaw {thaw_target}' and run this again when they are ready")
 
 
-def dump(vault: Vault, rec: SnapshotRecord, path: str | None, out: BinaryIO) -> str:
-    """Write what `path` names in `rec` to `out`; returns what was written: file, tar or zfs."""
+def _no_terminal(to_terminal: bool, what: str) -> None:
+    if to_terminal:
+        raise UserError(f"dump would write {what} to a terminal",
+                        hint="redirect it to a file or a pipe (> FILE, | tar tv)")
+
+
+def dump(vault: Vault, rec: SnapshotRecord, path: str | None, out: BinaryIO, to_terminal: bool = False) -> str:
+    """Write what `path` names in `rec` to `out`; returns what was written: file, tar or zfs.
+    `to_terminal`: `out` is a terminal, which gets a file's bytes but not a tar or ZFS stream."""
     if rec.kind == "zfs" and rec.zfs:
         if split_path(path or ""):
             raise UserError(f"snapshot {rec.short_id} is a ZFS stream: it has no paths (dump it without PATH)")
+        _no_terminal(to_terminal, f"the ZFS stream of snapshot {rec.short_id}")
         s = Stream(rec)
         chunks = stream_chunks(vault, s)
         _check_cold(vault, chunks, rec.short_id)
@@ -114,6 +122,7 @@ def dump(vault: Vault, rec: SnapshotRecord, path: str | None, out: BinaryIO) -> 
         return "file"
     if entry is not None and entry.type != tree.DIR:
         raise UserError(f"{path} in snapshot {rec.short_id} is a {entry.type}, not a file or directory")
+    _no_terminal(to_terminal, f"a tar stream of {path or '/'} in snapshot {rec.short_id}")
     root = entry.tree if entry is not None else rec.tree
     top = b"/".join(split_path(path or "")).rsplit(b"/", 1)[-1] or b"."
     _check_cold(vault, (c for _, e in walk(vault, root) if e.type == tree.FILE for c in e.chunks), target)
