@@ -21,7 +21,8 @@ def _common(p: argparse.ArgumentParser, default) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from coldvault.cli import backup, check, forget, init, ls, mount, prune, repair, restore, snapshots, thaw
+    from coldvault.cli import (backup, check, completion, diff, dump, find, forget, init, ls, mount, prune, repair,
+                               restore, snapshots, stats, thaw, unlock)
 
     parser = argparse.ArgumentParser(prog="coldvault", description="Backups to (cold) object storage, mountable.")
     parser.add_argument("--version", action="version", version=f"coldvault {__version__}")
@@ -29,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     _common(common, lambda v: argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (init, backup, snapshots, ls, mount, restore, thaw, forget, prune, check, repair):
+    for module in (init, backup, snapshots, ls, mount, restore, thaw, forget, prune, check, repair,
+                   dump, diff, find, stats, unlock, completion):
         module.register(sub, common)
     return parser
 

@@ -382,3 +382,42 @@ def read_lock(vault: Vault, command: str) -> VaultLock:
 
 def vault_lock(vault: Vault, command: str) -> VaultLock:
     return VaultLock(vault, VAULT_SCOPE, command, exclusive=True)
+
+
+def read_locks(vault: Vault) -> tuple[list[LockInfo], list[str]]:
+    """Every lock in the vault, and the names of those that do not decode (ignored by lockers)."""
+    locks, unreadable = [], []
+    for o in vault.store.list(PREFIX):
+        try:
+            locks.append(_decode(vault, o.name, vault.store.get(o.name)))
+        except NotFoundError:
+            continue  # released meanwhile
+        except FormatError:
+            unreadable.append(o.name)
+    return locks, unreadable
+
+
+def remove_locks(vault: Vault, remove_all: bool = False) -> tuple[list[LockInfo], list[LockInfo], list[str]]:
+    """`coldvault unlock`: remove the stale locks (the rules of LockInfo.stale and the
+    STALE age), or with `remove_all` every lock, unreadable ones included.
+    Returns (removed, kept, unreadable lock names: removed with `remove_all`, else kept)."""
+    _, stale_after = timings()
+    now = time.time_ns()
+    locks, unreadable = read_locks(vault)
+    removed, kept = [], []
+    for info in locks:
+        if remove_all or info.stale(now, stale_after):
+            try:
+                vault.store.delete(PREFIX + info.id)
+            except NotFoundError:
+                pass
+            removed.append(info)
+        else:
+            kept.append(info)
+    if remove_all:
+        for name in unreadable:
+            try:
+                vault.store.delete(name)
+            except NotFoundError:
+                pass
+    return removed, kept, unreadable

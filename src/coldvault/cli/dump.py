@@ -1,0 +1,32 @@
+"""`coldvault dump SNAPSHOT [PATH]`: a file to stdout, a directory as a tar stream, a ZFS stream."""
+
+from __future__ import annotations
+
+import sys
+
+from coldvault.cli.common import open_vault
+from coldvault.vault.dump import dump
+from coldvault.vault.lock import read_lock
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser("dump", parents=[common],
+                       help="write a file (or a directory as tar, or a ZFS stream) to stdout",
+                       description="Write a file of a snapshot to stdout; a directory as a tar stream (modes, "
+                                   "owners, mtimes and symlinks kept); a ZFS snapshot as the stream 'zfs receive' "
+                                   "takes.")
+    p.add_argument("snapshot", metavar="SNAPSHOT", help="snapshot id (a prefix will do) or 'latest'")
+    p.add_argument("path", nargs="?", default="", metavar="PATH",
+                   help="file or directory in the snapshot (default: all of it)")
+    p.add_argument("--source", help="with 'latest': the newest snapshot of this source")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    vault = open_vault(args)
+    with read_lock(vault, f"dump {args.snapshot}"):  # prune deletes nothing meanwhile
+        rec = vault.find_snapshot(args.snapshot, args.source)
+        out = sys.stdout.buffer
+        dump(vault, rec, args.path, out, to_terminal=out.isatty())
+        out.flush()
+    return 0
