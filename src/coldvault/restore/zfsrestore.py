@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import xxhash
@@ -23,7 +22,7 @@ import xxhash
 from coldvault.errors import ColdDataError, DamagedError, UserError
 from coldvault.index.ids import BlobId
 from coldvault.vault import thaw
-from coldvault.vault.streams import find_stream, stream_chunks
+from coldvault.vault.streams import find_stream, read_chunks, stream_chunks
 from coldvault.vault.vault import Vault
 from coldvault.zfs import commands
 from coldvault.zfs.chain import Stream, shortest_chain, streams_by_dataset
@@ -49,18 +48,7 @@ def check_length(vault: Vault, s: Stream, chunks: list[bytes]) -> None:
 def iter_stream(vault: Vault, chunks: list[bytes], lookahead: int = 8):
     """The stream's bytes in order, read a few chunks ahead on worker threads."""
     with ThreadPoolExecutor(vault.store.capabilities().connections) as pool:
-        window = deque()
-        it = iter(chunks)
-        for c in it:
-            window.append(pool.submit(vault.read_blob, c))
-            if len(window) >= lookahead:
-                break
-        while window:
-            data = window.popleft().result()
-            nxt = next(it, None)
-            if nxt is not None:
-                window.append(pool.submit(vault.read_blob, nxt))
-            yield data
+        yield from read_chunks(vault, chunks, pool, lookahead)
 
 
 def recursive_pairs(vault: Vault, dataset: str, snap: str, target: str) -> list[tuple[str, str]]:

@@ -13,17 +13,15 @@ import io
 import os
 import shlex
 import tarfile
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, Iterable, Iterator
 
 from coldvault.errors import ColdDataError, UserError
 from coldvault.index import tree
-from coldvault.index.ids import BlobId
 from coldvault.index.snapshot import SnapshotRecord
 from coldvault.vault import thaw
 from coldvault.vault.paths import resolve, split_path
-from coldvault.vault.streams import stream_chunks
+from coldvault.vault.streams import read_chunks, stream_chunks
 from coldvault.vault.vault import Vault
 from coldvault.vault.walker import walk
 from coldvault.zfs.chain import Stream
@@ -36,20 +34,8 @@ def _pool(vault: Vault) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max(1, min(LOOKAHEAD, vault.store.capabilities().connections)))
 
 
-def read_chunks(vault: Vault, chunks: Iterable[bytes], pool: ThreadPoolExecutor) -> Iterator[bytes]:
-    """The chunks' bytes in order, at most LOOKAHEAD read ahead."""
-    window: deque = deque()
-    it = iter(chunks)
-    for c in it:
-        window.append(pool.submit(vault.read_blob, BlobId(c)))
-        if len(window) >= LOOKAHEAD:
-            break
-    while window:
-        data = window.popleft().result()
-        nxt = next(it, None)
-        if nxt is not None:
-            window.append(pool.submit(vault.read_blob, BlobId(nxt)))
-        yield data
+def _read(vault: Vault, chunks: Iterable[bytes], pool: ThreadPoolExecutor) -> Iterator[bytes]:
+    return read_chunks(vault, chunks, pool, LOOKAHEAD)
 
 
 class _ChunkReader(io.RawIOBase):
@@ -109,7 +95,7 @@ def dump(vault: Vault, rec: SnapshotRecord, path: str | None, out: BinaryIO, to_
         chunks = stream_chunks(vault, s)
         _check_cold(vault, chunks, rec.short_id)
         with _pool(vault) as pool:
-            for data in read_chunks(vault, chunks, pool):
+            for data in _read(vault, chunks, pool):
                 out.write(data)
         return "zfs"
     entry = resolve(vault, rec, path)
@@ -117,7 +103,7 @@ def dump(vault: Vault, rec: SnapshotRecord, path: str | None, out: BinaryIO, to_
     if entry is not None and entry.type == tree.FILE:
         _check_cold(vault, entry.chunks, target)
         with _pool(vault) as pool:
-            for data in read_chunks(vault, entry.chunks, pool):
+            for data in _read(vault, entry.chunks, pool):
                 out.write(data)
         return "file"
     if entry is not None and entry.type != tree.DIR:
@@ -132,7 +118,7 @@ def dump(vault: Vault, rec: SnapshotRecord, path: str | None, out: BinaryIO, to_
         for p, e in walk(vault, root, top if entry is not None else b""):
             info = _info(p.decode("utf-8", "surrogateescape"), e)
             if e.type == tree.FILE:
-                tar.addfile(info, _ChunkReader(read_chunks(vault, e.chunks, pool)))
+                tar.addfile(info, _ChunkReader(_read(vault, e.chunks, pool)))
             else:
                 tar.addfile(info)
     return "tar"

@@ -1,10 +1,16 @@
-"""Stored ZFS streams: which one a snapshot name means, and its chunk list."""
+"""Stored ZFS streams: which one a snapshot name means, its chunk list, and chunks read
+in order with a few read ahead (for a stream or a file)."""
 
 from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Executor
 
 from coldvault.errors import DamagedError, UserError
 from coldvault.index import chunklist, limits
 from coldvault.index.errors import FormatError
+from coldvault.index.ids import BlobId
 from coldvault.vault.vault import Vault
 from coldvault.zfs.chain import Stream
 
@@ -26,3 +32,19 @@ def find_stream(streams: list[Stream], snap: str, dataset: str) -> Stream:
         raise UserError(f"there is no {dataset}@{snap} in the vault",
                         hint=f"list them with 'coldvault snapshots --source zfs:{dataset}'")
     return matches[-1]
+
+
+def read_chunks(vault: Vault, chunks: Iterable[bytes], pool: Executor, lookahead: int) -> Iterator[bytes]:
+    """The chunks' bytes in order, at most `lookahead` of them read ahead on `pool`."""
+    window: deque = deque()
+    it = iter(chunks)
+    for c in it:
+        window.append(pool.submit(vault.read_blob, BlobId(c)))
+        if len(window) >= lookahead:
+            break
+    while window:
+        data = window.popleft().result()
+        nxt = next(it, None)
+        if nxt is not None:
+            window.append(pool.submit(vault.read_blob, BlobId(nxt)))
+        yield data

@@ -138,24 +138,22 @@ def create_recursive_snapshot(root: str, snap: str) -> None:
 
 def hold(full_name: str, tag: str) -> bool:
     """`zfs hold TAG SNAPSHOT`; False when the snapshot holds that tag already."""
-    p = _run_zfs("hold", tag, full_name)
-    if p.returncode == 0:
-        return True
-    said = _said(p)
-    if "tag already exists" in said:
-        return False
-    raise ZfsError(f"zfs hold {tag} {full_name} failed: {said}")
+    return _tag_command("hold", tag, full_name, "tag already exists")
 
 
 def release(full_name: str, tag: str) -> bool:
     """`zfs release TAG SNAPSHOT`; False when the snapshot does not hold that tag."""
-    p = _run_zfs("release", tag, full_name)
+    return _tag_command("release", tag, full_name, "no such tag")
+
+
+def _tag_command(verb: str, tag: str, full_name: str, nothing_to_do: str) -> bool:
+    p = _run_zfs(verb, tag, full_name)
     if p.returncode == 0:
         return True
     said = _said(p)
-    if "no such tag" in said:
+    if nothing_to_do in said:
         return False
-    raise ZfsError(f"zfs release {tag} {full_name} failed: {said}")
+    raise ZfsError(f"zfs {verb} {tag} {full_name} failed: {said}")
 
 
 def userrefs(names: list[str]) -> dict[str, int]:
