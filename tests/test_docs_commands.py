@@ -48,7 +48,7 @@ RUN = {
     ("docs/cron.md", "# m h dom mon dow  command    (nightly ZFS: chains of at most 7 streams)"):
         "test_zfs_nightly.py::test_documented_nightly_schedule_stays_bounded",
     ("docs/restore.md", "coldvault restore zfs tank@coldvault-20240514T030000Z --recursive --into pool/back"):
-        "test_zfs_nightly.py::test_recursive_backup_and_restore_of_a_parent_and_its_children (its pool for tank)",
+        "test_zfs_nightly.py::test_recursive_backup_and_restore_of_a_parent_and_its_children",
     ("contrib/systemd/coldvault-backup.service", "/usr/local/bin/coldvault backup dir /srv/photos --name photos"):
         "test_set_up_from_a_fresh_copy_and_the_crontab_as_cron_runs_it",
     ("contrib/systemd/coldvault-backup.service",
@@ -57,6 +57,13 @@ RUN = {
     ("docs/cold-storage.md", "coldvault init --repo s3://bucket/photos --data-storage-class DEEP_ARCHIVE   # 64 MiB packs"):
         "test_cold_storage_guide",
     ("docs/cold-storage.md", "{"): "test_cold_storage_guide",
+    **{("docs/commands.md", first): "test_commands_guide" for first in (
+        "coldvault dump latest 2024/summer/IMG_0001.jpg --source photos > /tmp/IMG_0001.jpg",
+        "coldvault diff latest latest --source photos",
+        "coldvault find 'IMG_*.jpg' --source photos",
+        "coldvault stats",
+        "coldvault unlock",
+        "coldvault completion bash > /etc/bash_completion.d/coldvault")},
     ("docs/excludes.md",
      "coldvault backup dir /home /etc --name host-files --exclude '*.tmp' --exclude-caches --tag nightly"):
         "test_backup_options.py::test_excludes_md_commands_as_printed",
@@ -294,6 +301,40 @@ def test_cold_storage_guide(zpool, tmp_path):
     shell.run_block(block("docs/cold-storage.md", COLD["restore-zfs"]))
     assert zfs_snapshots(f"{pool}/photos-back") == ["2026-11-01"]
     assert tree_contents(os.path.join(root, "photos-back")) == tree_contents(os.path.join(root, "photos"))
+
+
+def test_commands_guide(tmp_path):
+    """docs/commands.md, every block as printed, on a vault with two backups of photos."""
+    photos = tmp_path / "srv-photos"
+    photos_tree(photos)
+    repo = str(tmp_path / "vault")
+    env = base_env(tmp_path)
+    env.update(COLDVAULT_PASSWORD=PASSWORD, COLDVAULT_REPO=repo)
+    out = tmp_path / "out"
+    out.mkdir()
+    shell = DocShell(env, {"/tmp/IMG_0001.jpg": str(out / "IMG_0001.jpg"), "/tmp/summer.tar": str(out / "summer.tar"),
+                           "/etc/bash_completion.d/coldvault": str(out / "coldvault.bash")}, str(tmp_path))
+    shell.run("coldvault init")
+    shell.run(f"coldvault backup dir {photos} --name photos")
+    put(os.path.join(photos, "2024/summer/IMG_0003.jpg"), os.urandom(10_000))
+    shell.run(f"coldvault backup dir {photos} --name photos")
+    for first in COMMANDS:
+        shell.run_block(block("docs/commands.md", first))
+    assert (out / "IMG_0001.jpg").read_bytes() == (photos / "2024/summer/IMG_0001.jpg").read_bytes()
+    assert "IMG_0003.jpg" in subprocess.run(["tar", "tf", str(out / "summer.tar")], capture_output=True,
+                                            text=True, check=True).stdout
+    assert "complete" in (out / "coldvault.bash").read_text()
+    assert os.path.getsize(os.path.join(env["HOME"], ".config/fish/completions/coldvault.fish")) > 0
+
+
+COMMANDS = [
+    "coldvault dump latest 2024/summer/IMG_0001.jpg --source photos > /tmp/IMG_0001.jpg",
+    "coldvault diff latest latest --source photos",
+    "coldvault find 'IMG_*.jpg' --source photos",
+    "coldvault stats",
+    "coldvault unlock",
+    "coldvault completion bash > /etc/bash_completion.d/coldvault",
+]
 
 
 COLD = {
