@@ -194,6 +194,7 @@ class Bench:
                                          "RESTIC_CACHE_DIR": os.path.join(work, "restic-cache")}
         self.steps: list[Step] = []
         self.serial = 0
+        self.baseline: Step | None = None  # `ls` of the index vault before any synthetic blob
 
     def cv_env(self, vault: str) -> dict:
         return self.cv_env_base | {"COLDVAULT_REPO": vault}
@@ -277,7 +278,7 @@ class Bench:
         ls_cmd = self.cv + ["ls", "latest", "--source", "base"]
         s, _ = self.run("index 0", "ls", "coldvault", ls_cmd, env)
         s.note = f"the vault before any synthetic blob: {BASE_FILES} real files"
-        baseline = self.record(s)
+        baseline = self.baseline = self.record(s)
         rows, have = [], 0
         try:
             for n in sizes:
@@ -332,6 +333,7 @@ class Bench:
             if not args.keep:
                 shutil.rmtree(vault, ignore_errors=True)
                 shutil.rmtree(os.path.join(self.work, "xdg-cache"), ignore_errors=True)
+                gen_data.remove(data, base["name"])
         return rows
 
     def a_file(self, root: str) -> str:
@@ -529,6 +531,46 @@ def index_table(rows: list[dict]) -> tuple[str, list[tuple[str, bool]]]:
     return "\n".join(head), verdicts
 
 
+PROJECT_TO = 10_000_000  # a 10 TB vault at about 1 MiB a blob; a tree of 10 million files
+PROJECT_FROM = 100_000  # smaller sizes measure start-up
+
+
+def fit(points: list[tuple[int, float]], x: int) -> float:
+    """The straight line through the first and last of (size, value), at `x`; through (0, 0) and the one
+    point if there is only one."""
+    (x0, y0), (x1, y1) = (points[0], points[-1]) if len(points) > 1 else ((0, 0.0), points[0])
+    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
+def projection(steps: list[Step], baseline: Step | None) -> str:
+    """Each step's wall time, CPU and peak RSS at PROJECT_TO blobs or files, on a straight line through
+    the smallest and the largest size measured. With one size: for the index, from the `ls` of the vault
+    before any synthetic blob (`baseline`, the start-up); for trees, from nothing (times only)."""
+    groups: dict[tuple[str, str, str], list[tuple[int, Step]]] = {}
+    for s in steps:
+        kind, _, size = s.part.partition(" ")
+        if s.step == "index memory" or size == "0":
+            continue
+        if parse_count(size) >= PROJECT_FROM:
+            groups.setdefault((kind, s.step, s.tool), []).append((parse_count(size), s))
+    if not groups:
+        return f"(nothing measured at {label(PROJECT_FROM)} or more: below that the figures are mostly start-up)"
+    rows = ["| kind | step | tool | measured at | projected seconds | projected CPU s | projected peak RSS MiB |",
+            "|---|---|---|---|--:|--:|--:|"]
+    for (kind, step, tool), pts in groups.items():
+        pts.sort(key=lambda p: p[0])
+        if kind == "index" and len(pts) == 1 and baseline is not None:
+            pts = [(0, baseline)] + pts  # the start-up of a command on a vault with no synthetic blob
+        at = ", ".join(label(n) for n, _ in pts if n)
+        if kind == "files" and len(pts) == 1:  # RSS does not start from 0: only times are projected
+            rss = "-"
+        else:
+            rss = f"{fit([(n, s.rss_kib / 1024) for n, s in pts], PROJECT_TO):.0f}"
+        rows.append(f"| {kind} | {step} | {tool} | {at} | {fit([(n, s.seconds) for n, s in pts], PROJECT_TO):.1f}"
+                    f" | {fit([(n, s.cpu) for n, s in pts], PROJECT_TO):.1f} | {rss} |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["make-index"]:
@@ -590,6 +632,7 @@ def main(argv=None) -> int:
             bench.tree_part(n)
     finally:
         FuseMount.close_all()
+        shutil.rmtree(os.path.join(work, "coldvault-cache"), ignore_errors=True)  # the mounts' chunk cache
 
     verdicts = []
     print()
@@ -619,6 +662,15 @@ def main(argv=None) -> int:
         print()
         print("Ratios are cut (not rounded) to two decimals; below 1 coldvault is faster or smaller. Speed in the")
         print("targets is restic's wall time over coldvault's.")
+    if bench.steps:
+        print()
+        print(f"## Projection to {label(PROJECT_TO)} blobs (a 10 TB vault) and {label(PROJECT_TO)} files")
+        print()
+        print(projection(bench.steps, bench.baseline))
+        print()
+        print("A straight line through the smallest and the largest size measured; with one size, from the 0-blob ls")
+        print("(index) or from nothing (trees: then only times are projected). A line is only as good as the costs are")
+        print("linear: measure the largest sizes rather than trust it.")
     if verdicts:
         print()
         print("## Issue 10's targets")
