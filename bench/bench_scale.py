@@ -625,16 +625,22 @@ def main(argv=None) -> int:
     print(flush=True)
 
     rows = []
+    took = []
     try:
         if args.blobs:
+            t0 = time.monotonic()
             rows = bench.index_part(args.blobs)
+            took.append(f"index {', '.join(map(label, args.blobs))} blobs {time.monotonic() - t0:.0f} s")
         for n in args.files:
+            t0 = time.monotonic()
             bench.tree_part(n)
+            took.append(f"files {label(n)} {time.monotonic() - t0:.0f} s")
     finally:
         FuseMount.close_all()
         shutil.rmtree(os.path.join(work, "coldvault-cache"), ignore_errors=True)  # the mounts' chunk cache
 
     verdicts = []
+    print(f"whole parts took (set-up and waits included): {'; '.join(took)}")
     print()
     print("## Every step")
     print()
