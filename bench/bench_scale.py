@@ -248,14 +248,14 @@ class Bench:
                 time.sleep(0.01)
             with open(log + ".reader", "wb") as out, open(log + ".reader.err", "wb") as err:
                 p = subprocess.Popen(reader + [path], stdin=subprocess.DEVNULL, stdout=out, stderr=err)
-                _, status, _ = os.wait4(p.pid, 0)
+                _, status, ru = os.wait4(p.pid, 0)
             seconds = time.monotonic() - m.t_start
             if os.waitstatus_to_exitcode(status) != 0:
                 with open(log + ".reader.err", "rb") as f:
                     raise ChildFailedError(f"{' '.join(reader)} {path} failed: {f.read().decode(errors='replace')[-2000:]}")
             cpu = proc_cpu(m.pid)
             rss = proc_mem_kib(m.pid).get("VmHWM", 0)
-            other = max(0.0, busy_cpu_seconds() - busy0 - cpu)
+            other = max(0.0, busy_cpu_seconds() - busy0 - cpu - ru.ru_utime - ru.ru_stime)
         finally:
             m.close()
         with open(log + ".reader", "rb") as f:
