@@ -264,7 +264,8 @@ class Bench:
 
     # ---- index scale ---------------------------------------------------------------------------
 
-    def index_part(self, sizes: list[int]) -> list[dict]:
+    def index_part(self, sizes: list[int], rows: list[dict]) -> list[dict]:
+        """Appends a row to `rows` for each size measured (so a failure keeps the sizes before it)."""
         args = self.args
         data = os.path.join(self.work, "data")
         vault = os.path.join(self.work, "index-vault")
@@ -279,7 +280,7 @@ class Bench:
         s, _ = self.run("index 0", "ls", "coldvault", ls_cmd, env)
         s.note = f"the vault before any synthetic blob: {BASE_FILES} real files"
         baseline = self.baseline = self.record(s)
-        rows, have = [], 0
+        have = 0
         try:
             for n in sizes:
                 part = f"index {label(n)}"
@@ -293,6 +294,7 @@ class Bench:
                       f"{time.monotonic() - t0:.1f} s; the vault has {objects} index objects, "
                       f"{du(os.path.join(vault, 'index')) / MiB:.1f} MiB", flush=True)
                 row = {"blobs": n, "objects": objects, "build_seconds": made["seconds"]}
+                rows.append(row)
                 for step in INDEX_STEPS:
                     if self.skipped(step):
                         continue
@@ -328,7 +330,6 @@ class Bench:
                 self.record(Step(part, "index memory", "restic", 0.0, 0.0, 0, 0.0,
                                  f"not measured: about {RESTIC_BYTES_PER_BLOB} bytes per blob, restic's published "
                                  "figure (restic has no way to build a synthetic index)"))
-                rows.append(row)
         finally:
             if not args.keep:
                 shutil.rmtree(vault, ignore_errors=True)
@@ -626,15 +627,19 @@ def main(argv=None) -> int:
 
     rows = []
     took = []
+    failed = None
     try:
         if args.blobs:
             t0 = time.monotonic()
-            rows = bench.index_part(args.blobs)
+            rows = bench.index_part(args.blobs, rows)
             took.append(f"index {', '.join(map(label, args.blobs))} blobs {time.monotonic() - t0:.0f} s")
         for n in args.files:
             t0 = time.monotonic()
             bench.tree_part(n)
             took.append(f"files {label(n)} {time.monotonic() - t0:.0f} s")
+    except ChildFailedError as exc:  # what was measured so far is still summed up
+        failed = exc
+        print(f"bench_scale: {exc}", file=sys.stderr, flush=True)
     finally:
         FuseMount.close_all()
         shutil.rmtree(os.path.join(work, "coldvault-cache"), ignore_errors=True)  # the mounts' chunk cache
@@ -683,6 +688,10 @@ def main(argv=None) -> int:
         print()
         for what, ok in verdicts:
             print(f"- {'met' if ok else 'NOT met'}: {what}")
+    if failed is not None:
+        print()
+        print(f"The run stopped early: {str(failed).splitlines()[0]}")
+        return 1
     return 0
 
 
