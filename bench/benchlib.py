@@ -62,6 +62,8 @@ def settle(max_wait: float) -> float:
     """
     t0 = time.monotonic()
     os.sync()
+    if max_wait <= 0:
+        return 0.0
     while True:
         b0 = busy_cpu_seconds()
         time.sleep(1.0)
@@ -145,6 +147,27 @@ def untimed(cmd: list[str], env: dict) -> str:
     if r.returncode != 0:
         raise ChildFailedError(f"{' '.join(cmd)} exited with {r.returncode}:\n{r.stderr[-3000:]}")
     return r.stdout
+
+
+def source_tree_coldvault() -> tuple[list[str], dict]:
+    """(command line, environment) that run coldvault from this checkout's `src/`, whatever is installed:
+    `python -m coldvault` with `src/` first on PYTHONPATH."""
+    env = clean_env()
+    src = os.path.join(REPO_ROOT, "src")
+    env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return [sys.executable, "-m", "coldvault"], env
+
+
+def drop_caches() -> bool:
+    """`sync; echo 3 > /proc/sys/vm/drop_caches`: the next step reads its source from the disk, as the
+    first backup of a day does. False if not permitted (not root, or a container)."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+    except OSError:
+        return False
+    return True
 
 
 def clean_env() -> dict:
@@ -392,8 +415,10 @@ def restic_facts(restic: str, work: str) -> tuple[str, str]:
     return version, comp
 
 
-def coldvault_facts(coldvault: str) -> str:
-    version = untimed([coldvault, "--version"], clean_env()).strip()
+def coldvault_facts(coldvault: str | list[str], env: dict | None = None) -> str:
+    """Version and commit of `coldvault` (a command, or a command line such as `source_tree_coldvault()`'s)."""
+    cmd = [coldvault] if isinstance(coldvault, str) else list(coldvault)
+    version = untimed(cmd + ["--version"], env or clean_env()).strip()
     try:
         commit = subprocess.run(["git", "-C", REPO_ROOT, "rev-parse", "--short", "HEAD"],
                                 capture_output=True, text=True, check=True).stdout.strip()
@@ -402,6 +427,16 @@ def coldvault_facts(coldvault: str) -> str:
     except (OSError, subprocess.CalledProcessError):
         return f"{version}, commit unknown"
     return f"{version}, commit {commit}" + (f" + uncommitted changes to {', '.join(changed)}" if changed else "")
+
+
+def disk_line(path: str) -> str:
+    """File system type, size and free space of the one holding `path` (`df -hT`)."""
+    try:
+        out = subprocess.run(["df", "-hT", path], capture_output=True, text=True, check=True).stdout.splitlines()
+        dev, fstype, size, _, avail, *_ = out[-1].split()
+        return f"{fstype} on {dev}, {size}, {avail} free"
+    except (OSError, subprocess.CalledProcessError, ValueError):
+        return "unknown"
 
 
 def meminfo() -> str:

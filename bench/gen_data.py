@@ -15,6 +15,9 @@ Zipf-weighted vocabulary) that is sliced at random offsets and lengths with a
 unique marker line between slices, so it compresses like prose (about 3-4x with
 zstd) but no content-defined chunk repeats: nothing is trivially deduplicated.
 
+`ensure_small_tree()` writes a tree of the `small` shape with any file count and
+largest file size (bench_scale.py's trees of 100,000 and 1,000,000 files).
+
 Next to each data set, OUT/NAME.manifest.json records the seed, scale, file
 count and logical size; `ensure()` regenerates a data set only when its
 manifest does not match.
@@ -115,16 +118,16 @@ def _write_random(path: str, seed: int, nbytes: int) -> None:
             f.write(block)
 
 
-def _write_small(root: str, seed: int, nfiles: int, ndirs: int, pool: bytes) -> int:
+def _write_small(root: str, seed: int, nfiles: int, ndirs: int, pool: bytes, max_size: int = SMALL_MAX_SIZE) -> int:
     rng = random.Random(f"{seed}/small")
     dirs = [os.path.join(root, f"d{i // SMALL_DIRS_PER_PARENT:03d}", f"s{i % SMALL_DIRS_PER_PARENT:02d}")
             for i in range(ndirs)]
     for d in dirs:
         os.makedirs(d, exist_ok=True)
-    limit = len(pool) - SMALL_MAX_SIZE
+    limit = len(pool) - max_size
     total = 0
     for i in range(nfiles):
-        size = rng.randrange(SMALL_MAX_SIZE + 1)
+        size = rng.randrange(max_size + 1)
         d = dirs[rng.randrange(ndirs)]
         if rng.random() < SMALL_RANDOM_SHARE:
             name = f"f{i:06d}.bin"
@@ -192,6 +195,37 @@ def ensure(out: str, name: str, scale: float, seed: int) -> tuple[dict, bool]:
     except (OSError, ValueError):
         pass
     return generate(out, name, scale, seed), True
+
+
+def ensure_small_tree(out: str, nfiles: int, max_size: int, seed: int) -> tuple[dict, bool]:
+    """A tree shaped like the `small` data set (a third random bytes, two thirds text, 100 files to a
+    directory on average, two levels of directories) of exactly `nfiles` files of 0-`max_size` bytes,
+    under OUT/small-NFILES-MAXSIZE/; regenerated only when its manifest does not match.
+
+    Returns (manifest, generated_now)."""
+    if not 0 < max_size <= TEXT_POOL_BYTES // 2:
+        raise ValueError(f"max_size must be between 1 and {TEXT_POOL_BYTES // 2} bytes")
+    name = f"small-{nfiles}-{max_size}"
+    want = {"generator_version": GENERATOR_VERSION, "seed": seed, "files": nfiles, "max_size": max_size}
+    try:
+        with open(manifest_path(out, name)) as f:
+            man = json.load(f)
+        if {k: man.get(k) for k in want} == want and os.path.isdir(man.get("path", "")):
+            return man, False
+    except (OSError, ValueError):
+        pass
+    root = os.path.join(out, name)
+    remove(out, name)
+    os.makedirs(root)
+    t0 = time.monotonic()
+    ndirs = max(1, round(nfiles / (SMALL_FILES / SMALL_DIRS)))
+    logical = _write_small(root, seed, nfiles, ndirs, text_pool(seed), max_size)
+    all_dirs = ndirs + -(-ndirs // SMALL_DIRS_PER_PARENT)  # leaf directories and their parents
+    man = want | {"name": name, "path": root, "dirs": all_dirs, "bytes": logical,
+                  "generate_seconds": round(time.monotonic() - t0, 2)}
+    with open(manifest_path(out, name), "w") as f:
+        json.dump(man, f, indent=2)
+    return man, True
 
 
 def remove(out: str, name: str) -> None:
