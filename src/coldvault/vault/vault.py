@@ -397,7 +397,9 @@ class Vault:
         """The decoded tree node if it is in memory; never reads the store."""
         return self._tree_nodes.get(bid)
 
-    def load_tree(self, bid: BlobId) -> tree.TreeNode:
+    def load_tree(self, bid: BlobId, cache: bool = True) -> tree.TreeNode:
+        """The decoded tree node; `cache=False`: not kept in the cache of decoded nodes
+        (a backup reads each node of the previous snapshot once)."""
         node = self._tree_nodes.get(bid)
         if node is None:
             data = self.read_blob(bid)
@@ -409,7 +411,8 @@ class Vault:
                 raise DamagedError(str(exc)) from None
             for why in node.rejected:
                 log.warning("tree node %s: dropped an entry: %s", bid.hex()[:16], why)
-            self._tree_nodes.put(bid, node)
+            if cache:
+                self._tree_nodes.put(bid, node)
         return node
 
     def delete_snapshot(self, sid: str) -> None:
