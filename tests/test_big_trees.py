@@ -161,3 +161,30 @@ def test_backup_memory_does_not_grow_with_the_number_of_files(tmp_path):
     # (+15 MiB for the 30,000 more files).
     assert big_first - small_first < 6 * 1024, peaks
     assert big_again - small_again < 6 * 1024, peaks
+
+
+def vm_hwm_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:"))
+
+
+def test_mount_memory_does_not_grow_with_the_number_of_files(tmp_path):
+    """A mount of snapshots of 8,000 and of 32,000 files (same directory sizes), each
+    walked twice (os.walk: readdirplus, so the kernel holds every entry): the mount's
+    peak memory stays the same, give or take a little. The cache of decoded tree nodes
+    is set small, so that its bound is reached in both."""
+    peaks = {}
+    for n in (8_000, 32_000):
+        src = str(tmp_path / f"src{n}")
+        make_wide(src, n)
+        env = vault_env(str(tmp_path / f"vault{n}"), COLDVAULT_TREE_CACHE_MB="1")
+        run(["init"], env)
+        run(["backup", "dir", src, "--name", "wide"], env)
+        with mounted(env, tmp_path / f"mnt{n}") as m:
+            top = m / "files/wide/latest"
+            for _ in range(2):
+                found = sum(len(dirs) + len(files) for _, dirs, files in os.walk(top))
+                assert found == n + n // 100 + -(-n // 5000)
+            peaks[n] = vm_hwm_kib(m.proc.pid)
+    # Before: every node the kernel held, and every listing, stayed in memory (+27 MiB).
+    assert peaks[32_000] - peaks[8_000] < 6 * 1024, peaks

@@ -40,6 +40,14 @@ SNAPSHOT_PREFIX = "snapshots/"
 PARALLEL_GETS = 8
 
 
+def tree_cache_bytes() -> int:
+    """The bound of the cache of decoded tree nodes: COLDVAULT_TREE_CACHE_MB (default 64)."""
+    try:
+        return max(1, int(os.environ.get("COLDVAULT_TREE_CACHE_MB", "64"))) * 1024 * 1024
+    except ValueError:
+        raise UserError("COLDVAULT_TREE_CACHE_MB must be a whole number of MiB") from None
+
+
 class LRU:
     """A small thread-safe LRU bounded by total size."""
 
@@ -82,7 +90,7 @@ class Vault:
         self.settings = configfmt.open_settings(cfg, keys)
         self.index = BlobIndex()
         self._tree_packs = LRU(256 * 1024 * 1024)
-        self._tree_nodes = LRU(64 * 1024 * 1024, size=lambda n: 200 * len(n.entries) + 64)
+        self._tree_nodes = LRU(tree_cache_bytes(), size=lambda n: 200 * len(n.entries) + 64)
         # Single flight per tree pack: requests for one pack share its GET, other packs
         # are fetched meanwhile (one slow GET must not stall every listing).
         self._fetch_guard = threading.Lock()
