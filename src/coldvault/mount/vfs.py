@@ -126,8 +126,10 @@ class VirtualFS:
         node = await self.node(ino)
         if not isinstance(node, DirNode):
             raise NotADirError(node.path)
-        parent, _ = self.inodes.owner(ino)
-        return self.inodes.add(node, ino, parent, node.key.rpartition(b"/")[2])
+        found = self.inodes.owner(ino)  # again: the parent's record may have gone meanwhile
+        if found is None:
+            raise NoEntryError(node.path)
+        return self.inodes.add(node, ino, found[0], node.key.rpartition(b"/")[2])
 
     async def load_tree(self, tree_id: bytes) -> tree.TreeNode:
         cached = self.vault.cached_tree(tree_id)

@@ -7,6 +7,14 @@ chunker's encoder threads compress, encrypt and pack the new chunks (in
 batches for small files), and the session's upload tasks store the packs,
 so both cores work while the event loop only orchestrates.
 
+Memory: the walk keeps a stack of the directories it is in (no recursion, so any
+depth works): each frame holds that directory's finished entries and the
+subdirectories left to visit, and the previous snapshot's node of it. A
+finished directory's node is stored and only its id goes to the frame below, so
+memory follows the depth and the width of the open directories, not the size of
+the tree. At most MAX_OPEN_DIRS directories stay open; a deeper walk reopens a
+parent as `..` of its finished child, checked by device and inode.
+
 Why one walking thread: the walk's per-file work (stat results, tree
 entries, hashing small buffers) holds the GIL, so several walking threads do
 not run faster; they hand the GIL back and forth at every system call, and on
