@@ -77,7 +77,8 @@ async def walk(fs: VirtualFS, path: str):
 
 
 async def names(fs: VirtualFS, path: str) -> list[str]:
-    return [n.decode() for n, _ in await fs.listdir((await walk(fs, path)).ino)]
+    _, listing = await fs.listdir((await walk(fs, path)).ino)
+    return [spec.name.decode() for spec in listing]
 
 
 async def read_all(fs: VirtualFS, path: str) -> bytes:
@@ -105,7 +106,7 @@ async def test_layout_names_and_sorted_listings(repo):
     assert await names(fs, "files/photos/dates") == ["2024-05-01", "2024-05-02"]
     assert await names(fs, "files/photos/changes") == ["2024-05-01", "2024-05-02"]
     latest = await walk(fs, "files/photos/latest")
-    assert fs.readlink(latest.ino) == f"snapshots/{T3}".encode()
+    assert await fs.readlink(latest.ino) == f"snapshots/{T3}".encode()
     assert await names(fs, f"files/photos/snapshots/{T3}") == ["a.jpg", "sub", "zeta.txt"]
     assert await names(fs, f"files/photos/snapshots/{T2}/sub") == ["b.jpg", "c.txt"]
     # A date is its day's last snapshot; a day's changes hold what that day created or modified.
@@ -131,9 +132,18 @@ async def test_inode_numbers_are_stable(repo):
     first = await walk(fs, path)
     ino = first.ino
     assert (await walk(fs, path)).ino == ino
-    # Forgotten by the kernel, then looked up again: the same number.
-    fs.forget(ino, first.nlookup)
-    assert ino not in fs.nodes
+    # Forgotten by the kernel (everything it looked up under the snapshot), then looked
+    # up again: the same number, though the records of the snapshot's directories were
+    # dropped meanwhile (nothing under them was held).
+    live = len(fs.inodes)
+    snapshot = await walk(fs, f"files/photos/snapshots/{T2}")  # the snapshot: 3 lookups now
+    sub = await walk(fs, f"files/photos/snapshots/{T2}/sub")  # sub: 3 lookups, c.txt: 2
+    fs.forget(first.ino, 2)
+    assert len(fs.inodes) == live - 1 and fs.inodes.record(sub.ino) is None  # nothing in sub is held
+    assert (await walk(fs, f"files/photos/snapshots/{T2}/sub")).ino == sub.ino  # made again
+    fs.forget(sub.ino, 4)
+    assert len(fs.inodes) == live - 2
+    assert fs.inodes.record(sub.ino) is None and fs.inodes.record(snapshot.ino) is None
     again = await walk(fs, path)
     assert again.ino == ino and again is not first
     # Another mount of the same vault: the same numbers, also for layout directories.
@@ -155,7 +165,7 @@ async def test_reading_files_equal_to_the_source(repo):
     assert bytes(await fs.read(fh, 1_000_000, 1_500_000)) == want[1_000_000:2_500_000]
     fs.release(fh)
     assert await fs.getxattr(node.ino, STATE_XATTR) == b"hot"
-    assert fs.listxattr(node.ino) == [STATE_XATTR]
+    assert await fs.listxattr(node.ino) == [STATE_XATTR]
 
 
 async def test_errors_go_through_one_errno_table(repo, caplog):
@@ -270,10 +280,10 @@ async def test_a_slow_tree_fetch_stalls_no_other_listing(repo):
     docs_listed = trio.Event()
 
     async def list_photos(key):
-        listed[key] = await fs.listdir(photos.ino)
+        listed[key] = (await fs.listdir(photos.ino))[1]
 
     async def list_docs():
-        listed["docs"] = await fs.listdir(docs.ino)
+        listed["docs"] = (await fs.listdir(docs.ino))[1]
         docs_listed.set()
 
     async with trio.open_nursery() as nursery:
@@ -290,9 +300,9 @@ async def test_a_slow_tree_fetch_stalls_no_other_listing(repo):
         finally:
             store.release.set()
     assert during == ["docs"], "a listing of another tree pack waited for the held GET"
-    assert [n for n, _ in listed["docs"]] == [b"notes"]
-    assert [n for n, _ in listed["first"]] == [b"a.jpg", b"sub", b"zeta.txt"]
-    assert [n for n, _ in listed["second"]] == [b"a.jpg", b"sub", b"zeta.txt"]
+    assert [e.name for e in listed["docs"]] == [b"notes"]
+    assert [e.name for e in listed["first"]] == [b"a.jpg", b"sub", b"zeta.txt"]
+    assert [e.name for e in listed["second"]] == [b"a.jpg", b"sub", b"zeta.txt"]
     assert store.gets.count(photos_pack) == 1  # one fetch for both listings
 
 

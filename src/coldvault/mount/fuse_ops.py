@@ -18,6 +18,7 @@ import pyfuse3
 
 from coldvault.index import tree
 from coldvault.mount import errors
+from coldvault.mount.inodes import InodeTable
 from coldvault.mount.restore_manager import ColdFailError, InterruptedWaitError
 from coldvault.mount.nodes import TYPE_BITS, Node
 from coldvault.mount.vfs import VirtualFS
@@ -78,9 +79,13 @@ class FuseOps(pyfuse3.Operations):
         self._before_first_open = before_first_open
 
     def _entry(self, node: Node) -> pyfuse3.EntryAttributes:
-        a = node.info  # a tree entry (most nodes) or an Attr: read directly, no Attr made
+        return self._attributes(node.ino, node.info)
+
+    @staticmethod
+    def _attributes(ino: int, a) -> pyfuse3.EntryAttributes:
+        """`a`: a tree entry (most nodes) or an Attr, read directly, no Attr made."""
         e = pyfuse3.EntryAttributes()
-        e.st_ino = node.ino
+        e.st_ino = ino
         e.entry_timeout = TIMEOUT
         e.attr_timeout = TIMEOUT
         if type(a) is tree.Entry:
@@ -106,7 +111,7 @@ class FuseOps(pyfuse3.Operations):
 
     @_errors
     async def getattr(self, inode, ctx=None):
-        return self._entry(self.fs.node(inode))
+        return self._entry(await self.fs.node(inode))
 
     @_errors
     async def opendir(self, inode, ctx):
@@ -115,15 +120,16 @@ class FuseOps(pyfuse3.Operations):
 
     @_errors
     async def readdir(self, fh, start_id, token):
-        entries = await self.fs.listdir(fh)
-        prefix = self.fs.node(fh).key + b"/"
-        register = self.fs.register
+        record, entries = await self.fs.listdir(fh)
+        child_ino, attributes, Entry = InodeTable.child_ino, self._attributes, tree.Entry
+        replied = 0
         for i in range(start_id, len(entries)):
-            name, spec = entries[i]
-            node = register(prefix + name, spec)
-            if not pyfuse3.readdir_reply(token, name, self._entry(node), i + 1):
+            spec = entries[i]
+            info = spec if type(spec) is Entry else spec.make().info  # no node per tree entry
+            if not pyfuse3.readdir_reply(token, spec.name, attributes(child_ino(record, i), info), i + 1):
                 break
-            node.nlookup += 1  # readdirplus: the kernel now holds a reference
+            replied += 1
+        record.held += replied  # readdirplus: the kernel now holds a reference to each
 
     async def releasedir(self, fh):
         pass
@@ -147,7 +153,7 @@ class FuseOps(pyfuse3.Operations):
 
     @_errors
     async def readlink(self, inode, ctx):
-        return self.fs.readlink(inode)
+        return await self.fs.readlink(inode)
 
     @_errors
     async def getxattr(self, inode, name, ctx):
@@ -155,7 +161,7 @@ class FuseOps(pyfuse3.Operations):
 
     @_errors
     async def listxattr(self, inode, ctx):
-        return self.fs.listxattr(inode)
+        return await self.fs.listxattr(inode)
 
     async def forget(self, inode_list):
         for inode, n in inode_list:
@@ -165,7 +171,7 @@ class FuseOps(pyfuse3.Operations):
         s = pyfuse3.StatvfsData()
         s.f_bsize = s.f_frsize = 4096
         s.f_blocks = s.f_bfree = s.f_bavail = 0
-        s.f_files = len(self.fs.nodes)
+        s.f_files = len(self.fs.inodes)
         s.f_ffree = s.f_favail = 0
         s.f_namemax = 255
         return s

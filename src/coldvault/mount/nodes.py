@@ -1,9 +1,10 @@
 """The nodes of the virtual tree: files, streams, links and directories.
 
-A directory caches its listing as (name, spec) pairs, never child nodes, so a
-child the kernel forgot is simply made again (with the same inode). A spec is a
-tree entry or a function that makes the node (`make_node`). Nodes read the vault
-through the `fs` passed to them (VirtualFS: its tree cache and thread limiter).
+A directory lists specs, never child nodes: a tree entry, or a `Made` (a name
+and a function that makes the node); `make_node` turns one into a node when a
+request needs it. A snapshot's directory keeps not even its listing (the vault's
+bounded cache of decoded tree nodes does). Nodes read the vault through the `fs`
+passed to them (VirtualFS: its tree cache and thread limiter).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import bisect
 import stat
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from operator import attrgetter
+from typing import TYPE_CHECKING, Sequence
 
 import trio
 
@@ -46,17 +48,27 @@ def dir_attr(time_ns: int) -> Attr:
     return Attr(DIR_MODE, 0, 0, 0, time_ns, time_ns, 2)
 
 
+class Made:
+    """An entry of a listing that is not a tree entry: its name and what makes its node."""
+
+    __slots__ = ("name", "make")
+
+    def __init__(self, name: bytes, make):
+        self.name = name
+        self.make = make
+
+
 class Node:
     """`info` is an Attr, or the tree entry the node stands for (most nodes: then no Attr
-    is made for them at all; FuseOps reads the attributes from either)."""
+    is made for them at all; FuseOps reads the attributes from either). Nodes are made
+    when a request needs them and not kept (inodes.py keeps what the kernel holds)."""
 
-    __slots__ = ("ino", "key", "nlookup", "info")
+    __slots__ = ("ino", "key", "info")
 
     def __init__(self, info: Attr | tree.Entry):
         self.info = info
         self.ino = 0
         self.key = b""
-        self.nlookup = 0
 
     @property
     def path(self) -> str:
@@ -100,43 +112,54 @@ class StreamNode(FileNode):
 
 
 class DirNode(Node):
-    """A directory; it caches its listing as (name, spec) pairs (see `make_node`)."""
+    """A directory. Its listing is a sequence of specs in a fixed order, each a tree entry
+    or a `Made` (both have `.name`; `make_node` turns one into a node); a spec's index
+    in it is part of the child's inode number (inodes.py)."""
+
+    __slots__ = ()
+
+    async def items(self, fs: "VirtualFS") -> Sequence:
+        raise NotImplementedError
+
+    async def find(self, fs: "VirtualFS", name: bytes) -> tuple[int, object] | None:
+        """(index, spec) of the entry called `name`, or None."""
+        raise NotImplementedError
+
+
+class KeptDir(DirNode):
+    """A directory whose listing is made once and kept while its record lives (the
+    layout's directories, a day's changes): a list, and a dict for lookups."""
 
     __slots__ = ("_items", "_index")
-    SORTED = False  # a listing in name order is searched by bisection: no dict is kept
 
     def __init__(self, attr: Attr | tree.Entry):
         super().__init__(attr)
         self._items = None
         self._index = None
 
-    async def _list(self, fs: "VirtualFS") -> list[tuple[bytes, object]]:
-        """(name, spec) pairs in listing order (see `make_node`)."""
+    async def _list(self, fs: "VirtualFS") -> list:
         raise NotImplementedError
 
-    async def items(self, fs: "VirtualFS") -> list[tuple[bytes, object]]:
+    async def items(self, fs):
         if self._items is None:
             items = await self._list(fs)
-            if not self.SORTED:
-                self._index = dict(items)
+            self._index = {spec.name: i for i, spec in enumerate(items)}
             self._items = items
         return self._items
 
-    async def maker(self, fs: "VirtualFS", name: bytes):
+    async def find(self, fs, name):
         items = await self.items(fs)
-        if self._index is not None:
-            return self._index.get(name)
-        i = bisect.bisect_left(items, (name,))
-        return items[i][1] if i < len(items) and items[i][0] == name else None
+        i = self._index.get(name)
+        return None if i is None else (i, items[i])
 
 
-class StaticDir(DirNode):
-    """A directory of the layout (files/, a source, zfs/...): kept while mounted."""
+class StaticDir(KeptDir):
+    """A directory of the layout (files/, a source, zfs/...)."""
 
     __slots__ = ("_make",)
 
     def __init__(self, make_items, attr: Attr):
-        """`make_items()` gives the listing, once, when it is first needed."""
+        """`make_items()` gives the listing (of `Made`), once, when it is first needed."""
         super().__init__(attr)
         self._make = make_items
 
@@ -146,9 +169,9 @@ class StaticDir(DirNode):
 
 def make_node(spec) -> Node:
     """The node for a listing's spec: a tree entry (most of them: no closure per entry
-    of a big directory) or a function that makes the node."""
+    of a big directory) or a `Made`."""
     if type(spec) is not tree.Entry:
-        return spec()
+        return spec.make()
     t = spec.type
     if t == tree.FILE:
         return FileNode(spec.chunks, spec)
@@ -160,31 +183,32 @@ def make_node(spec) -> Node:
 
 
 class TreeDir(DirNode):
-    """A directory of a snapshot, backed by one tree node."""
+    """A directory of a snapshot, backed by one tree node. Its listing is the tree node's
+    entries, from the vault's bounded cache of decoded nodes: not kept here."""
 
     __slots__ = ("tree_id",)
-    SORTED = True  # tree nodes keep their entries sorted by name (index/tree.py)
 
     def __init__(self, tree_id: bytes, attr: Attr | tree.Entry):
         super().__init__(attr)
         self.tree_id = tree_id
 
-    async def _list(self, fs):
-        node = await fs.load_tree(self.tree_id)
-        return [(e.name, e) for e in node.entries]
+    async def items(self, fs):
+        return (await fs.load_tree(self.tree_id)).entries
 
-    async def maker(self, fs, name):
-        if self._items is not None:
-            return await super().maker(fs, name)
-        # Without listing the whole directory: one binary search in the tree node.
-        return (await fs.load_tree(self.tree_id)).find(name)
+    async def find(self, fs, name):
+        # Tree nodes keep their entries sorted by name (index/tree.py): a binary search.
+        entries = (await fs.load_tree(self.tree_id)).entries
+        i = bisect.bisect_left(entries, name, key=_entry_name)
+        return (i, entries[i]) if i < len(entries) and entries[i].name == name else None
 
 
-class ChangesDir(DirNode):
+_entry_name = attrgetter("name")
+
+
+class ChangesDir(KeptDir):
     """Entries created or modified in one day's snapshots, deletions not applied."""
 
     __slots__ = ("pairs",)
-    SORTED = True  # merge_changes lists by name
 
     def __init__(self, pairs, attr: Attr | tree.Entry):
         super().__init__(attr)
@@ -195,7 +219,7 @@ class ChangesDir(DirNode):
         out = []
         for e, sub in merged:
             if e.type == tree.DIR:
-                out.append((e.name, (lambda e=e, sub=sub: ChangesDir(sub, e))))
+                out.append(Made(e.name, (lambda e=e, sub=sub: ChangesDir(sub, e))))
             else:
-                out.append((e.name, e))
+                out.append(e)
         return out

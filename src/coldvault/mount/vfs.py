@@ -3,10 +3,11 @@
 The tree's names come from layout.py (the mount's layout is defined there and
 only there); its nodes are in nodes.py, open files and reads in handles.py.
 
-Inode numbers are a hash of the node's path in the mount, so they are the same
-on every lookup, after the kernel forgets a node, and across mounts (a clash
-probes the next number). Directory listings are sorted and immutable, so
-readdir offsets are stable. Listing, stat and lookup read only tree nodes (hot);
+Inode numbers are a hash of the directory's path in the mount and the entry's
+place in its listing (inodes.py), so they are the same on every lookup, after
+the kernel forgets a node, and across mounts; memory is kept per directory the
+kernel holds something of, never per file. Directory listings are sorted and
+immutable, so readdir offsets are stable. Listing, stat and lookup read only tree nodes (hot);
 file contents are fetched chunk by chunk when read.
 
 Requests that cannot be answered raise the errors of mount/errors.py (or the
@@ -18,9 +19,9 @@ from __future__ import annotations
 import functools
 import logging
 import stat
+from typing import Sequence
 
 import trio
-import xxhash
 
 from coldvault.errors import ColdvaultError
 from coldvault.index import tree
@@ -30,8 +31,9 @@ from coldvault.mount.errors import (
     DamagedFileError, IsADirError, NoAttributeError, NoEntryError, NotADirError, WrongTypeError,
 )
 from coldvault.mount.handles import OpenFiles
+from coldvault.mount.inodes import ROOT_INODE, DirRecord, InodeTable
 from coldvault.mount.nodes import (
-    Attr, ChangesDir, DirNode, FileNode, LinkNode, Node, StaticDir, StreamNode, TreeDir, dir_attr,
+    Attr, ChangesDir, DirNode, FileNode, LinkNode, Made, Node, StaticDir, StreamNode, TreeDir, dir_attr,
     make_node,
 )
 from coldvault.mount.restore_manager import RestoreManager
@@ -40,7 +42,6 @@ from coldvault.vault.vault import Vault
 
 log = logging.getLogger(__name__)
 
-ROOT_INODE = 1
 STATE_XATTR = b"user.coldvault.state"
 
 
@@ -50,15 +51,12 @@ class VirtualFS:
         self.chunks = chunks
         self.cold = cold
         self.meta_limiter = thread_limiter(vault.store)  # tree loads: apart from chunk reads
-        self.nodes: dict[int, Node] = {}
-        self.keys: dict[bytes, int] = {}
         self.files = OpenFiles(chunks, cold, vault.index.raw_length, self._damaged, readahead)
         self._damaged_logged: set[bytes] = set()
         self.layout = layout.Layout(vault.snapshots())
         self.root = self._node_for(layout.Top(""))
-        self.root.ino, self.root.key, self.root.nlookup = ROOT_INODE, b"", 1 << 62
-        self.nodes[ROOT_INODE] = self.root
-        self.keys[b""] = ROOT_INODE
+        self.root.ino, self.root.key = ROOT_INODE, b""
+        self.inodes = InodeTable(self.root)
 
     @property
     def nursery(self) -> trio.Nursery | None:
@@ -94,27 +92,45 @@ class VirtualFS:
             t = lay.mount_time
         return StaticDir(functools.partial(self._layout_items, place), dir_attr(t))
 
-    def _layout_items(self, place: layout.Place) -> list[tuple[bytes, object]]:
-        return [(name.encode(), functools.partial(self._node_for, p)) for name, p in self.layout.children(place)]
+    def _layout_items(self, place: layout.Place) -> list[Made]:
+        return [Made(name.encode(), functools.partial(self._node_for, p)) for name, p in self.layout.children(place)]
 
-    def register(self, key: bytes, spec) -> Node:
-        ino = self.keys.get(key)
-        if ino is not None:
-            return self.nodes[ino]
+    # ---- inodes: nodes are made on request from their directory's record ----
+
+    async def node(self, ino: int) -> Node:
+        """The node of inode `ino` (made again from its directory's listing)."""
+        r = self.inodes.record(ino)
+        if r is not None:
+            return r.node
+        found = self.inodes.owner(ino)
+        if found is None:
+            raise NoEntryError(f"inode {ino}")
+        r, i = found
+        items = await self._guard(r.node, r.node.items(self))
+        if not 0 <= i < len(items):
+            raise NoEntryError(f"inode {ino}")
+        return self.child(r, i, items[i])
+
+    @staticmethod
+    def child(r: DirRecord, index: int, spec) -> Node:
+        """The node of entry `index` (`spec`) of the directory of record `r`."""
         node = make_node(spec)
-        ino = (xxhash.xxh3_64_intdigest(key) >> 1) or 2
-        while ino in self.nodes or ino == ROOT_INODE:  # a clash: probe on
-            ino = (ino + 1) & ((1 << 63) - 1) or 2
-        node.ino, node.key = ino, key
-        self.nodes[ino] = node
-        self.keys[key] = ino
+        node.ino = InodeTable.child_ino(r, index)
+        node.key = r.key + b"/" + spec.name
         return node
 
-    def node(self, ino: int) -> Node:
-        n = self.nodes.get(ino)
-        if n is None:
-            raise NoEntryError(f"inode {ino}")
-        return n
+    async def dir_record(self, ino: int) -> DirRecord:
+        """The record of directory `ino`, made from its parent's if it has none now."""
+        r = self.inodes.record(ino)
+        if r is not None:
+            return r
+        node = await self.node(ino)
+        if not isinstance(node, DirNode):
+            raise NotADirError(node.path)
+        found = self.inodes.owner(ino)  # again: the parent's record may have gone meanwhile
+        if found is None:
+            raise NoEntryError(node.path)
+        return self.inodes.add(node, ino, found[0], node.key.rpartition(b"/")[2])
 
     async def load_tree(self, tree_id: bytes) -> tree.TreeNode:
         cached = self.vault.cached_tree(tree_id)
@@ -125,45 +141,43 @@ class VirtualFS:
     # ---- the operations the FUSE layer calls ----
 
     async def lookup(self, parent_ino: int, name: bytes) -> Node:
-        parent = self.node(parent_ino)
-        if not isinstance(parent, DirNode):
-            raise NotADirError(parent.path)
+        """The child `name` of directory `parent_ino`; the kernel now holds a reference."""
+        parent = await self.dir_record(parent_ino)
         if name == b".":
-            child = parent
+            child = parent.node
         elif name == b"..":
-            child = self.nodes[self.keys.get(parent.key.rpartition(b"/")[0], ROOT_INODE)]
+            child = (parent.parent or parent).node
         else:
-            make = await self._guard(parent, parent.maker(self, name))
-            if make is None:
-                raise NoEntryError(f"{parent.path}/{name.decode('utf-8', 'backslashreplace')}")
-            child = self.register(parent.key + b"/" + name, make)
-        child.nlookup += 1
+            found = await self._guard(parent.node, parent.node.find(self, name))
+            if found is None:
+                raise NoEntryError(f"{parent.node.path}/{name.decode('utf-8', 'backslashreplace')}")
+            child = self.child(parent, *found)
+        self.hold(child.ino)
         return child
 
-    async def listdir(self, ino: int) -> list[tuple[bytes, object]]:
-        """The directory's (name, spec) pairs; `register` turns one into a node."""
-        d = self.node(ino)
-        if not isinstance(d, DirNode):
-            raise NotADirError(d.path)
-        return await self._guard(d, d.items(self))
+    def hold(self, ino: int, n: int = 1) -> None:
+        """The kernel took `n` references to `ino` (a lookup, an entry of readdirplus)."""
+        found = self.inodes.owner(ino)
+        if found is not None:
+            found[0].held += n
+
+    async def listdir(self, ino: int) -> tuple[DirRecord, Sequence]:
+        """The directory's record and its listing: specs in order, each with `.name`
+        (`child` makes the node of one)."""
+        r = await self.dir_record(ino)
+        return r, await self._guard(r.node, r.node.items(self))
 
     def forget(self, ino: int, n: int) -> None:
-        node = self.nodes.get(ino)
-        if node is None or ino == ROOT_INODE:
-            return
-        node.nlookup -= n
-        if node.nlookup <= 0 and not isinstance(node, StaticDir):
-            del self.nodes[ino]
-            del self.keys[node.key]
+        self.inodes.forget(ino, n)
 
-    def readlink(self, ino: int) -> bytes:
-        n = self.node(ino)
+    async def readlink(self, ino: int) -> bytes:
+        n = await self.node(ino)
         if not isinstance(n, LinkNode):
             raise WrongTypeError(f"{n.path} is not a symbolic link")
         return n.target
 
     async def open(self, ino: int, pid: int | None = None) -> int:
-        n = self.node(ino)
+        n = await self.node(ino)
         if isinstance(n, DirNode):
             raise IsADirError(n.path)
         if not isinstance(n, FileNode):
@@ -178,7 +192,7 @@ class VirtualFS:
         return await self.files.read(fh, off, size)
 
     async def getxattr(self, ino: int, name: bytes) -> bytes:
-        n = self.node(ino)
+        n = await self.node(ino)
         if name != STATE_XATTR or not isinstance(n, FileNode):
             raise NoAttributeError(name)
         return (await self._guard(n, self._state(n))).encode()
@@ -186,8 +200,8 @@ class VirtualFS:
     async def _state(self, n: FileNode) -> str:
         return await self.cold.state(await n.load_chunks(self))
 
-    def listxattr(self, ino: int) -> list[bytes]:
-        return [STATE_XATTR] if isinstance(self.node(ino), FileNode) else []
+    async def listxattr(self, ino: int) -> list[bytes]:
+        return [STATE_XATTR] if isinstance(await self.node(ino), FileNode) else []
 
     # ---- damage: one log line per file, then its error ----
 

@@ -7,6 +7,14 @@ chunker's encoder threads compress, encrypt and pack the new chunks (in
 batches for small files), and the session's upload tasks store the packs,
 so both cores work while the event loop only orchestrates.
 
+Memory: the walk keeps a stack of the directories it is in (no recursion, so any
+depth works): each frame holds that directory's finished entries and the
+subdirectories left to visit, and the previous snapshot's node of it. A
+finished directory's node is stored and only its id goes to the frame below, so
+memory follows the depth and the width of the open directories, not the size of
+the tree. At most MAX_OPEN_DIRS directories stay open; a deeper walk reopens a
+parent as `..` of its finished child, checked by device and inode.
+
 Why one walking thread: the walk's per-file work (stat results, tree
 entries, hashing small buffers) holds the GIL, so several walking threads do
 not run faster; they hand the GIL back and forth at every system call, and on
@@ -38,6 +46,7 @@ from coldvault.vault.vault import Vault
 log = logging.getLogger(__name__)
 
 MAX_ERRORS_KEPT = 1000
+MAX_OPEN_DIRS = 64  # descriptors the walk keeps open; deeper trees reopen parents as `..`
 O_NOATIME = getattr(os, "O_NOATIME", 0)
 O_DIR = os.O_RDONLY | os.O_DIRECTORY
 
@@ -53,6 +62,31 @@ class WalkStats:
     bytes_total: int = 0
     errors: list[str] = field(default_factory=list)
     error_count: int = 0
+
+
+class _Frame:
+    """A directory of the walk that is open: what is done and what is left of it."""
+
+    __slots__ = ("fd", "path", "ident", "entry", "parent_tree", "parent", "problems",
+                 "entries", "subdirs", "next", "reused")
+
+    def __init__(self, fd: int, path: bytes, ident: tuple[int, int], entry: tree.Entry | None,
+                 parent_tree: BlobId | None, parent: tree.TreeNode | None, problems: bool):
+        self.fd = fd
+        self.path = path
+        self.ident = ident  # (st_dev, st_ino): `..` of a child must be this directory
+        self.entry = entry  # its entry in the directory below it on the stack (None: the root)
+        self.parent_tree = parent_tree  # its node in the previous snapshot
+        self.parent = parent  # that node, decoded
+        self.problems = problems
+        self.entries: list[tree.Entry] = []  # finished entries
+        self.subdirs: list[tuple[bytes, tree.Entry, BlobId | None]] = []  # to visit, in order
+        self.next = 0  # index of the next subdirectory to visit
+        self.reused = 0  # entries taken over unchanged from the previous snapshot
+
+    def old(self, name: bytes) -> tree.Entry | None:
+        """The previous snapshot's entry of that name (a binary search, no dict per directory)."""
+        return self.parent.find(name) if self.parent is not None else None
 
 
 def printable(path: str | bytes) -> str:
@@ -205,40 +239,140 @@ class DirBackup:
         )
 
     def _walk(self, root: bytes, parent_tree: BlobId | None) -> BlobId | None:
-        """In the walking thread: back up the tree at `root`; its tree id, or None if unreadable."""
+        """In the walking thread: back up the tree at `root`; its tree id, or None if unreadable.
+
+        Depth first with an explicit stack of open directories (no recursion: any depth
+        works). A directory's frame holds its finished entries and the subdirectories still
+        to visit; once they are done its tree node is stored and only the node's id goes up
+        to the frame below. So memory follows the depth and the width of the directories
+        being built, never the size of the tree, and the previous snapshot's nodes are read
+        one directory at a time, only for the directories that are open.
+        """
         try:
             fd = os.open(root, O_DIR)
         except OSError as exc:
             self._error(root, exc)
             return None
+        stack: list[_Frame] = []
         try:
-            return self._dir(fd, root, parent_tree)
+            frame = self._open_dir(fd, root, parent_tree, None)
+            if frame is None:
+                return None
+            stack.append(frame)
+            while True:
+                top = stack[-1]
+                if top.next < len(top.subdirs):
+                    name, e, old_tree = top.subdirs[top.next]
+                    top.next += 1
+                    child = self._enter(top, name, e, old_tree)
+                    if child is not None:
+                        stack.append(child)
+                        self._limit_open_fds(stack)
+                    continue
+                stack.pop()
+                tid = self._finish(top)
+                if not stack:
+                    os.close(top.fd)
+                    return tid
+                below = stack[-1]
+                if below.fd < 0:  # closed to save descriptors: reopen it from its child
+                    below.fd = self._reopen_parent(top, below)
+                os.close(top.fd)
+                top.fd = -1
+                if tid is not None:
+                    self._attach(below, top.entry, tid)
         finally:
-            os.close(fd)
+            for f in stack:
+                if f.fd >= 0:
+                    os.close(f.fd)
 
-    def _dir(self, fd: int, path: bytes, parent_tree: BlobId | None) -> BlobId | None:
-        """Back up the directory open as `fd` (named `path`) and everything under it."""
+    def _limit_open_fds(self, stack: list["_Frame"]) -> None:
+        """Keep at most MAX_OPEN_DIRS directories open: a frame far up the stack only needs
+        its descriptor again when its child is finished (`_reopen_parent`)."""
+        if len(stack) > MAX_OPEN_DIRS:
+            far = stack[-MAX_OPEN_DIRS - 1]
+            if far.fd >= 0:
+                os.close(far.fd)
+                far.fd = -1
+
+    def _reopen_parent(self, child: "_Frame", parent: "_Frame") -> int:
+        """The descriptor of `parent` again, as `..` of its finished child, if it is still the
+        same directory (device and inode); -1 (and an error) if it is not."""
+        if child.fd < 0:
+            self._error(parent.path, "cannot be opened again")
+            return -1
+        try:
+            fd = os.open(b"..", O_DIR, dir_fd=child.fd)
+        except OSError as exc:
+            self._error(parent.path, exc)
+            return -1
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != parent.ident:
+            os.close(fd)
+            self._error(parent.path, "moved while it was backed up")
+            return -1
+        return fd
+
+    def _enter(self, frame: "_Frame", name: bytes, e: tree.Entry, old_tree: BlobId | None) -> "_Frame | None":
+        """Open subdirectory `name` of `frame` as a new frame; None if it cannot be read
+        (the error is recorded and the directory left out)."""
+        sub = frame.path + b"/" + name
+        if frame.fd < 0:
+            return None  # its parent could not be reopened: already reported
+        try:
+            sub_fd = os.open(name, O_DIR, dir_fd=frame.fd)
+        except OSError as exc:
+            self._error(sub, exc)
+            return None
+        child = self._open_dir(sub_fd, sub, old_tree, e)
+        if child is None:
+            os.close(sub_fd)
+        return child
+
+    def _attach(self, frame: "_Frame", e: tree.Entry, tid: BlobId) -> None:
+        """Add the finished subdirectory `e` (its node stored as `tid`) to `frame`'s entries."""
+        e.tree = tid
+        old = frame.old(e.name)
+        if old is not None and old.type == tree.DIR and old.tree == e.tree and (
+                old.mode, old.uid, old.gid, old.mtime, old.ctime, old.ino, old.nlink) == (
+                e.mode, e.uid, e.gid, e.mtime, e.ctime, e.ino, e.nlink):
+            e = old
+            frame.reused += 1
+        frame.entries.append(e)
+
+    def _finish(self, frame: "_Frame") -> BlobId | None:
+        """Store the finished directory's tree node; its id."""
+        parent = frame.parent
+        if parent is not None and frame.reused == len(parent.entries) == len(frame.entries) and not frame.problems:
+            return frame.parent_tree  # nothing changed here: the same node, not encoded again
+        return self.session.store_tree(frame.entries)
+
+    def _open_dir(self, fd: int, path: bytes, parent_tree: BlobId | None,
+                  entry: tree.Entry | None) -> "_Frame | None":
+        """List the directory open as `fd` (named `path`) and back up its files; its frame,
+        with the subdirectories still to visit, or None if it cannot be listed."""
         trio.from_thread.check_cancelled()  # the run was cancelled (an upload failed, Ctrl-C)
         try:
             listing, problems = _scan(fd, path)
+            st_dir = os.fstat(fd)
         except OSError as exc:
             self._error(path, exc)
             return None
         for p, exc in problems:
             self._error(p, exc)
-        parent = self.vault.load_tree(parent_tree) if parent_tree is not None else None
+        # The previous snapshot's node for this directory, read for this directory only:
+        # not kept in the vault's cache of tree nodes, where it would only push out others.
+        parent = self.vault.load_tree(parent_tree, cache=False) if parent_tree is not None else None
+        frame = _Frame(fd, path, (st_dir.st_dev, st_dir.st_ino), entry, parent_tree, parent, bool(problems))
         s = self.stats
         s.dirs += 1
-        entries: list[tree.Entry] = []
+        entries = frame.entries
         files: list[tuple[bytes, os.stat_result, tree.Entry]] = []
-        subdirs: list[tuple[bytes, tree.Entry, BlobId | None]] = []
-        old_by_name = {e.name: e for e in parent.entries} if parent is not None else {}
-        reused = 0  # entries taken over unchanged from the parent snapshot
         names = {t[0] for t in listing} if self.sqlite_consistent else ()
         for name, st, target in listing:
             if self.excludes and self.excludes.skip(fd, path, name, st):
                 continue
-            old = old_by_name.get(name)
+            old = frame.old(name)
             m = st.st_mode
             if stat.S_ISREG(m):
                 if self.sqlite_consistent and sqlite.is_companion(name, names):
@@ -249,7 +383,7 @@ class DirBackup:
                     s.unchanged_files += 1
                     if self._same_meta(old, st):
                         entries.append(old)
-                        reused += 1
+                        frame.reused += 1
                     else:
                         e = _entry(name, st)
                         e.chunks = old.chunks
@@ -260,13 +394,13 @@ class DirBackup:
             e = _entry(name, st)
             if stat.S_ISDIR(m):
                 e.type, e.size = tree.DIR, 0
-                subdirs.append((name, e, old.tree if old is not None and old.type == tree.DIR else None))
+                frame.subdirs.append((name, e, old.tree if old is not None and old.type == tree.DIR else None))
             elif stat.S_ISLNK(m):
                 s.symlinks += 1
                 e.type, e.target, e.size = tree.SYMLINK, target, len(target)
                 if old is not None and old.type == tree.SYMLINK and old.to_map() == e.to_map():
                     e = old
-                    reused += 1
+                    frame.reused += 1
                 entries.append(e)
             elif stat.S_ISFIFO(m) or stat.S_ISCHR(m) or stat.S_ISBLK(m):
                 s.other += 1
@@ -275,33 +409,11 @@ class DirBackup:
                 entries.append(e)
             else:
                 log.info("skipping socket %s", os.fsdecode(path + b"/" + name))
-
+        del listing
         for name, st, e in files:
             if self._read_file(fd, path, name, st, e):
                 entries.append(e)
-        for name, e, old_tree in subdirs:
-            sub = path + b"/" + name
-            try:
-                sub_fd = os.open(name, O_DIR, dir_fd=fd)
-            except OSError as exc:
-                self._error(sub, exc)
-                continue
-            try:
-                e.tree = self._dir(sub_fd, sub, old_tree)
-            finally:
-                os.close(sub_fd)
-            if e.tree is None:
-                continue
-            old = old_by_name.get(name)
-            if old is not None and old.type == tree.DIR and old.tree == e.tree and (
-                    old.mode, old.uid, old.gid, old.mtime, old.ctime, old.ino, old.nlink) == (
-                    e.mode, e.uid, e.gid, e.mtime, e.ctime, e.ino, e.nlink):
-                e = old
-                reused += 1
-            entries.append(e)
-        if parent is not None and reused == len(parent.entries) == len(entries) and not problems:
-            return parent_tree  # nothing changed here: the same node, not encoded again
-        return self.session.store_tree(entries)
+        return frame
 
     def _read_file(self, dir_fd: int, dir_path: bytes, name: bytes, st: os.stat_result, e: tree.Entry) -> bool:
         """Read, chunk and store one file of the directory open as `dir_fd`; False if it could not be read."""

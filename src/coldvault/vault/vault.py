@@ -44,6 +44,14 @@ INDEX_PREFIX = "index/"
 SNAPSHOT_PREFIX = "snapshots/"
 
 
+def tree_cache_bytes() -> int:
+    """The bound of the cache of decoded tree nodes: COLDVAULT_TREE_CACHE_MB (default 64)."""
+    try:
+        return max(1, int(os.environ.get("COLDVAULT_TREE_CACHE_MB", "64"))) * 1024 * 1024
+    except ValueError:
+        raise UserError("COLDVAULT_TREE_CACHE_MB must be a whole number of MiB") from None
+
+
 class LRU:
     """A small thread-safe LRU bounded by total size."""
 
@@ -100,7 +108,7 @@ class Vault:
         self.settings = configfmt.open_settings(cfg, keys)
         self.index = BlobIndex()
         self._tree_packs = LRU(256 * 1024 * 1024)
-        self._tree_nodes = LRU(64 * 1024 * 1024, size=lambda n: 200 * len(n.entries) + 64)
+        self._tree_nodes = LRU(tree_cache_bytes(), size=lambda n: 200 * len(n.entries) + 64)
         # Single flight per tree pack: requests for one pack share its GET, other packs
         # are fetched meanwhile (one slow GET must not stall every listing).
         self._fetch_guard = threading.Lock()
@@ -459,7 +467,9 @@ class Vault:
         """The decoded tree node if it is in memory; never reads the store."""
         return self._tree_nodes.get(bid)
 
-    def load_tree(self, bid: BlobId) -> tree.TreeNode:
+    def load_tree(self, bid: BlobId, cache: bool = True) -> tree.TreeNode:
+        """The decoded tree node; `cache=False`: not kept in the cache of decoded nodes
+        (a backup reads each node of the previous snapshot once)."""
         node = self._tree_nodes.get(bid)
         if node is None:
             data = self.read_blob(bid)
@@ -471,7 +481,8 @@ class Vault:
                 raise DamagedError(str(exc)) from None
             for why in node.rejected:
                 log.warning("tree node %s: dropped an entry: %s", bid.hex()[:16], why)
-            self._tree_nodes.put(bid, node)
+            if cache:
+                self._tree_nodes.put(bid, node)
         return node
 
     def delete_snapshot(self, sid: str) -> None:
