@@ -117,3 +117,37 @@ def test_coalesce_merges_neighbours_within_bounds():
     assert [len(r.parts) for r in coalesce([("p", i, 1, i) for i in range(10)], blobs_max=4)] == [4, 4, 2]
     assert [(r.start, r.length) for r in coalesce([("p", 0, 10, 0), ("p", 10, 5 * MiB, 1), ("p", 5 * MiB + 10, 1, 2)],
                                                    read_max=MiB)] == [(0, 10), (10, 5 * MiB), (5 * MiB + 10, 1)]
+
+
+def test_a_damaged_chunk_inside_a_large_file_costs_only_that_file(tmp_path):
+    """A file of several chunks, read by several reads, is renamed only when every piece is
+    in: one bad chunk leaves no file and no temporary file, and the others are restored."""
+    from coldvault.store.local import LocalStore
+    from coldvault.vault import Vault
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"big{i}").write_bytes(os.urandom(5 * MiB))
+    repo = str(tmp_path / "vault")
+    env = vault_env(repo)
+    run(["init", "--pack-size", "1"], env)
+    run(["backup", "dir", str(src), "--name", "src"], env)
+    vault = Vault.open(LocalStore(repo), lambda: PASSWORD.encode())
+    vault.load_index()
+    entry = vault.load_tree(vault.find_snapshot("latest").tree).find(b"big1")
+    assert len(entry.chunks) >= 3
+    loc = vault.locate(entry.chunks[1])
+    with open(os.path.join(repo, loc.object_name), "r+b") as f:
+        f.seek(loc.offset + loc.length // 2)
+        b = f.read(1)
+        f.seek(loc.offset + loc.length // 2)
+        f.write(bytes([b[0] ^ 0x01]))
+
+    target = tmp_path / "target"
+    r = run(["restore", "dir", "latest", "--target", str(target)], env, check=False)
+    assert r.code == 13, r.err
+    assert "1 file(s) could not be restored" in r.err and "big1" in r.err and loc.object_name in r.err
+    assert sorted(os.listdir(target)) == ["big0", "big2"]
+    for name in ("big0", "big2"):
+        assert (target / name).read_bytes() == (src / name).read_bytes()

@@ -51,7 +51,7 @@ from coldvault.index.ids import BlobId
 from coldvault.index.pack import object_name
 from coldvault.index.snapshot import SnapshotRecord
 from coldvault.restore.readplan import Read, coalesce
-from coldvault.restore.target import TMP_PREFIX, DirFds, TargetTree  # noqa: F401 (TMP_PREFIX: documented name)
+from coldvault.restore.target import DirFds, TargetTree
 from coldvault.vault import thaw
 from coldvault.vault.blobindex import Location
 from coldvault.vault.paths import resolve
