@@ -54,7 +54,7 @@ def test_restore_memory_does_not_grow_with_the_number_of_files(tmp_path):
     assert diff_signatures(signature(src / "a"), signature(tmp_path / "few")) == []
     assert diff_signatures(signature(src), signature(tmp_path / "many")) == []
     # Ten times the files, about the same memory. The restore's own work is bounded (its
-    # batches, reads and walk stack: about 1 MB either way); what grows is the vault's
+    # batches, reads and walk stack: a few MB at most); what grows is the vault's
     # cache of tree nodes and tree packs (about 20 MB for these 500 directories; vault.py
     # caps it). One task per file cost some 5.8 kB per file: 260 MB more here.
     print(f"peak RSS: {few} kB restoring 5,000 files, {many} kB restoring 50,000")

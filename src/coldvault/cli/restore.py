@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import trio
 
+from coldvault import runtime
 from coldvault.cli.common import open_vault, print_json, size
 from coldvault.errors import UserError
 from coldvault.restore.dirrestore import DirRestore
@@ -34,6 +35,7 @@ def register(sub, common) -> None:
 
 def run_dir(args) -> int:
     vault = open_vault(args)
+    runtime.fewer_gc_walks()  # the index is never garbage; batches of files come and go
     with read_lock(vault, f"restore dir {args.snapshot}"):  # prune deletes nothing meanwhile
         rec = vault.find_snapshot(args.snapshot, args.source)
         job = DirRestore(vault, rec, args.path, args.target, overwrite=args.overwrite)

@@ -61,7 +61,7 @@ from coldvault.vault.walker import walk
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-BATCH_ENTRIES = 1024  # entries of the tree per batch (files, directories, others)
+BATCH_ENTRIES = 4096  # entries of the tree per batch (files, directories, others)
 BATCH_BYTES = 64 * MiB  # stored bytes of the blobs of one batch
 BATCHES_IN_FLIGHT = 2  # batches read at once (the next one is read while one finishes)
 IN_FLIGHT_BYTES = 32 * MiB  # stored bytes of the reads being fetched, decoded and written
