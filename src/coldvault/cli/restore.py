@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import trio
 
+from coldvault import runtime
 from coldvault.cli.common import SNAPSHOT_HELP, add_filters, open_vault, print_json, size, snapshot_filter
 from coldvault.errors import UserError
 from coldvault.restore.dirrestore import DirRestore
@@ -40,6 +41,7 @@ def register(sub, common) -> None:
 
 def run_dir(args) -> int:
     vault = open_vault(args)
+    runtime.fewer_gc_walks()  # the index is never garbage; batches of files come and go
     with read_lock(vault, f"restore dir {args.snapshot}"):  # prune deletes nothing meanwhile
         rec = vault.find_snapshot(args.snapshot, args.source, where=snapshot_filter(args))
         job = DirRestore(vault, rec, args.path, args.target, overwrite=args.overwrite)

@@ -1,37 +1,70 @@
 """Restore a snapshot (or one path inside it) into a directory, byte for byte.
 
-Plan first, write second: the whole subtree is listed from hot tree packs and
-every data pack it needs is checked with `head`. If any is still in a cold
-tier, nothing is written and the error names the packs to thaw. A missing pack
-only costs the files that need it: the rest is restored, those are named.
+Check first, write second: a first walk of the subtree (hot tree packs only) notes
+the data packs it needs, and each is checked with `head`. If any is still in a cold
+tier, nothing is written and the error names the packs to thaw. A missing pack only
+costs the files that need it: the rest is restored, those are named.
+
+Then a second walk writes, in bounded memory whatever the number of files:
+
+    walk (a thread) --batches--> reads (store threads) --> decode and write (worker threads)
+
+- The walk makes directories, symlinks, fifos, devices and empty files as it meets
+  them, and cuts the files it passes into batches of at most BATCH_ENTRIES entries
+  and BATCH_BYTES stored bytes (a large file spans several batches). At most
+  BATCHES_IN_FLIGHT batches exist at once: the walk waits for the restore to catch up.
+- The blobs of a batch are grouped by pack and read with few ranged reads
+  (`readplan.coalesce`); as many reads run at once as the store serves connections,
+  within IN_FLIGHT_BYTES. Each read's blobs are decoded (`Vault.decode_stored`: every
+  blob is authenticated) and written on a few worker threads: the C code of
+  decryption, decompression and hashing releases the GIL, so both cores work.
+- A file is written under a temporary name and renamed when complete, so a file
+  that fails is never left half-written; a file whose chunks come from several
+  reads is written piece by piece at its offsets.
+- A directory's metadata (owner, mode, mtime) is set once nothing more is written
+  in it: the walk notes each directory whose subtree it has left, with the batch it
+  was cutting, and those are applied, deepest first, when that batch and every
+  earlier one are done. Memory holds the directories of the batches in flight and
+  one walk stack, never a list of the whole tree.
 
 Everything below the target directory is written through directory file
-descriptors (`TargetTree`): no symlink in the target, whether an earlier
-restore made it or someone placed it there, is ever followed.
+descriptors (`target.TargetTree`): no symlink in the target is ever followed.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
-import errno
 import logging
 import os
-import secrets
 import shlex
 import stat
+import threading
 from dataclasses import dataclass, field
+from typing import Generator, Iterator
 
 import trio
 
 from coldvault.errors import ColdDataError, DamagedError, UserError
 from coldvault.index import tree
+from coldvault.index.ids import BlobId
+from coldvault.index.pack import object_name
 from coldvault.index.snapshot import SnapshotRecord
+from coldvault.restore.readplan import Read, coalesce
+from coldvault.restore.target import DirFds, TargetTree
 from coldvault.vault import thaw
+from coldvault.vault.blobindex import Location
 from coldvault.vault.paths import resolve
 from coldvault.vault.vault import Vault
 from coldvault.vault.walker import walk
 
 log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+BATCH_ENTRIES = 4096  # entries of the tree per batch (files, directories, others)
+BATCH_BYTES = 64 * MiB  # stored bytes of the blobs of one batch
+BATCHES_IN_FLIGHT = 2  # batches read at once (the next one is read while one finishes)
+IN_FLIGHT_BYTES = 32 * MiB  # stored bytes of the reads being fetched, decoded and written
 
 
 @dataclass
@@ -42,114 +75,61 @@ class RestoreStats:
     bytes: int = 0
 
 
+class FileJob:
+    """One regular file being restored; its chunks may arrive from several reads, in any order."""
+
+    __slots__ = ("rel", "entry", "left", "written", "tmp", "error", "lock")
+
+    def __init__(self, rel: bytes, entry: tree.Entry):
+        self.rel = rel
+        self.entry = entry
+        self.left = len(entry.chunks)  # pieces not written yet (a chunk used twice is two)
+        self.written = 0
+        self.tmp: bytes | None = None  # the temporary name, once made (files of several pieces)
+        self.error: str | None = None  # why it cannot be restored
+        self.lock = threading.Lock() if self.left > 1 else None
+
+
 @dataclass
-class Plan:
-    dirs: list[tuple[bytes, tree.Entry | None]] = field(default_factory=list)  # relative path, entry
-    files: list[tuple[bytes, tree.Entry]] = field(default_factory=list)
-    others: list[tuple[bytes, tree.Entry]] = field(default_factory=list)
-    packs: set[str] = field(default_factory=set)
+class Batch:
+    """Part of the walk: the blobs its files need, and the directories it finished."""
+
+    blobs: dict[bytes, tuple[Location, list[tuple[FileJob, int]]]] = field(default_factory=dict)  # id -> (where, [(file, offset)])
+    dirs_done: list[tuple[bytes, tree.Entry | None]] = field(default_factory=list)  # deepest first
+    entries: int = 0
+    bytes: int = 0
+    done: bool = False
 
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-TMP_PREFIX = b".coldvault-restore-"
+class ByteBudget:
+    """At most `total` bytes held at once by the tasks of one trio run (a larger request
+    waits for all of it)."""
 
+    def __init__(self, total: int):
+        self.total = total
+        self.free = total
+        self._lot = trio.lowlevel.ParkingLot()
 
-def _lstat(name: bytes, dir_fd: int) -> os.stat_result | None:
-    try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-
-
-class TargetTree:
-    """The restore target, written only relative to directory file descriptors.
-
-    Each path component below the target is opened with O_NOFOLLOW relative to its
-    parent's descriptor, new names are made with `*at` calls, and metadata is set on
-    descriptors or with follow_symlinks=False: a symlink in the target can never send a
-    write, chmod, chown or utime outside it. (The target itself may be reached through a
-    symlink: that is the user's choice.) One descriptor is held, the target's; others
-    live only while a call needs them.
-    """
-
-    def __init__(self, root: bytes):
-        self.root = root
-        self.fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-    def show(self, rel: bytes) -> str:
-        return os.fsdecode(self.root + b"/" + rel if rel else self.root)
-
-    @contextlib.contextmanager
-    def directory(self, rel: bytes):
-        """A descriptor of the directory at `rel`, reached without following any symlink."""
-        fd = os.dup(self.fd)
+    @contextlib.asynccontextmanager
+    async def hold(self, n: int):
+        n = min(n, self.total)
+        while self.free < n:
+            await self._lot.park()
+        self.free -= n
         try:
-            for part in (p for p in rel.split(b"/") if p):
-                try:
-                    child = os.open(part, _DIR_FLAGS, dir_fd=fd)
-                except OSError as exc:
-                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                        raise UserError(f"cannot restore into {self.show(rel)}: "
-                                        f"{os.fsdecode(part)} in that path is not a directory") from None
-                    raise
-                os.close(fd)
-                fd = child
-            yield fd
+            yield
         finally:
-            os.close(fd)
+            self.free += n
+            self._lot.unpark_all()
 
-    def make_dir(self, rel: bytes, replace: bool) -> None:
-        """Make the directory `rel` (its parent exists); with `replace`, whatever else is there goes."""
-        head, _, name = rel.rpartition(b"/")
-        with self.directory(head) as parent:
-            st = _lstat(name, parent)
-            if st is not None and stat.S_ISDIR(st.st_mode):
-                return
-            if st is not None:
-                if not replace:
-                    raise UserError(f"cannot restore {self.show(rel)}: a file is in the way")
-                os.unlink(name, dir_fd=parent)  # a symlink goes, never what it points to
-            os.mkdir(name, dir_fd=parent)
 
-    @contextlib.contextmanager
-    def new_file(self, rel: bytes):
-        """A descriptor of a new temporary file, renamed to `rel` when the block succeeds.
-
-        A file or symlink at `rel` is replaced (the symlink itself, not its target); a
-        block that raises leaves nothing behind.
-        """
-        head, _, name = rel.rpartition(b"/")
-        with self.directory(head) as parent:
-            st = _lstat(name, parent)
-            if st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-                raise UserError(f"cannot restore {self.show(rel)}: something else is in the way")
-            tmp = TMP_PREFIX + secrets.token_hex(4).encode() + b"-" + name[:200]
-            fd = os.open(tmp, _TMP_FLAGS, 0o600, dir_fd=parent)
-            try:
-                try:
-                    yield fd
-                finally:
-                    os.close(fd)
-                os.replace(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
-            except BaseException:
-                os.unlink(tmp, dir_fd=parent)
-                raise
-
-    @contextlib.contextmanager
-    def free_name(self, rel: bytes):
-        """(parent descriptor, name) with nothing at `rel`: a file or symlink there is removed."""
-        head, _, name = rel.rpartition(b"/")
-        with self.directory(head) as parent:
-            st = _lstat(name, parent)
-            if st is not None:
-                if stat.S_ISDIR(st.st_mode):
-                    raise UserError(f"cannot restore {self.show(rel)}: a directory is in the way")
-                os.unlink(name, dir_fd=parent)
-            yield parent, name
+def _write_all(fd: int, data, offset: int | None = None) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
+        view = view[n:]
+        if offset is not None:
+            offset += n
 
 
 class DirRestore:
@@ -161,31 +141,37 @@ class DirRestore:
         self.overwrite = overwrite
         self.stats = RestoreStats()
         self.is_root = os.geteuid() == 0
-        self.limiter = trio.CapacityLimiter(4)
-        self.damaged: list[str] = []
         self.missing_packs: set[str] = set()
         self.out: TargetTree | None = None
+        self.dirs: DirFds | None = None
+        self.entry: tree.Entry | None = None  # what `path` names (None: the whole snapshot)
+        self.damaged = 0
+        self.first_damaged: str | None = None
+        self._lock = threading.Lock()  # stats, damage, unfinished
+        self._unfinished: set[FileJob] = set()  # files of several pieces with a temporary file
 
-    # ---- planning ----------------------------------------------------------
+    # ---- checking ------------------------------------------------------------------
 
-    def _plan(self) -> Plan:
-        plan = Plan()
-        entry = resolve(self.vault, self.rec, self.path)
-        if entry is None or entry.type == tree.DIR:
-            plan.dirs.append((b"", entry))
-            for p, e in walk(self.vault, entry.tree if entry else self.rec.tree):
-                if e.type == tree.DIR:
-                    plan.dirs.append((p, e))
-                elif e.type == tree.FILE:
-                    plan.files.append((p, e))
-                else:
-                    plan.others.append((p, e))
-        elif entry.type == tree.FILE:
-            plan.files.append((entry.name, entry))
+    def _entries(self) -> Iterator[tuple[bytes, tree.Entry]]:
+        """Everything to restore, parents before children (one walk: memory grows with depth)."""
+        e = self.entry
+        if e is None or e.type == tree.DIR:
+            yield from walk(self.vault, e.tree if e else self.rec.tree)
         else:
-            plan.others.append((entry.name, entry))
-        plan.packs = thaw.packs_for_chunks(self.vault, (c for _, e in plan.files for c in e.chunks))
-        return plan
+            yield e.name, e
+
+    def _packs_needed(self) -> set[str]:
+        self.entry = resolve(self.vault, self.rec, self.path)
+        index = self.vault.index
+        pids: set[str] = set()
+        for _, e in self._entries():
+            if e.type == tree.FILE:
+                for c in e.chunks:
+                    pid = index.pack_of(c)
+                    if pid is None:
+                        self.vault.locate(c, "chunk")  # raises, naming it
+                    pids.add(pid)
+        return {object_name(index.pack(pid)[0], pid) for pid in pids}
 
     def _check_packs(self, packs: set[str]) -> None:
         """Stop before writing anything if a pack is cold; remember the missing ones (damage)."""
@@ -219,44 +205,117 @@ class DirRestore:
                 f"target {os.fsdecode(t)} is not empty", hint="choose an empty directory, or pass --overwrite"
             )
 
-    # ---- writing -------------------------------------------------------------
+    # ---- running -------------------------------------------------------------------
 
-    def _write_file(self, rel: bytes, e: tree.Entry) -> None:
-        """Write to a temporary name and rename: a file that fails is never left half-written."""
+    async def run(self) -> RestoreStats:
+        packs = await trio.to_thread.run_sync(self._packs_needed)
+        await trio.to_thread.run_sync(self._check_packs, packs)
+        self._check_target()
+        os.makedirs(self.target, exist_ok=True)
+        self.out = TargetTree(self.target)
+        self.dirs = DirFds(self.out)
+        try:
+            await self._restore()
+        finally:
+            self._discard_unfinished()
+            self.dirs.close()
+            self.out.close()
+        if self.damaged:
+            missing = sorted(self.missing_packs)
+            names = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            because = f" ({len(missing)} pack(s) missing: {names})" if missing else ""
+            raise DamagedError(
+                f"{self.damaged} file(s) could not be restored because the vault is damaged{because}; "
+                f"first: {self.first_damaged}",
+                hint="the other files were restored; run 'coldvault check' to see what else is affected",
+            )
+        return self.stats
+
+    async def _restore(self) -> None:
+        send, recv = trio.open_memory_channel(0)
+        self._read_limiter = trio.CapacityLimiter(max(1, self.vault.store.capabilities().connections))
+        self._work_limiter = trio.CapacityLimiter(max(2, len(os.sched_getaffinity(0))))
+        self._budget = ByteBudget(IN_FLIGHT_BYTES)
+        self._in_flight = trio.Semaphore(BATCHES_IN_FLIGHT)
+        self._pending: collections.deque[Batch] = collections.deque()  # in walk order, until applied
+        self._applying = trio.Lock()
+
+        async def produce():
+            async with send:
+                await trio.to_thread.run_sync(self._walk_into, send)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(produce)
+            async with recv:
+                while True:
+                    await self._in_flight.acquire()  # released when a batch's reads are done
+                    try:
+                        batch = await recv.receive()
+                    except trio.EndOfChannel:
+                        break
+                    self._pending.append(batch)
+                    nursery.start_soon(self._run_batch, batch)
+
+    # ---- the walk (one thread) ----------------------------------------------------------
+
+    def _walk_into(self, send) -> None:
+        for batch in self._batches():
+            trio.from_thread.run(send.send, batch)
+
+    def _batches(self) -> Iterator[Batch]:
+        """Make what needs no data as the walk meets it; yield the files in batches."""
+        batch = Batch()
+        root = self.entry
+        stack: list[tuple[bytes, tree.Entry]] = []  # directories the walk is inside, outermost first
+        for rel, e in self._entries():
+            while stack and not rel.startswith(stack[-1][0] + b"/"):
+                batch.dirs_done.append(stack.pop())
+            if e.type == tree.DIR:
+                self.out.make_dir(rel, replace=self.overwrite)
+                self.stats.dirs += 1
+                stack.append((rel, e))
+            elif e.type == tree.FILE:
+                batch = yield from self._add_file(batch, FileJob(rel, e))
+                if batch.bytes >= BATCH_BYTES:
+                    yield batch
+                    batch = Batch()
+            else:
+                self._make_other(rel, e)
+            batch.entries += 1
+            if batch.entries >= BATCH_ENTRIES:
+                yield batch
+                batch = Batch()
+        batch.dirs_done.extend(reversed(stack))
+        if root is None or root.type == tree.DIR:
+            batch.dirs_done.append((b"", root))
+        yield batch
+
+    def _add_file(self, batch: Batch, job: FileJob) -> Generator[Batch, None, Batch]:
+        """Add the chunks of `job` to `batch`; a file too large for it fills it (yielded)
+        and goes on in a new one. Returns the batch to go on with."""
+        e = job.entry
+        if not e.chunks:
+            self._write_whole(job, b"")
+            return batch
+        locs = [self.vault.locate(c, "chunk") for c in e.chunks]
         if self.missing_packs:  # fail at once, before reading the chunks of other packs in vain
-            for c in e.chunks:
-                pack = self.vault.locate(c, "chunk").object_name
-                if pack in self.missing_packs:
-                    raise DamagedError(f"pack {pack} is missing from the vault")
-        written = 0
-        with self.out.new_file(rel) as fd:
-            for c in e.chunks:
-                data = self.vault.read_blob(c)
-                view = memoryview(data)
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
-                written += len(data)
-            if written != e.size:
-                raise DamagedError(f"restored {written} bytes, the snapshot says {e.size}")
-            self._set_meta_fd(fd, e)
-        self.stats.files += 1
-        self.stats.bytes += written
-
-    def _set_meta_fd(self, fd: int, e: tree.Entry) -> None:
-        """Owner, mode and mtime of an open file or directory (chown first: it clears setuid)."""
-        if self.is_root:
-            os.fchown(fd, e.uid, e.gid)
-        os.fchmod(fd, e.mode)
-        os.utime(fd, ns=(e.mtime, e.mtime))
-
-    def _set_meta_at(self, parent: int, name: bytes, e: tree.Entry) -> None:
-        """The same for a name just made in `parent`, never following a symlink."""
-        if self.is_root:
-            os.chown(name, e.uid, e.gid, dir_fd=parent, follow_symlinks=False)
-        if e.type != tree.SYMLINK:
-            os.chmod(name, e.mode, dir_fd=parent, follow_symlinks=False)
-        os.utime(name, ns=(e.mtime, e.mtime), dir_fd=parent, follow_symlinks=False)
+            gone = next((loc.object_name for loc in locs if loc.object_name in self.missing_packs), None)
+            if gone is not None:
+                self._damage(job.rel, f"pack {gone} is missing from the vault")
+                return batch
+        offset = 0
+        for c, loc in zip(e.chunks, locs):
+            slot = batch.blobs.get(c)
+            if slot is None:
+                batch.blobs[c] = (loc, [(job, offset)])
+                batch.bytes += loc.length
+            else:
+                slot[1].append((job, offset))
+            offset += loc.raw_length
+            if batch.bytes >= BATCH_BYTES and offset < e.size:
+                yield batch
+                batch = Batch()
+        return batch
 
     def _make_other(self, rel: bytes, e: tree.Entry) -> None:
         if e.type in (tree.CHARDEV, tree.BLOCKDEV) and not self.is_root:
@@ -273,49 +332,186 @@ class DirRestore:
                 os.mknod(name, kind | e.mode, e.rdev, dir_fd=parent)
             self._set_meta_at(parent, name, e)
 
-    async def run(self) -> RestoreStats:
-        plan = await trio.to_thread.run_sync(self._plan)
-        await trio.to_thread.run_sync(self._check_packs, plan.packs)
-        self._check_target()
-        os.makedirs(self.target, exist_ok=True)
-        self.out = TargetTree(self.target)
+    # ---- batches and reads (trio tasks) ---------------------------------------------------
+
+    async def _run_batch(self, batch: Batch) -> None:
         try:
-            await self._write(plan)
+            reads = coalesce((loc.object_name, loc.offset, loc.length, bid)
+                             for bid, (loc, _) in batch.blobs.items())
+            async with trio.open_nursery() as nursery:
+                for r in reads:
+                    nursery.start_soon(self._run_read, r, batch)
+            batch.blobs = {}
+            batch.done = True
         finally:
-            self.out.close()
-        if self.damaged:
-            self.damaged.sort()
-            missing = sorted(self.missing_packs)
-            names = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-            because = f" ({len(missing)} pack(s) missing: {names})" if missing else ""
-            raise DamagedError(
-                f"{len(self.damaged)} file(s) could not be restored because the vault is damaged{because}; "
-                f"first: {self.damaged[0]}",
-                hint="the other files were restored; run 'coldvault check' to see what else is affected",
-            )
-        return self.stats
+            self._in_flight.release()
+        async with self._applying:  # directory metadata, in walk order, once all before is done
+            while self._pending and self._pending[0].done:
+                done = self._pending.popleft()
+                await trio.to_thread.run_sync(self._apply_dirs, done.dirs_done, limiter=self._work_limiter)
 
-    async def _write(self, plan: Plan) -> None:
-        for rel, _ in plan.dirs:  # parents before children
-            if rel:
-                self.out.make_dir(rel, replace=self.overwrite)
-                self.stats.dirs += 1
-
-        async def one(rel, e):
+    async def _run_read(self, r: Read, batch: Batch) -> None:
+        async with self._budget.hold(r.length):
             try:
-                await trio.to_thread.run_sync(self._write_file, rel, e, limiter=self.limiter)
-            except DamagedError as exc:
-                # Damage is per file: say which, restore the rest, fail at the end.
-                log.error("cannot restore %s: %s", os.fsdecode(rel), exc.message)
-                self.damaged.append(f"{os.fsdecode(rel)}: {exc.message}")
+                data = await trio.to_thread.run_sync(self.vault.get_range, r.pack, r.start, r.length,
+                                                     limiter=self._read_limiter)
+            except DamagedError as exc:  # the pack went missing since the check
+                data, why = None, exc.message
+            await trio.to_thread.run_sync(self._decode_and_write, r, data, batch, why if data is None else None,
+                                          limiter=self._work_limiter)
 
-        async with trio.open_nursery() as nursery:
-            for rel, e in plan.files:
-                nursery.start_soon(one, rel, e)
-        for rel, e in plan.others:
-            self._make_other(rel, e)
-        # Directory metadata last, deepest first, so writing children does not touch it.
-        for rel, e in sorted(plan.dirs, key=lambda t: t[0].count(b"/"), reverse=True):
+    # ---- decoding and writing (worker threads) -----------------------------------------------
+
+    def _decode_and_write(self, r: Read, data: bytes | None, batch: Batch, why: str | None) -> None:
+        view = memoryview(data) if data is not None else None
+        for offset, length, bid in r.parts:
+            loc, targets = batch.blobs[bid]
+            if view is not None:
+                try:
+                    plain = self.vault.decode_stored(view[offset - r.start:offset - r.start + length], BlobId(bid), loc)
+                except DamagedError as exc:
+                    plain, why = None, exc.message
+            else:
+                plain = None
+            for job, file_offset in targets:
+                if plain is None:
+                    self._fail_piece(job, why)
+                elif job.lock is None:
+                    self._write_whole(job, plain)
+                else:
+                    self._write_piece(job, file_offset, plain)
+
+    def _write_whole(self, job: FileJob, data) -> None:
+        """A file of one piece (or none): a temporary file written, set and renamed in one go."""
+        e = job.entry
+        head = job.rel.rpartition(b"/")[0]
+        parent = self.dirs.get(head)
+        try:
+            fd, tmp = self.out.new_tmp(parent, job.rel, look=self.overwrite)
+            try:
+                try:
+                    _write_all(fd, data)
+                    if len(data) != e.size:
+                        raise DamagedError(f"restored {len(data)} bytes, the snapshot says {e.size}")
+                    self._set_meta_fd(fd, e)
+                finally:
+                    os.close(fd)
+                self.out.commit(parent, tmp, job.rel)
+            except BaseException:
+                self.out.discard(parent, tmp)
+                raise
+        except DamagedError as exc:
+            self._damage(job.rel, exc.message)
+            return
+        finally:
+            self.dirs.put(head)
+        with self._lock:
+            self.stats.files += 1
+            self.stats.bytes += len(data)
+
+    def _write_piece(self, job: FileJob, offset: int, data) -> None:
+        """One piece of a file of several, at its offset; the last one completes the file."""
+        with job.lock, self._parent(job) as parent:
+            if job.error is None:
+                if job.tmp is None:
+                    fd, job.tmp = self.out.new_tmp(parent, job.rel, look=self.overwrite)
+                    with self._lock:
+                        self._unfinished.add(job)
+                else:
+                    fd = self.out.reopen_tmp(parent, job.tmp)
+                try:
+                    _write_all(fd, data, offset)
+                finally:
+                    os.close(fd)
+                job.written += len(data)
+            job.left -= 1
+            if job.left == 0:
+                self._finish(job, parent)
+
+    def _fail_piece(self, job: FileJob, why: str) -> None:
+        if job.lock is None:
+            self._damage(job.rel, why)
+            return
+        with job.lock, self._parent(job) as parent:
+            if job.error is None:
+                job.error = why
+            job.left -= 1
+            if job.left == 0:
+                self._finish(job, parent)
+
+    @contextlib.contextmanager
+    def _parent(self, job: FileJob):
+        head = job.rel.rpartition(b"/")[0]
+        parent = self.dirs.get(head)
+        try:
+            yield parent
+        finally:
+            self.dirs.put(head)
+
+    def _finish(self, job: FileJob, parent: int) -> None:
+        """All pieces are in (or failed): set and rename the file, or remove what was written."""
+        e = job.entry
+        try:
+            if job.error is None and job.written != e.size:
+                job.error = f"restored {job.written} bytes, the snapshot says {e.size}"
+            if job.error is None:
+                fd = self.out.reopen_tmp(parent, job.tmp)
+                try:
+                    self._set_meta_fd(fd, e)
+                finally:
+                    os.close(fd)
+                self.out.commit(parent, job.tmp, job.rel)
+            elif job.tmp is not None:
+                self.out.discard(parent, job.tmp)
+        except BaseException:
+            self.out.discard(parent, job.tmp)
+            raise
+        finally:
+            with self._lock:
+                self._unfinished.discard(job)
+        if job.error is not None:
+            self._damage(job.rel, job.error)
+            return
+        with self._lock:
+            self.stats.files += 1
+            self.stats.bytes += job.written
+
+    def _damage(self, rel: bytes, why: str) -> None:
+        """Damage is per file: say which, restore the rest, fail at the end."""
+        line = f"{os.fsdecode(rel)}: {why}"
+        log.error("cannot restore %s", line)
+        with self._lock:
+            self.damaged += 1
+            if self.first_damaged is None or line < self.first_damaged:
+                self.first_damaged = line
+
+    def _discard_unfinished(self) -> None:
+        """After a restore stopped by an error: no temporary file stays behind."""
+        for job in self._unfinished:
+            with contextlib.suppress(OSError, UserError), self.out.directory(job.rel.rpartition(b"/")[0]) as parent:
+                self.out.discard(parent, job.tmp)
+        self._unfinished.clear()
+
+    # ---- metadata ------------------------------------------------------------------------
+
+    def _apply_dirs(self, dirs: list[tuple[bytes, tree.Entry | None]]) -> None:
+        """Owner, mode and mtime of directories nothing more is written in, deepest first."""
+        for rel, e in dirs:
             if e is not None:
                 with self.out.directory(rel) as fd:
                     self._set_meta_fd(fd, e)
+
+    def _set_meta_fd(self, fd: int, e: tree.Entry) -> None:
+        """Owner, mode and mtime of an open file or directory (chown first: it clears setuid)."""
+        if self.is_root:
+            os.fchown(fd, e.uid, e.gid)
+        os.fchmod(fd, e.mode)
+        os.utime(fd, ns=(e.mtime, e.mtime))
+
+    def _set_meta_at(self, parent: int, name: bytes, e: tree.Entry) -> None:
+        """The same for a name just made in `parent`, never following a symlink."""
+        if self.is_root:
+            os.chown(name, e.uid, e.gid, dir_fd=parent, follow_symlinks=False)
+        if e.type != tree.SYMLINK:
+            os.chmod(name, e.mode, dir_fd=parent, follow_symlinks=False)
+        os.utime(name, ns=(e.mtime, e.mtime), dir_fd=parent, follow_symlinks=False)
