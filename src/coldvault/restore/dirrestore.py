@@ -29,6 +29,11 @@ Then a second walk writes, in bounded memory whatever the number of files:
 
 Everything below the target directory is written through directory file
 descriptors (`target.TargetTree`): no symlink in the target is ever followed.
+
+Over 400 lines on purpose: the walk, the batches and the writers form one
+pipeline whose back-pressure (batches in flight, bytes in flight, directory
+metadata applied when earlier batches are done) is one piece of logic. The pure
+parts are apart: `readplan` (which reads) and `target` (where bytes land).
 """
 
 from __future__ import annotations

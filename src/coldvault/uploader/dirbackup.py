@@ -22,6 +22,10 @@ many small files that costs more than the work itself (it did when each
 directory was a trio task with its own thread calls). Directories are opened
 once and their files opened relative to them, so the kernel does not resolve
 the whole path for every file.
+
+Over 400 lines on purpose: the walk, the comparison with the previous snapshot and
+the reading of changed files share one stack of open directories and its file
+descriptors; split apart they would hand that state across modules.
 """
 
 from __future__ import annotations

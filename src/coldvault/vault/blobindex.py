@@ -22,6 +22,9 @@ Readers run on several threads while a backup adds packs: the tables and the ove
 are published together as one tuple (`_state`), replaced whole by a merge; a reader
 takes the tuple once, and looks in the overlay before the tables (an entry merged
 from the overlay is in the new tables before the overlay is dropped).
+
+Over 400 lines on purpose: the table layout, the merge and every lookup read the
+same columns; apart, each would need to know the others' layout.
 """
 
 from __future__ import annotations

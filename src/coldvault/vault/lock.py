@@ -28,6 +28,10 @@ callback that unmounts.
 
 COLDVAULT_LOCK_REFRESH and COLDVAULT_LOCK_STALE (seconds) override REFRESH and
 STALE, for tests.
+
+Over 400 lines on purpose: taking, refreshing, taking over and removing a lock
+(`unlock`) must apply one stale rule and one ordering rule; they are kept in one
+place so that they cannot drift apart.
 """
 
 from __future__ import annotations
