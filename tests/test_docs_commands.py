@@ -174,7 +174,9 @@ def test_readme_use_block_and_the_restore_guide(zpool, tmp_path):
         "/backup/vault": repo, "/root/.coldvault-password": str(password), "/srv/photos": str(photos),
         "/srv/photos-restored": str(tmp_path / "photos-restored"), "/tmp/one-file": str(tmp_path / "one-file"),
         "/mnt/vault": str(mnt), "tank/photos": f"{pool}/photos", "pool/photos": f"{pool}/restored",
-        "pool/copy": f"{pool}/copy",
+        "pool/copy": f"{pool}/copy", "/tmp/IMG_0001.jpg": str(tmp_path / "IMG_0001.jpg"),
+        "/tmp/summer.tar": str(tmp_path / "summer.tar"),
+        "/etc/bash_completion.d/coldvault": str(tmp_path / "coldvault.bash"),
     }
     shell = DocShell(base_env(tmp_path), subs, str(tmp_path))
     try:
