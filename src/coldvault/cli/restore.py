@@ -92,5 +92,5 @@ def _zfs_snapshot_name(vault, dataset: str, snap: str) -> str:
         return snap  # a snapshot's own name comes first
     if not streams:
         return snap  # ZfsRestore says there is none
-    rec = selector.select(snap, sorted((s.rec for s in streams), key=lambda r: (r.time, r.id)), f"zfs:{dataset}")
+    rec = selector.select(snap, sorted((s.rec for s in streams), key=lambda r: r.order), f"zfs:{dataset}")
     return rec.zfs["snapshot"]

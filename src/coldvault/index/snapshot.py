@@ -45,6 +45,12 @@ class SnapshotRecord:
     id: str = ""  # the object's content id; set when stored or loaded
 
     @property
+    def order(self) -> tuple:
+        """Oldest first: by time, then (ZFS snapshots taken within one second share a time)
+        by createtxg, then by id."""
+        return self.time, self.zfs["createtxg"] if self.zfs else 0, self.id
+
+    @property
     def datetime(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.time / 1e9, dt.timezone.utc)
 

@@ -93,7 +93,7 @@ class Finder:
 def find(vault: Vault, records: list[SnapshotRecord], pattern: str) -> Iterator[tuple[SnapshotRecord, list[Match]]]:
     """(snapshot, its matches) for every snapshot with a match, newest first."""
     finder = Finder(vault, pattern)
-    for rec in sorted(records, key=lambda r: (r.time, r.id), reverse=True):
+    for rec in sorted(records, key=lambda r: r.order, reverse=True):
         if rec.tree is None:
             continue
         found = finder.in_tree(rec.tree)

@@ -27,7 +27,7 @@ BUCKETS = {
 RULES = ("last", *BUCKETS)
 
 
-def keep(records: list[SnapshotRecord], policy: dict[str, int], order=lambda r: (r.time, r.id)) -> dict[str, list[str]]:
+def keep(records: list[SnapshotRecord], policy: dict[str, int], order=lambda r: r.order) -> dict[str, list[str]]:
     """Snapshot id -> why it is kept (`last`, `daily 2026-01-31`...), for the
     records of one source, each record counted as a snapshot of its own; `order`: oldest
     to newest (snapshots of one second share a time)."""
@@ -71,7 +71,7 @@ def _keep_streams(streams: list[Stream], policy: dict[str, int], reasons: dict[s
         if s.guid not in newest or (s.rec.time, s.rec.id) > (newest[s.guid].rec.time, newest[s.guid].rec.id):
             newest[s.guid] = s
     # ZFS snapshots taken within one second share a time: createtxg orders them.
-    by_rep = keep([s.rec for s in newest.values()], policy, order=lambda r: (r.time, r.zfs["createtxg"], r.id))
+    by_rep = keep([s.rec for s in newest.values()], policy, order=lambda r: r.order)
     kept = [(s, by_rep[s.rec.id]) for s in newest.values() if s.rec.id in by_rep]
     kept.sort(key=lambda sw: (sw[0].createtxg, sw[0].rec.time), reverse=True)
     for s, why in kept:

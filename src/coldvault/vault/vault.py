@@ -363,7 +363,7 @@ class Vault:
                 return None
 
         recs = [r for r in self._parallel(load, self.snapshot_ids()) if r is not None]
-        return sorted(recs, key=lambda r: (r.time, r.id))
+        return sorted(recs, key=lambda r: r.order)
 
     def save_snapshot(self, rec: snapshot.SnapshotRecord) -> str:
         data = snapshot.encode(rec, self.sealer)
