@@ -13,7 +13,7 @@ import pytest
 
 from cvtools import COLDVAULT, run, vault_env
 from mounttools import mounted
-from zfstools import put, sh, tree_contents, zpool  # noqa: F401 (zpool: a fixture)
+from zfstools import put, receive_files, sh, tree_contents, zpool  # noqa: F401 (zpool: a fixture)
 
 pytestmark = pytest.mark.zfs
 
@@ -24,12 +24,6 @@ USAGE, COLD = 2, 14
 def send(dataset, snap, base=None) -> bytes:
     args = ["zfs", "send"] + (["-i", f"{dataset}@{base}"] if base else []) + [f"{dataset}@{snap}"]
     return sh(*args)
-
-
-def receive_files(files, target):
-    for f in files:
-        with open(f, "rb") as fh:
-            subprocess.run(["zfs", "receive", "-F", target], stdin=fh, check=True, capture_output=True)
 
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from cvtools import run, vault_env
 from mounttools import mounted
-from zfstools import put, sh, tree_contents, zpool  # noqa: F401 (zpool: a fixture)
+from zfstools import put, receive_files, sh, tree_contents, zpool  # noqa: F401 (zpool: a fixture)
 
 pytestmark = pytest.mark.zfs
 
@@ -54,12 +54,6 @@ def zget(prop: str, name: str) -> str:
 def local_snaps(ds: str) -> list[str]:
     p = subprocess.run(["zfs", "list", "-H", "-t", "snapshot", "-o", "name", "-r", ds], capture_output=True, text=True)
     return [n.split("@", 1)[1] for n in p.stdout.split() if n.split("@", 1)[0] == ds]
-
-
-def receive_files(files, target):
-    for f in files:
-        with open(f, "rb") as fh:
-            subprocess.run(["zfs", "receive", "-F", target], stdin=fh, check=True, capture_output=True)
 
 
 # ---- item 1: chains that end; forget and prune ------------------------------------------------

@@ -148,3 +148,10 @@ def put(path, data: bytes) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
         f.write(data)
+
+
+def receive_files(files, target):
+    """`zfs receive -F target` of each stream file in turn (a restore chain, in order)."""
+    for f in files:
+        with open(f, "rb") as fh:
+            subprocess.run(["zfs", "receive", "-F", target], stdin=fh, check=True, capture_output=True)
