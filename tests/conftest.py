@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import moto_server  # noqa: E402
+import rclone_server  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +29,22 @@ def moto_endpoint():
         for var, value in moto_server.DUMMY_AWS_ENV.items():
             mp.setenv(var, value)
         with moto_server.run_moto_server() as endpoint:
+            yield endpoint
+
+
+@pytest.fixture(scope="session")
+def rclone_endpoint():
+    """URL of one `rclone serve s3` server for the whole session (tests/rclone_server.py), with
+    the same dummy AWS credentials as moto set. The bucket rclone_server.BUCKET exists.
+
+    Tests share the server: each should use its own bucket or prefix.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        for var in moto_server.UNSET_AWS_ENV:
+            mp.delenv(var, raising=False)
+        for var, value in moto_server.DUMMY_AWS_ENV.items():
+            mp.setenv(var, value)
+        with rclone_server.run_rclone_server() as endpoint:
             yield endpoint
 
 
