@@ -44,17 +44,23 @@ def unique_bucket() -> str:
     return f"cv-test-{uuid.uuid4().hex[:16]}"
 
 
-@pytest.fixture(params=["memory", "local", "s3", "s3-stack"])
+STORE_KINDS = ["memory", "local", "s3", "s3-stack", "s3-rclone"]
+# rclone serve s3 has no cold tier; what S3Store does there instead: tests/test_rclone.py.
+COLD_TIER_KINDS = [kind for kind in STORE_KINDS if kind != "s3-rclone"]
+
+
+@pytest.fixture(params=STORE_KINDS)
 def store(request, tmp_path) -> Store:
     """A fresh, empty store of each kind; cold restores complete at once. s3-stack: S3 as
-    every command opens it (open_store: retry, the concurrency limit, the store)."""
+    every command opens it (open_store: retry, the concurrency limit, the store).
+    s3-rclone: S3Store against `rclone serve s3`, a second S3 implementation."""
     if request.param == "memory":
         s = MemoryStore(restore_delay=0.0)
     elif request.param == "local":
         s = LocalStore(str(tmp_path / "vault"), restore_delay=0.0, fsync=False)
     else:
-        endpoint = request.getfixturevalue("moto_endpoint")
-        if request.param == "s3":
+        endpoint = request.getfixturevalue("rclone_endpoint" if request.param == "s3-rclone" else "moto_endpoint")
+        if request.param in ("s3", "s3-rclone"):
             s = S3Store(unique_bucket(), prefix="vault", endpoint_url=endpoint)
         else:
             s = open_store(f"s3://{unique_bucket()}/vault", endpoint_url=endpoint)
@@ -173,6 +179,7 @@ def test_delete(store):
     assert store.get("data/ab/ab02") == b"two"
 
 
+@pytest.mark.parametrize("store", COLD_TIER_KINDS, indirect=True)
 @pytest.mark.parametrize("storage_class", COLD_CLASSES)
 def test_cold_object_refuses_reads_until_restored(store, storage_class):
     data = b"cold pack contents"
@@ -194,6 +201,7 @@ def test_cold_object_refuses_reads_until_restored(store, storage_class):
     assert listed.storage_class == storage_class and listed.cold
 
 
+@pytest.mark.parametrize("store", COLD_TIER_KINDS, indirect=True)
 @pytest.mark.parametrize("storage_class", COLD_CLASSES)
 def test_restore_makes_cold_object_readable(store, storage_class):
     data = b"cold pack contents"
@@ -247,6 +255,7 @@ def test_local_store_on_a_file_system_without_directory_fsync(tmp_path, monkeypa
     assert names(s.list("")) == ["index/i1"]
 
 
+@pytest.mark.parametrize("store", COLD_TIER_KINDS, indirect=True)
 def test_discard_partial_writes_leaves_objects_alone(store):
     store.put("data/ab/pack1", b"x" * 100, "GLACIER")
     store.put("index/i1", b"y" * 10)

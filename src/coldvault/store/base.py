@@ -114,11 +114,17 @@ class Capabilities:
         object is not worth a copy in a cache.
     connections: how many requests the store serves at once (an S3 store: its HTTP
         connection pool). Size every pool of concurrent store calls by it.
+    cold_tier: objects written in a cold class stay cold until restored. False: the
+        store has no cold tier, and stores them hot, as STANDARD (an S3-compatible
+        server without RestoreObject, such as rclone serve s3). An S3 store finds out
+        from its endpoint the first time it writes or sees a cold class, and says
+        True until then.
     """
 
     simulated_restore_delay: float | None = None
     local_reads: bool = False
     connections: int = 8
+    cold_tier: bool = True
 
 
 class Store(abc.ABC):

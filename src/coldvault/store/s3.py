@@ -25,6 +25,20 @@ restore state from the ``x-amz-restore`` header::
     ongoing-request="true"                                             in progress
     ongoing-request="false", expiry-date="Fri, 21 Dec 2012 00:00:00 GMT"  restored
 
+Endpoints without a cold tier: some S3-compatible servers (rclone serve s3, tested
+beside moto) accept a StorageClass, keep nothing of it (rclone echoes it back on HEAD
+from memory) and do not implement RestoreObject. The first time this store writes a
+cold class it asks the endpoint once (RestoreObject on a key nobody writes:
+NoSuchKey where there is a cold tier, "not implemented" where there is none). Without
+one, cold classes are written as STANDARD with one warning, reported as STANDARD, and
+`capabilities().cold_tier` is False. A restore request refused as not implemented
+(of an object another client wrote "cold") asks the same question, and the object
+is readable as it is. docs/cold-storage.md, "S3-compatible servers".
+
+Checksums: botocore checks the CRC of a whole-object GET, asked for with ChecksumMode,
+and no other: a ranged GET reads part of an object, and a checksum of the whole one
+(rclone sends it) says nothing about the part.
+
 Over 400 lines on purpose: the translation of every botocore failure into the
 store's errors is the bulk of it, and it must stay next to the calls it guards
 (one edge, nothing above it sees a ClientError).
@@ -35,7 +49,9 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import http.client
+import logging
 import re
+import threading
 import urllib.parse
 
 import boto3
@@ -57,7 +73,10 @@ from coldvault.store.base import (
     Store,
     StoreError,
     TransientError,
+    is_cold_class,
 )
+
+log = logging.getLogger(__name__)
 
 # Error codes (the <Code> of an S3 error body, or the bare HTTP status of a
 # HEAD, which has no body) grouped by what the caller can do about them.
@@ -92,6 +111,13 @@ _TRANSIENT_CODES = frozenset(
         "429",
     }
 )
+
+# The answer of an endpoint that does not implement a request at all: rclone serve s3
+# says MethodNotAllowed (HTTP 400) to RestoreObject, other servers NotImplemented (501).
+_UNSUPPORTED_CODES = frozenset({"NotImplemented", "MethodNotAllowed", "501", "405"})
+
+# A key nobody writes: RestoreObject on it asks the endpoint whether it has a cold tier.
+_COLD_TIER_PROBE = "coldvault-probe/cold-tier"
 
 # Failures of the connection rather than of the request: worth retrying.
 _CONNECTION_ERRORS = (
@@ -171,7 +197,9 @@ class S3Store(Store):
     `endpoint_url` selects a non-AWS service (path-style addressing is then
     used, as MinIO, Ceph and moto expect); `region` defaults to the AWS chain.
     `max_pool` sizes the HTTP connection pool, and `capabilities().connections`
-    says it: the stack's limit (store.limit) and the callers' pools are sized by it. `read_timeout` is how long S3 may stay silent in the middle
+    says it: the stack's limit (store.limit) and the callers' pools are sized by it.
+    `capabilities().cold_tier` is False once the endpoint has shown it has no cold
+    tier (module docstring). `read_timeout` is how long S3 may stay silent in the middle
     of an answer. `client_attempts` is botocore's own total attempts per call:
     1, no retry, because `RetryingStore` retries on top (one retry layer, one
     backoff, one log).
@@ -196,18 +224,25 @@ class S3Store(Store):
         self.bucket = bucket
         self.prefix = prefix
         self.max_pool = max_pool
+        options = {}
+        if "response_checksum_validation" in botocore.config.Config.OPTION_DEFAULTS:  # botocore >= 1.36
+            options["response_checksum_validation"] = "when_required"  # whole-object GETs ask (get)
         config = botocore.config.Config(
             max_pool_connections=max_pool,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             retries={"total_max_attempts": max(1, client_attempts), "mode": "standard"},
             s3={"addressing_style": "path"} if endpoint_url else None,
+            **options,
         )
         session = boto3.session.Session()
         self._client = session.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
         self.endpoint = _redact_endpoint(endpoint_url or self._client.meta.endpoint_url)
         self.url = f"s3://{bucket}/{prefix}"
         self._bucket_seen = False  # a HEAD once found the bucket (see head)
+        self._cold_tier: bool | None = None  # None: not asked yet (see _has_cold_tier)
+        self._cold_tier_lock = threading.Lock()
+        self._warned_classes: set[str] = set()
 
     # --- translation at the edge -----------------------------------------------------
 
@@ -233,6 +268,12 @@ class S3Store(Store):
                     f"{action} {self._subject(name)} was denied ({code})",
                     name,
                     hint="check the AWS credentials and the bucket policy",
+                )
+            if code in _UNSUPPORTED_CODES:  # before the 5xx rule: asking again will not help
+                return StoreError(
+                    f"{action} {self._subject(name)} failed: {self.endpoint} does not implement "
+                    f"this request ({code}, HTTP {status})",
+                    name,
                 )
             if code in _TRANSIENT_CODES or status >= 500:
                 return TransientError(f"{action} {self._subject(name)} failed: {code} (HTTP {status})", name)
@@ -278,13 +319,67 @@ class S3Store(Store):
     def _key(self, name: str) -> str:
         return self.prefix + name
 
+    # --- endpoints without a cold tier ------------------------------------------------
+
+    def _has_cold_tier(self) -> bool:
+        """Whether the endpoint keeps cold classes cold; asked of it once, when first needed."""
+        if self._cold_tier is None:
+            with self._cold_tier_lock:
+                if self._cold_tier is None:
+                    self._cold_tier = self._probe_cold_tier()
+        return self._cold_tier
+
+    def _probe_cold_tier(self) -> bool:
+        """RestoreObject on a key nobody writes: S3 answers NoSuchKey, a server without a
+        cold tier that it does not implement the request. Any other refusal (AccessDenied
+        for credentials without s3:RestoreObject, ...) leaves S3's rules in force."""
+        request = {"Days": 1, "GlacierJobParameters": {"Tier": "Bulk"}}
+        with self._errors("checking the cold tier of"):
+            try:
+                self._client.restore_object(
+                    Bucket=self.bucket, Key=self._key(_COLD_TIER_PROBE), RestoreRequest=request
+                )
+            except botocore.exceptions.ClientError as exc:
+                code, status = _error_code(exc)
+                if code in _UNSUPPORTED_CODES:
+                    return False
+                if code == "NoSuchBucket" or code in _TRANSIENT_CODES or status >= 500:
+                    raise
+        return True
+
+    def _reported_class(self, storage_class: str | None) -> str:
+        """The class an object is really in: a server without a cold tier may echo the
+        class it was sent (rclone serve s3 does, from memory) while keeping it hot. Not
+        asked here (reads of a cold vault cost no extra request): the first restore
+        request, refused as not implemented, tells."""
+        storage_class = storage_class or HOT_CLASS
+        if is_cold_class(storage_class) and self._cold_tier is False:
+            return HOT_CLASS
+        return storage_class
+
+    def _written_class(self, storage_class: str | None) -> str | None:
+        """The class to ask the endpoint for: a cold one only where there is a cold tier."""
+        if not is_cold_class(storage_class) or self._has_cold_tier():
+            return storage_class
+        with self._cold_tier_lock:
+            if storage_class in self._warned_classes:
+                return None
+            self._warned_classes.add(storage_class)
+        log.warning(
+            "%s has no cold tier (it does not implement RestoreObject): objects asked for in %s "
+            "are stored as STANDARD in bucket %s",
+            self.endpoint, storage_class, self.bucket,
+        )
+        return None
+
     # --- the Store interface ------------------------------------------------------------
 
     def put(self, name, data, storage_class=None):
         kwargs = {"Bucket": self.bucket, "Key": self._key(name), "Body": bytes(data)}
-        if storage_class:
-            kwargs["StorageClass"] = storage_class
         with self._errors("writing", name):
+            storage_class = self._written_class(storage_class)
+            if storage_class:
+                kwargs["StorageClass"] = storage_class
             self._client.put_object(**kwargs)
 
     def get(self, name, start=0, length=None):
@@ -295,6 +390,8 @@ class S3Store(Store):
         if start or length is not None:
             end = "" if length is None else str(start + length - 1)
             kwargs["Range"] = f"bytes={start}-{end}"
+        else:
+            kwargs["ChecksumMode"] = "ENABLED"  # the whole object: its checksum applies
         with self._errors("reading", name):
             try:
                 response = self._client.get_object(**kwargs)
@@ -359,7 +456,7 @@ class S3Store(Store):
         return ObjectInfo(
             name,
             int(response.get("ContentLength", 0)),
-            response.get("StorageClass") or HOT_CLASS,
+            self._reported_class(response.get("StorageClass")),
             parse_restore_header(response.get("Restore")),
             modified.timestamp() if modified else None,
         )
@@ -378,7 +475,7 @@ class S3Store(Store):
         self._bucket_seen = True
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(connections=self.max_pool)
+        return Capabilities(connections=self.max_pool, cold_tier=self._cold_tier is not False)
 
     def list(self, prefix=""):
         paginator = self._client.get_paginator("list_objects_v2")
@@ -390,7 +487,7 @@ class S3Store(Store):
                     yield ObjectInfo(
                         item["Key"][skip:],
                         int(item.get("Size", 0)),
-                        item.get("StorageClass") or HOT_CLASS,
+                        self._reported_class(item.get("StorageClass")),
                         RestoreState(),  # the listing does not say; head does
                         modified.timestamp() if modified else None,
                     )
@@ -411,6 +508,10 @@ class S3Store(Store):
             except botocore.exceptions.ClientError as exc:
                 code, _ = _error_code(exc)
                 if code == "RestoreAlreadyInProgress":
+                    return False
+                if code in _UNSUPPORTED_CODES and not self._has_cold_tier():
+                    # No cold tier here (rclone serve s3): every object is readable as it is.
+                    self.head(name)  # NotFoundError if there is no such object
                     return False
                 if code != "InvalidObjectState":
                     raise
