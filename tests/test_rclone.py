@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pathlib
 import uuid
 
 import boto3
@@ -165,4 +166,4 @@ def test_backup_restore_check_and_mount_on_rclone(rclone_endpoint, tmp_path):
             path = m / f"files/home/latest/{name}"
             assert os.getxattr(path, STATE) == b"hot"
             with open(path, "rb") as f:
-                assert f.read() == open(os.path.join(tree, name), "rb").read(), name
+                assert f.read() == pathlib.Path(tree, name).read_bytes(), name
