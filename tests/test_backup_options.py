@@ -236,11 +236,12 @@ def test_files_from_lists_add_to_the_paths(tmp_path):
     put(str(data / "docs" / "d.txt"), b"a document\n")
     put(str(data / "dogs" / "rex.txt"), b"woof\n")
     put(str(data / "etc" / "fstab"), b"/dev/sda1 / ext4\n")
+    put(str(data / ".hidden" / "x"), b"a pattern's * matches a leading dot, as restic's\n")
     put(str(data / "#hash" / "h"), b"verbatim keeps the #\n")
     put(str(data / " spaced" / "s"), b"and the leading space\n")
     put(str(data / "new\nline" / "n"), b"raw keeps the newline\n")
     lst = tmp_path / "list.txt"
-    lst.write_text(f"# what the nightly backup holds\n\n   {data}/photos  \n{data}/do?s\n{data}/docs\n")
+    lst.write_text(f"# what the nightly backup holds\n\n   {data}/photos  \n{data}/do?s\n{data}/docs\n{data}/*hidden\n")
     verbatim = tmp_path / "verbatim.txt"
     verbatim.write_text(f"{data}/#hash\n\n{data}/ spaced\n")
     env = vault_env(str(tmp_path / "vault"))
@@ -249,9 +250,9 @@ def test_files_from_lists_add_to_the_paths(tmp_path):
     r = run(["backup", "dir", fstab, "--files-from", str(lst), "--files-from-verbatim", str(verbatim),
              "--files-from-raw", "-", "--name", "mixed", "--json"], env,
             input=os.fsencode(f"{data}/new\nline") + b"\0" + os.fsencode(f"{data}/docs") + b"\0").json()
-    paths = [fstab] + [str(data / n) for n in ("photos", "docs", "dogs", "#hash", " spaced", "new\nline")]
+    paths = [fstab] + [str(data / n) for n in ("photos", "docs", "dogs", ".hidden", "#hash", " spaced", "new\nline")]
     snap = run(["snapshots", "--json"], env).json()[0]
-    assert snap["paths"] == paths and r["files"] == 7  # docs twice: once
+    assert snap["paths"] == paths and r["files"] == 8  # docs twice: once
     target = restored(env, tmp_path, "r", "latest")
     assert sorted(os.listdir(target)) == sorted(os.path.basename(p) for p in paths)
     for p in paths[1:]:
@@ -262,11 +263,12 @@ def test_files_from_lists_add_to_the_paths(tmp_path):
     r = run(["backup", "dir", fstab, "--files-from", str(lst), "--files-from-verbatim", str(verbatim),
              "--files-from-raw", "-", "--name", "mixed", "--json"], env,
             input=os.fsencode(f"{data}/new\nline") + b"\0").json()
-    assert r["unchanged_files"] == r["files"] == 7 and r["files_read"] == 0
+    assert r["unchanged_files"] == r["files"] == 8 and r["files_read"] == 0
     # A list alone; and one file alone is a snapshot holding that file.
     run(["backup", "dir", "--files-from", str(lst), "--name", "listed"], env)
     assert listing(env, "latest", "--source", "listed") == {
-        "photos", "photos/2024", "photos/2024/p1.jpg", "docs", "docs/d.txt", "dogs", "dogs/rex.txt"}
+        "photos", "photos/2024", "photos/2024/p1.jpg", "docs", "docs/d.txt", "dogs", "dogs/rex.txt", ".hidden",
+        ".hidden/x"}
     run(["backup", "dir", fstab], env)
     assert listing(env, "latest", "--source", "fstab") == {"fstab"}
 
@@ -287,7 +289,7 @@ def test_files_from_lists_add_to_the_paths(tmp_path):
         (["--files-from", str(empty)], "nothing to back up: the --files-from lists name no path"),
         ([], "nothing to back up: give a PATH, or --files-from FILE"),
         (["--files-from", "-", "--files-from-raw", "-"], "standard input ('-') can be read as one list only"),
-        ([str(data / "docs"), "--files-from", str(lst)], "3 paths in one snapshot need a source name"),
+        ([str(data / "docs"), "--files-from", str(lst)], "4 paths in one snapshot need a source name"),
     ]:
         r = run(["backup", "dir", *args], env, check=False, input=b"")
         assert r.code == USAGE and message in one_error(r), (args, r.err)

@@ -64,8 +64,8 @@ def read_path_lists(files_from=(), verbatim=(), raw=()) -> list[PathArg]:
     that order (`-` is standard input).
 
     --files-from: each line trimmed of spaces; empty lines and lines starting with `#` are
-    skipped; a line with `*`, `?` or `[` is a glob pattern (sorted matches; one that matches
-    nothing is an error). --files-from-verbatim: every non-empty line is a path, as it is.
+    skipped; a line with `*`, `?` or `[` is a glob pattern (sorted matches, names starting
+    with `.` included as restic's Go glob has them; one that matches nothing is an error). --files-from-verbatim: every non-empty line is a path, as it is.
     --files-from-raw: NUL-separated paths (empty ones skipped), for names with newlines."""
     stdin_used = [False]
     out: list[PathArg] = []
@@ -77,7 +77,7 @@ def read_path_lists(files_from=(), verbatim=(), raw=()) -> list[PathArg]:
                 continue
             origin = f"{_list_name(name)}, line {n}"
             if any(c in line for c in GLOB_CHARS):
-                hits = sorted(glob.glob(line))
+                hits = sorted(glob.glob(line, include_hidden=True))  # as Go's filepath.Glob, restic's
                 if not hits:
                     raise UserError(f"{origin}: {line!r} matches nothing")
                 out += [PathArg(h, origin) for h in hits]
