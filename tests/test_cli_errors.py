@@ -206,7 +206,7 @@ def test_unreadable_source_files_are_listed_and_backup_continues(tmp_path):
 def test_usage_errors_are_one_line(vault, tmp_path):
     repo, env, src = vault
     cases = [
-        (["backup", "dir", str(tmp_path / "nope")], "not a directory"),
+        (["backup", "dir", str(tmp_path / "nope")], "nope does not exist"),
         (["backup", "dir", str(src), "--time", "yesterday"], "ISO 8601"),
         (["backup", "dir", str(src), "--name", "a/b"], "source name"),
         (["ls", "ffffffffff"], "no snapshot"),

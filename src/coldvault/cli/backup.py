@@ -17,7 +17,7 @@ from coldvault.cli.common import open_vault, parse_time, print_json, size
 from coldvault.errors import ExitCode, UserError
 from coldvault.index.tree import name_problem
 from coldvault.uploader.excludes import Excludes
-from coldvault.uploader.multidir import MultiDirBackup, check_paths
+from coldvault.uploader.multidir import MultiDirBackup, check_paths, read_path_lists
 from coldvault.uploader.streambackup import StreamBackup
 from coldvault.vault.lock import source_lock
 
@@ -35,13 +35,19 @@ def register(sub, common) -> None:
     hooks.add_argument("--pre-hook", metavar="CMD", help="shell command to run first; if it fails, nothing is backed up")
     hooks.add_argument("--post-hook", metavar="CMD",
                        help="shell command to run afterwards, even after a failure (env COLDVAULT_STATUS, COLDVAULT_SNAPSHOT)")
-    common = argparse.ArgumentParser(add_help=False, parents=[common, hooks])
+    labels = argparse.ArgumentParser(add_help=False)
+    labels.add_argument("--tag", action="append", default=[], metavar="TAG",
+                        help="tag the snapshot (repeatable; TAG,TAG adds several)")
+    labels.add_argument("--host", help="host name to record (default: this machine's)")
+    common = argparse.ArgumentParser(add_help=False, parents=[common, hooks, labels])
     d = kinds.add_parser("dir", parents=[common], help="back up one or several directory trees",
-                         description="Back up directories into one snapshot. One PATH: the snapshot holds its "
-                                     "contents; several: one directory per PATH, named by its last component. "
-                                     "Exclude patterns: docs/excludes.md.")
-    d.add_argument("path", metavar="PATH", nargs="+", help="a directory (several: give --name)")
-    d.add_argument("--name", help="source name (default: the directory's name; needed with several PATHs)")
+                         description="Back up directories (and files) into one snapshot. One directory: the "
+                                     "snapshot holds its contents; several PATHs, or a file: one entry per PATH, "
+                                     "named by its last component. PATHs from --files-from lists add to those "
+                                     "given. Exclude patterns and lists: docs/excludes.md.")
+    d.add_argument("path", metavar="PATH", nargs="*",
+                   help="a directory or file (several: give --name; optional with --files-from)")
+    d.add_argument("--name", help="source name (default: the PATH's name; needed with several PATHs)")
     d.add_argument("--exclude", "-e", action="append", default=[], metavar="PATTERN",
                    help="leave out paths matching PATTERN (restic's rules; repeatable)")
     d.add_argument("--iexclude", action="append", default=[], metavar="PATTERN",
@@ -52,9 +58,16 @@ def register(sub, common) -> None:
                    help="leave out the contents of directories with a valid CACHEDIR.TAG")
     d.add_argument("--exclude-if-present", action="append", default=[], metavar="NAME",
                    help="leave out the contents of directories holding a file NAME (repeatable)")
-    d.add_argument("--tag", action="append", default=[], metavar="TAG",
-                   help="tag the snapshot (repeatable; TAG,TAG adds several)")
-    d.add_argument("--host", help="host name to record (default: this machine's)")
+    d.add_argument("--one-file-system", "-x", action="store_true",
+                   help="do not cross file system boundaries below each PATH: a mount point is kept as an "
+                        "empty directory")
+    d.add_argument("--files-from", action="append", default=[], metavar="FILE",
+                   help="back up the paths listed in FILE too, one a line ('#' comments, glob patterns; "
+                        "'-': stdin; repeatable)")
+    d.add_argument("--files-from-verbatim", action="append", default=[], metavar="FILE",
+                   help="like --files-from, lines taken as they are (no comments, no patterns)")
+    d.add_argument("--files-from-raw", action="append", default=[], metavar="FILE",
+                   help="like --files-from-verbatim, paths separated by NUL bytes (find -print0)")
     d.add_argument("--time", help="snapshot time, ISO 8601 (default: now)")
     d.add_argument("--json", action="store_true", help="print the summary as JSON")
     d.add_argument("--sqlite-consistent", action="store_true",
@@ -210,20 +223,36 @@ def split_tags(values: list[str]) -> list[str]:
     return tags
 
 
+def check_host(host: str | None) -> str | None:
+    if host is not None and (not host or not host.isprintable()):
+        raise UserError(f"--host {host!r} is not a usable host name")
+    return host
+
+
+def dir_paths(args) -> list[str]:
+    """The PATH arguments, then the paths of the --files-from lists: absolute, existing, no repeats."""
+    listed = read_path_lists(args.files_from, args.files_from_verbatim, args.files_from_raw)
+    if not args.path and not listed:
+        if args.files_from or args.files_from_verbatim or args.files_from_raw:
+            raise UserError("nothing to back up: the --files-from lists name no path")
+        raise UserError("nothing to back up: give a PATH, or --files-from FILE")
+    return check_paths(args.path + listed)
+
+
 def run_dir(args) -> int:
-    paths = check_paths(args.path)
+    paths = dir_paths(args)
     if len(paths) > 1 and not args.name:
-        raise UserError(f"{len(paths)} directories in one snapshot need a source name", hint="give --name NAME")
+        raise UserError(f"{len(paths)} paths in one snapshot need a source name", hint="give --name NAME")
     source = check_source_name(args.name or os.path.basename(paths[0].rstrip("/")) or "root")
     when = parse_time(args.time)
     tags = split_tags(args.tag)
-    if args.host is not None and (not args.host or not args.host.isprintable()):
-        raise UserError(f"--host {args.host!r} is not a usable host name")
+    check_host(args.host)
     excludes = Excludes(args.exclude, args.iexclude, args.exclude_file, args.exclude_caches, args.exclude_if_present)
 
     def backup(vault):
         job = MultiDirBackup(vault, paths, source, when, _parent(vault, source), sqlite_consistent=args.sqlite_consistent,
-                             excludes=excludes or None, tags=tags, host=args.host)
+                             excludes=excludes or None, one_file_system=args.one_file_system, tags=tags,
+                             host=args.host)
         rec = trio.run(progress.run_with_progress, job.run, lambda: _render(job))
         return rec, _report(args, rec)
 
@@ -237,6 +266,7 @@ def run_stdin(args) -> int:
         raise UserError(f"--name {args.name!r} is not a valid file name ({problem})")
     source = check_source_name(args.source or args.name)
     when = parse_time(args.time)
+    tags, host = split_tags(args.tag), check_host(args.host)
     command = None
     if args.from_command:
         if not args.command_argv:
@@ -251,7 +281,8 @@ def run_stdin(args) -> int:
 
     def backup(vault):
         stream = None if command else sys.stdin.buffer
-        job = StreamBackup(vault, stream, args.name, source, when, _parent(vault, source), command=command)
+        job = StreamBackup(vault, stream, args.name, source, when, _parent(vault, source), command=command,
+                           tags=tags, host=host)
         rec = trio.run(progress.run_with_progress, job.run, lambda: _render(job))
         return rec, _report(args, rec)
 
@@ -285,7 +316,8 @@ def run_zfs(args) -> int:
     keep_local = _count("--keep-local", args.keep_local)
 
     options = dict(flags=flags, prefix=args.snapshot_prefix, full_every=full_every, hold=args.hold,
-                   keep_local=keep_local, intermediate=args.intermediate)
+                   keep_local=keep_local, intermediate=args.intermediate, tags=split_tags(args.tag),
+                   host=check_host(args.host))
     if args.recursive:
         if args.base:
             raise UserError("--base names one dataset's snapshot: it does not go with --recursive")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from coldvault.cli.common import open_vault, print_json, size
+from coldvault.cli.common import SNAPSHOT_HELP, add_filters, open_vault, print_json, size, snapshot_filter
 from coldvault.errors import UserError
 from coldvault.vault.diff import Summary, diff
 from coldvault.vault.lock import read_lock
@@ -16,20 +16,22 @@ def register(sub, common) -> None:
     p = sub.add_parser("diff", parents=[common], help="what changed between two snapshots",
                        description="Lines '+ path' (only in B), '- path' (only in A), 'M path' (content changed), "
                                    "'U path' (metadata only), 'T path' (type changed), then a summary.")
-    p.add_argument("a", metavar="A", help="the older snapshot: id (a prefix will do) or 'latest'")
+    p.add_argument("a", metavar="A", help="the older snapshot: " + SNAPSHOT_HELP)
     p.add_argument("b", metavar="B", help="the newer snapshot")
     p.add_argument("path", nargs="?", default="", metavar="PATH", help="compare only below this directory")
-    p.add_argument("--source", help="with 'latest': the newest snapshot of this source")
+    p.add_argument("--source", help="pick A and B among this source's snapshots")
+    add_filters(p)
     p.add_argument("--json", action="store_true", help="one JSON document: changes and summary")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, late_positional="path")
 
 
 def run(args) -> int:
     vault = open_vault(args)
     with read_lock(vault, f"diff {args.a} {args.b}"):
         recs = vault.snapshots()
-        a = vault.find_snapshot(args.a, args.source, recs)
-        b = vault.find_snapshot(args.b, args.source, recs)
+        where = snapshot_filter(args)
+        a = vault.find_snapshot(args.a, args.source, recs, where=where)
+        b = vault.find_snapshot(args.b, args.source, recs, where=where)
         roots = []
         for rec in (a, b):
             e = resolve(vault, rec, args.path)

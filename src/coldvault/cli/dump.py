@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from coldvault.cli.common import open_vault
+from coldvault.cli.common import SNAPSHOT_HELP, add_filters, open_vault, snapshot_filter
 from coldvault.vault.dump import dump
 from coldvault.vault.lock import read_lock
 
@@ -15,17 +15,18 @@ def register(sub, common) -> None:
                        description="Write a file of a snapshot to stdout; a directory as a tar stream (modes, "
                                    "owners, mtimes and symlinks kept); a ZFS snapshot as the stream 'zfs receive' "
                                    "takes.")
-    p.add_argument("snapshot", metavar="SNAPSHOT", help="snapshot id (a prefix will do) or 'latest'")
+    p.add_argument("snapshot", metavar="SNAPSHOT", help=SNAPSHOT_HELP)
     p.add_argument("path", nargs="?", default="", metavar="PATH",
                    help="file or directory in the snapshot (default: all of it)")
-    p.add_argument("--source", help="with 'latest': the newest snapshot of this source")
-    p.set_defaults(func=run)
+    p.add_argument("--source", help="pick SNAPSHOT among this source's snapshots")
+    add_filters(p)
+    p.set_defaults(func=run, late_positional="path")
 
 
 def run(args) -> int:
     vault = open_vault(args)
     with read_lock(vault, f"dump {args.snapshot}"):  # prune deletes nothing meanwhile
-        rec = vault.find_snapshot(args.snapshot, args.source)
+        rec = vault.find_snapshot(args.snapshot, args.source, where=snapshot_filter(args))
         out = sys.stdout.buffer
         dump(vault, rec, args.path, out, to_terminal=out.isatty())
         out.flush()

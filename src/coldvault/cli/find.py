@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from coldvault.cli.common import iso, open_vault, print_json
+from coldvault.cli.common import add_filters, iso, open_vault, print_json, snapshot_filter
 from coldvault.errors import UserError
 from coldvault.vault.find import find
 from coldvault.vault.lock import read_lock
@@ -17,6 +17,7 @@ def register(sub, common) -> None:
                                    "holds a '/', against its whole path in the snapshot. Newest snapshot first.")
     p.add_argument("pattern", metavar="PATTERN")
     p.add_argument("--source", help="only snapshots of this source")
+    add_filters(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 
@@ -31,6 +32,11 @@ def run(args) -> int:
             recs = [r for r in recs if r.source == args.source]
             if not recs:
                 raise UserError(f"there are no snapshots of source {args.source!r} in the vault")
+        where = snapshot_filter(args)
+        if where:
+            recs = [r for r in recs if where(r)]
+            if not recs:
+                raise UserError(f"there are no snapshots{where.describe()} in the vault")
         found = find(vault, recs, args.pattern)
         if args.json:
             print_json([{"snapshot": rec.id, "source": rec.source, "time": iso(rec.time),

@@ -27,7 +27,8 @@ def register(sub, common) -> None:
     d.set_defaults(func=run_dir, late_positional="path")
     z = kinds.add_parser("zfs", parents=[common], help="receive a snapshot's chain into a ZFS dataset")
     z.add_argument("snapshot", metavar="DATASET@SNAP",
-                   help="SNAP: a ZFS snapshot name, or 'latest', a UTC day (2026-11-24) or a time (2026-11-24T03:00)")
+                   help="SNAP: a ZFS snapshot name, or 'latest', a UTC day (2026-11-24) or a time (2026-11-24T03:00), "
+                        "picked among the streams that --tag/--host let through")
     z.add_argument("--into", required=True, metavar="POOL/DATASET", help="dataset to receive into (absent, or at a snapshot of the chain)")
     z.add_argument("--thaw", action="store_true", help="request the restore of cold packs the chain needs")
     z.add_argument("--wait", action="store_true", help="with --thaw: wait until they are readable, then receive")
@@ -36,6 +37,7 @@ def register(sub, common) -> None:
     z.add_argument("--recursive", action="store_true",
                    help="also every dataset below DATASET with @SNAP in the vault, parents first: "
                         "DATASET/x is received into INTO/x")
+    add_filters(z, "streams")
     z.set_defaults(func=run_zfs)
 
 
@@ -68,7 +70,7 @@ def run_zfs(args) -> int:
     vault = open_vault(args)
     out = (lambda *a: None) if args.quiet else print
     with read_lock(vault, f"restore zfs {args.snapshot}"):  # prune deletes nothing meanwhile
-        snap = _zfs_snapshot_name(vault, dataset, snap)
+        snap = _zfs_snapshot_name(vault, dataset, snap, snapshot_filter(args))
         pairs = [(dataset, args.into)]
         if args.recursive:
             from coldvault.restore.zfsrestore import recursive_pairs
@@ -79,10 +81,10 @@ def run_zfs(args) -> int:
     return 0
 
 
-def _zfs_snapshot_name(vault, dataset: str, snap: str) -> str:
+def _zfs_snapshot_name(vault, dataset: str, snap: str, where=None) -> str:
     """The ZFS snapshot `snap` names: itself if the vault has a stream of dataset@snap, else
     the one a selector (latest, a UTC day, a time, a snapshot record's id) picks among the
-    dataset's streams."""
+    dataset's streams (those `where`, a selector.Filter, lets through)."""
     from coldvault.zfs.chain import streams_by_dataset
 
     if not selector.is_selector(snap):
@@ -92,5 +94,6 @@ def _zfs_snapshot_name(vault, dataset: str, snap: str) -> str:
         return snap  # a snapshot's own name comes first
     if not streams:
         return snap  # ZfsRestore says there is none
-    rec = selector.select(snap, sorted((s.rec for s in streams), key=lambda r: r.order), f"zfs:{dataset}")
+    recs = sorted((s.rec for s in streams if not where or where(s.rec)), key=lambda r: r.order)
+    rec = selector.select(snap, recs, f"zfs:{dataset}", where.describe() if where else "")
     return rec.zfs["snapshot"]

@@ -26,10 +26,11 @@ def _plain(v):
 
 def describe(r) -> str:
     """What a snapshot holds, in a few words: the path, or the stream and its base."""
+    tags = f" [{','.join(r.tags)}]" if r.tags else ""
     if r.kind == "zfs" and r.zfs:
         z = r.zfs
-        return f"@{z['base']['snapshot']}..@{z['snapshot']}" if z.get("base") else f"@{z['snapshot']} (full)"
-    return ", ".join(r.paths) + (f" [{','.join(r.tags)}]" if r.tags else "")
+        return (f"@{z['base']['snapshot']}..@{z['snapshot']}" if z.get("base") else f"@{z['snapshot']} (full)") + tags
+    return ", ".join(r.paths) + tags
 
 
 def as_json(r) -> dict:

@@ -25,7 +25,7 @@ import logging
 import sys
 import time
 
-from coldvault.cli.common import money, open_vault, print_json, size
+from coldvault.cli.common import add_filters, money, open_vault, print_json, size, snapshot_filter
 from coldvault.errors import UserError
 from coldvault.index import tree
 from coldvault.mount import targets
@@ -54,6 +54,7 @@ def register(sub, common) -> None:
     p.add_argument("--days", type=int, default=7, help="days the restored copies stay readable (default 7)")
     p.add_argument("--dry-run", "-n", action="store_true", help="only print the plan and the estimate")
     p.add_argument("--source", help="pick SNAPSHOT among this source's snapshots")
+    add_filters(p)
     p.add_argument("--prices", metavar="FILE", help="JSON price table overriding the built-in one (env COLDVAULT_PRICES)")
     p.add_argument("--status", action="store_true", help="list pending and ready restores instead")
     p.add_argument("--all", action="store_true", help="with --status: look at every cold pack in the store, "
@@ -158,7 +159,7 @@ def run_thaw(args) -> int:
 
 
 def _plan_and_request(args, vault: Vault, prices) -> int:
-    resolver = targets.Resolver(vault, args.source)
+    resolver = targets.Resolver(vault, args.source, where=snapshot_filter(args))
     wanted = [resolver.resolve(t) for t in args.targets]
     packs: set[str] = set()
     for t in wanted:

@@ -78,9 +78,12 @@ def _changes_chunks(vault: Vault, pairs, out: set) -> None:
 class Resolver:
     """Turns TARGETs into what they name, reading only hot objects."""
 
-    def __init__(self, vault: Vault, source: str | None):
+    def __init__(self, vault: Vault, source: str | None, where=None):
+        """`source` and `where` (a selector.Filter: --tag, --host, --path) narrow the snapshots
+        a SNAPSHOT selector picks among."""
         self.vault = vault
         self.source = source
+        self.where = where
         self._records = None
         self._layout = None
 
@@ -118,7 +121,7 @@ class Resolver:
     # -- snapshots and paths in them --
 
     def _snapshot_path(self, text: str, spec: str, path: str | None) -> Target:
-        rec = self.vault.find_snapshot(spec, self.source, records=self.records)
+        rec = self.vault.find_snapshot(spec, self.source, records=self.records, where=self.where)
         if rec.kind == "zfs":
             if path:
                 raise UserError(f"snapshot {rec.short_id} is a ZFS stream: it has no paths",

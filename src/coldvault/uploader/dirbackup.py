@@ -163,8 +163,10 @@ class DirBackup:
         workers: int | None = None,
         sqlite_consistent: bool = False,
         excludes=None,
+        one_file_system: bool = False,
     ):
-        """`workers`: encoder threads (default: one per CPU); `excludes`: an uploader.excludes.Excludes."""
+        """`workers`: encoder threads (default: one per CPU); `excludes`: an uploader.excludes.Excludes;
+        `one_file_system`: do not cross into other file systems (mount points are kept, empty)."""
         self.vault = vault
         self.root = os.path.abspath(root)
         self.source = source
@@ -174,6 +176,8 @@ class DirBackup:
         self.session = BackupSession(vault, encoders=workers)
         self.sqlite_consistent = sqlite_consistent
         self.excludes = excludes
+        self.one_file_system = one_file_system
+        self._empty_tree: BlobId | None = None
 
     def _error(self, path: bytes, exc: OSError | str) -> None:
         msg = f"{printable(path)}: {(exc.strerror or str(exc)) if isinstance(exc, OSError) else exc}"
@@ -182,11 +186,14 @@ class DirBackup:
         if len(self.stats.errors) < MAX_ERRORS_KEPT:
             self.stats.errors.append(msg)
 
-    async def run(self) -> SnapshotRecord:
+    def _check_roots(self) -> None:
         if not os.path.isdir(self.root):
             raise UserError(f"{self.root} is not a directory")
         if not os.access(self.root, os.R_OK | os.X_OK):
             raise UserError(f"cannot read directory {self.root}")
+
+    async def run(self) -> SnapshotRecord:
+        self._check_roots()
         parent_tree = self.parent.tree if self.parent else None
         root = os.fsencode(self.root)
         root_tree = await self.session.run(lambda: trio.to_thread.run_sync(self._walk, root, parent_tree))
@@ -376,8 +383,12 @@ class DirBackup:
         for name, st, target in listing:
             if self.excludes and self.excludes.skip(fd, path, name, st):
                 continue
-            old = frame.old(name)
             m = st.st_mode
+            if self.one_file_system and st.st_dev != st_dir.st_dev:
+                if stat.S_ISDIR(m):  # a mount point: kept as an empty directory, as restic keeps it
+                    entries.append(self._mount_point(frame, name, st))
+                continue  # anything else of another file system (a bind-mounted file) is left out
+            old = frame.old(name)
             if stat.S_ISREG(m):
                 if self.sqlite_consistent and sqlite.is_companion(name, names):
                     continue  # its database is copied whole, WAL included
@@ -418,6 +429,20 @@ class DirBackup:
             if self._read_file(fd, path, name, st, e):
                 entries.append(e)
         return frame
+
+    def _mount_point(self, frame: "_Frame", name: bytes, st: os.stat_result) -> tree.Entry:
+        """--one-file-system: the entry of a directory on another file system, without its contents."""
+        log.info("not crossing into %s: another file system", printable(frame.path + b"/" + name))
+        if self._empty_tree is None:
+            self._empty_tree = self.session.store_tree([])
+        self.stats.dirs += 1
+        e = _entry(name, st)
+        e.type, e.size, e.tree = tree.DIR, 0, self._empty_tree
+        old = frame.old(name)
+        if old is not None and old.to_map() == e.to_map():
+            frame.reused += 1
+            return old
+        return e
 
     def _read_file(self, dir_fd: int, dir_path: bytes, name: bytes, st: os.stat_result, e: tree.Entry) -> bool:
         """Read, chunk and store one file of the directory open as `dir_fd`; False if it could not be read."""

@@ -74,8 +74,9 @@ def _stop(proc: subprocess.Popen) -> None:
 
 class StreamBackup:
     def __init__(self, vault: Vault, stream, name: str, source: str, when_ns: int, parent: SnapshotRecord | None,
-                 *, command: list[str] | None = None):
-        """Back up `stream` (a binary file object), or with `command` (an argv) that command's stdout."""
+                 *, command: list[str] | None = None, tags=(), host: str | None = None):
+        """Back up `stream` (a binary file object), or with `command` (an argv) that command's stdout;
+        `tags` and `host` (default: this machine's name) go into the record."""
         problem = tree.name_problem(os.fsencode(name))
         if problem:
             raise UserError(f"--name {name!r} is not a valid file name ({problem})")
@@ -88,6 +89,8 @@ class StreamBackup:
         self.source = source
         self.when_ns = when_ns
         self.parent = parent
+        self.tags = sorted(set(tags))
+        self.host = host
         self.session = BackupSession(vault)
 
     def _chunk_command(self) -> tuple[list, int]:
@@ -133,11 +136,12 @@ class StreamBackup:
             kind="stream",
             source=self.source,
             time=self.when_ns,
-            hostname=socket.gethostname(),
+            hostname=self.host or socket.gethostname(),
             paths=[self.name],
             tree=root,
             parent=self.parent.id if self.parent else None,
             summary={"files": 1, "bytes_total": total, **self.session.summary()},
+            tags=list(self.tags),
             program=f"coldvault {__version__}",
         )
         await self.session.commit(rec)

@@ -75,7 +75,8 @@ class ZfsBackup:
     def __init__(self, vault: Vault, dataset: str, snap: str | None, *, base: str | None = None,
                  full: bool = False, flags: list[str] = (), prefix: str = "coldvault",
                  full_every: int | None = None, hold: bool = True, keep_local: int | None = None,
-                 intermediate: bool = False):
+                 intermediate: bool = False, tags=(), host: str | None = None):
+        """`tags` and `host` (default: this machine's name) go into every record this run stores."""
         if base is not None and full:
             raise UserError("--base and --full exclude each other")
         if full_every is not None and full_every < 1:
@@ -92,6 +93,8 @@ class ZfsBackup:
         self.prefix = commands.check_snapname(prefix)
         self.full_every = full_every
         self.intermediate = intermediate
+        self.tags = sorted(set(tags))
+        self.host = host
         self.start: LocalSnapshot | None = None  # the base before --full-every: where --intermediate starts
         self.local: dict[str, LocalSnapshot] = {}
         self.stored: list[SnapshotRecord] = []  # the streams this run stored, oldest first
@@ -292,8 +295,9 @@ class ZfsBackup:
             kind="zfs",
             source=source_name(self.dataset),
             time=t.creation * 1_000_000_000,
-            hostname=socket.gethostname(),
+            hostname=self.host or socket.gethostname(),
             paths=[t.full_name],
+            tags=list(self.tags),
             summary={"bytes_total": reader.length, **self.session.summary()},
             zfs={
                 "dataset": self.dataset,
