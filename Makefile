@@ -13,8 +13,11 @@ demo: deps
 	@./scripts/demo.sh
 
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
+# Two workers (pytest-xdist), one per core: most of a test's time is spent waiting on
+# subprocesses, FUSE and zfs-fuse, so two halve the wall time. TEST_JOBS=0 runs in one process.
+TEST_JOBS ?= 2
 test: deps
-	@$(PY) -m pytest -q -p no:cacheprovider tests $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_JOBS) --dist worksteal tests $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi; exit $$rc
 
 bench: deps

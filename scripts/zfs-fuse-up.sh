@@ -9,6 +9,9 @@
 set -euo pipefail
 
 pidfile=/run/zfs-fuse.pid
+# Test workers run in parallel (pytest-xdist): one of them starts the daemon, the others wait.
+exec 9>/run/zfs-fuse-up.lock
+flock 9
 command -v zfs-fuse >/dev/null || { echo "zfs-fuse is not installed (make test installs it)" >&2; exit 1; }
 
 # A daemon that is shutting down still shows in pgrep but no longer answers: wait for it

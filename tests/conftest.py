@@ -48,21 +48,47 @@ def rclone_endpoint():
             yield endpoint
 
 
+# Pools left behind that pytest-xdist workers reported (pytest_testnodedown), for the
+# controller's check in pytest_sessionfinish.
+_WORKER_LEAKS: list[str] = []
+
+
+def _leaked_pools() -> list[str]:
+    """Lines about the ZFS pools this process's tests made and did not destroy (one more
+    destroy is tried); empty when there are none."""
+    zfstools = sys.modules.get("zfstools")
+    if zfstools is None:
+        return []  # no test made a pool
+    left = zfstools.leftover_pools()
+    if not left:
+        return []
+    still = [n for n in left if zfstools.destroy_leftover(n) is not None]
+    return [f"ZFS pools made by this test session were left behind: {', '.join(left)}",
+            ("destroyed now" if not still else f"STILL THERE: {', '.join(still)} (zpool destroy -f NAME)")]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """An xdist worker finished: keep what it found left behind (see pytest_sessionfinish)."""
+    _WORKER_LEAKS.extend(getattr(node, "workeroutput", {}).get("leaked_pools", []))
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Fail the session, loudly, if a ZFS pool made by one of its tests is still there.
 
     tests/zfstools.py `pool()` destroys each pool even when its test fails; a pool left
     behind means that went wrong (or the test was killed). One more destroy is tried, and
-    the session fails either way, so a leak is never silent."""
-    zfstools = sys.modules.get("zfstools")
-    if zfstools is None:
-        return  # no test made a pool
-    left = zfstools.leftover_pools()
-    if not left:
+    the session fails either way, so a leak is never silent. Under pytest-xdist each worker
+    checks its own pools and hands the lines to the controller, which reports them: a
+    worker's exit status does not reach the controller's."""
+    lines = _leaked_pools()
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["leaked_pools"] = lines
         return
-    still = [n for n in left if zfstools.destroy_leftover(n) is not None]
-    lines = [f"ZFS pools made by this test session were left behind: {', '.join(left)}",
-             ("destroyed now" if not still else f"STILL THERE: {', '.join(still)} (zpool destroy -f NAME)")]
+    lines += _WORKER_LEAKS
+    if not lines:
+        return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.ensure_newline()
