@@ -10,8 +10,10 @@ set -euo pipefail
 
 pidfile=/run/zfs-fuse.pid
 # Test workers run in parallel (pytest-xdist): one of them starts the daemon, the others wait.
-exec 9>/run/zfs-fuse-up.lock
-flock 9
+# The daemon must not inherit the lock's descriptor (9>&- below), or it would hold the lock
+# for as long as it runs.
+exec 9>/run/coldvault-zfs-fuse-up.lock
+flock -w 120 9 || { echo "another zfs-fuse-up.sh held /run/coldvault-zfs-fuse-up.lock for 120 s" >&2; exit 1; }
 command -v zfs-fuse >/dev/null || { echo "zfs-fuse is not installed (make test installs it)" >&2; exit 1; }
 
 # A daemon that is shutting down still shows in pgrep but no longer answers: wait for it
@@ -21,7 +23,7 @@ for _ in $(seq 150); do
     if ( zpool list >/dev/null 2>&1 ) 2>/dev/null; then up=1; break; fi
     if ! pgrep -x zfs-fuse >/dev/null; then
         rm -f "$pidfile"    # no zfs-fuse runs, so whatever it names is gone (or a zombie)
-        zfs-fuse --pidfile "$pidfile" || echo "zfs-fuse --pidfile $pidfile exited with status $?" >&2
+        zfs-fuse --pidfile "$pidfile" 9>&- || echo "zfs-fuse --pidfile $pidfile exited with status $?" >&2
     fi
     sleep 0.2
 done
