@@ -30,7 +30,8 @@ COMMAND_EXAMPLE = "coldvault backup stdin --name db.sql --command -- mysqldump -
 
 def register(sub, common) -> None:
     p = sub.add_parser("backup", help="back up a directory, stdin or a ZFS dataset",
-                       usage="%(prog)s [-h] {dir,stdin,zfs} ... | %(prog)s --profile NAME [OPTIONS]")
+                       description="Back up a directory (dir), standard input (stdin) or a ZFS dataset (zfs); or "
+                                   "run a profile of the config file: coldvault backup --profile NAME [OPTIONS].")
     p.add_argument("--profile", metavar="NAME",
                    help="run the backup profile NAME of the config file (docs/config.md); options given too "
                         "replace the profile's")

@@ -275,7 +275,9 @@ def insert_kind(argv: list[str], config: ConfigFile | None, explicit: str | None
             raise UserError(f"profile {name} is a {profile.kind} backup, not {rest[0]}")
         rest = rest[1:]
     tail = []
-    if profile.kind == "dir":
+    if profile.kind == "stdin":  # a required option: given first, so that the command line's comes later and wins
+        rest = [f"--name={profile.options['name']}", *rest]
+    elif profile.kind == "dir":
         tail = ["--", *profile.what]
     elif profile.kind == "zfs":
         tail = ["--", profile.what]
