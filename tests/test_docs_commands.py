@@ -73,6 +73,14 @@ RUN = {
     ("docs/cold-storage.md",
      "coldvault restore zfs tank/photos@2026-11-01 --into tank/photos-back --thaw --wait --tier Bulk --days 3"):
         "test_cold_storage_guide",
+    **{(doc, first): "test_profiles.py::test_config_md_and_the_profile_crontab_as_printed" for doc, first in (
+        ("docs/config.md", "# /etc/coldvault/config.toml"),
+        ("docs/config.md", "coldvault backup --profile photos               # the profile [profiles.photos] of the config file"),
+        ("docs/config.md", "coldvault: error: /etc/coldvault/config.toml: profiles.photos.exclude: expected a list of strings"),
+        ("docs/config.md", "coldvault backup dir /srv/photos --name photos --limit-upload 1024   # at most 1 MiB/s up"),
+        ("docs/commands.md",
+         "coldvault backup --profile photos                                    # [profiles.photos] of the config file"),
+        ("docs/cron.md", "# m h dom mon dow  command    (profiles from /etc/coldvault/config.toml)"))},
 }
 
 SKIP = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import subprocess
 import sys
 
 import pytest
@@ -277,3 +278,99 @@ def test_help_shows_config_and_profile():
     assert "--profile NAME" in run(["backup", "--help"]).out
     assert "--profile NAME" in run(["backup", "dir", "--help"]).out
     assert "--config FILE" in run(["snapshots", "--help"]).out
+
+
+# ---- docs/config.md, its lines in docs/commands.md, and the profile crontab of docs/cron.md, as printed ----
+
+CONFIG_MD = {  # first line of each block -> what the test does with it
+    "example": "# /etc/coldvault/config.toml",
+    "use": "coldvault backup --profile photos               # the profile [profiles.photos] of the config file",
+    "mistake": "coldvault: error: /etc/coldvault/config.toml: profiles.photos.exclude: expected a list of strings",
+    "limits": "coldvault backup dir /srv/photos --name photos --limit-upload 1024   # at most 1 MiB/s up",
+}
+COMMANDS_MD = "coldvault backup --profile photos                                    # [profiles.photos] of the config file"
+CRON_MD = "# m h dom mon dow  command    (profiles from /etc/coldvault/config.toml)"
+
+
+def test_config_md_and_the_profile_crontab_as_printed(zpool, tmp_path):
+    from doctools import DocShell, bin_dir, block, commands, replace_all
+    from test_docs_commands import cron_env, photos_tree
+    from test_stdin_command import MYSQLDUMP
+
+    pool, root = zpool
+    sh("zfs", "create", f"{pool}/photos")
+    put(os.path.join(root, "photos", "a.bin"), os.urandom(40_000))
+    home = tmp_path / "home"
+    config = home / ".config" / "coldvault" / "config.toml"  # where root's file would be, in this test's HOME
+    srv = tmp_path / "srv"
+    photos_tree(srv / "photos")
+    photos_tree(srv / "albums")
+    (srv / "photos" / "edit.tmp").write_text("scratch\n")
+    (srv / "seafile" / "seafile-data").mkdir(parents=True)
+    (srv / "seafile" / "seafile-data" / "block").write_bytes(os.urandom(10_000))
+    password = tmp_path / "password"
+    password.write_text(PASSWORD + "\n")
+    repo = str(tmp_path / "vault")
+    bindir = bin_dir(str(tmp_path / "bin"), MYSQLDUMP)
+    subs = {"s3://my-bucket/vault": repo, "/root/.coldvault-password": str(password), "tank/photos": f"{pool}/photos",
+            "/srv/photos": str(srv / "photos"), "/srv/albums": str(srv / "albums"), "/srv/seafile": str(srv / "seafile"),
+            "/srv/photos-restored": str(tmp_path / "restored"), "/etc/coldvault/config.toml": str(config),
+            "/usr/local/bin": bindir}
+    example = block("docs/config.md", CONFIG_MD["example"]).text
+    write_config(config, replace_all(example, subs))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLDVAULT_") and k != "XDG_CONFIG_HOME"}
+    env.update(HOME=str(home), PATH=f"{bindir}:{env['PATH']}", COLDVAULT_LOCAL_RESTORE_DELAY="0")
+    shell = DocShell(env, subs, str(tmp_path))
+    shell.run("coldvault init")  # the vault and password of the file
+
+    # The example's every profile, and the three lines at the top of config.md.
+    p = shell.run("coldvault backup --profile seafile -v")
+    assert "upload limited to 512 KiB/s" in p.stderr  # the profile's own limit beats the file's
+    shell.run("coldvault backup --profile databases")
+    outs = [p.stdout for p in shell.run_block(block("docs/config.md", CONFIG_MD["use"]))]
+    assert "keep " in outs[0] and "deleted" in outs[0]  # retention, then prune
+    assert "removed" in outs[1]  # keep-daily = 7: one snapshot a day, the newest
+    tagged = run(["snapshots", "--json"], {**env, "COLDVAULT_PASSWORD": PASSWORD}).json()
+    by_source = {}
+    for rec in tagged:
+        by_source.setdefault(rec["source"], []).append(rec)
+    assert sorted(by_source) == ["all-databases.sql", "photos", "seafile"]
+    assert [r["tags"] for r in by_source["photos"]] == [["manual"]]
+    assert by_source["photos"][0]["paths"] == [str(srv / "photos"), str(srv / "albums")]
+    assert "-- MySQL dump of" in run(["dump", "latest", "all-databases.sql", "--source", "all-databases.sql"],
+                                     {**env, "COLDVAULT_PASSWORD": PASSWORD}).out
+    listing = run(["ls", "latest", "photos", "--source", "photos"], {**env, "COLDVAULT_PASSWORD": PASSWORD}).out
+    assert "notes.txt" in listing and "edit.tmp" not in listing
+
+    # The limits block, and the lines of docs/commands.md.
+    for p in shell.run_block(block("docs/config.md", CONFIG_MD["limits"])):
+        assert p.returncode == 0
+    assert signature(str(tmp_path / "restored")) == signature(str(srv / "photos"))
+    shell.run_block(block("docs/commands.md", COMMANDS_MD))
+
+    # The crontab with profiles, each job as cron runs it.
+    crontab = block("docs/cron.md", CRON_MD).text
+    variables, jobs = {}, []
+    for line in crontab.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if "=" in line.split()[0] and not line[0].isdigit():
+            name, value = line.split("=", 1)
+            variables[name] = replace_all(value, subs)
+        else:
+            jobs.append(replace_all(line.split(None, 5)[5], subs))
+    assert jobs == ["coldvault backup --profile photos || [ $? -eq 16 ]", "coldvault backup --profile tank"]
+    for job in jobs:
+        p = subprocess.run(["/bin/sh", "-c", job], env=cron_env(str(home), variables), capture_output=True,
+                           text=True, timeout=600)
+        assert p.returncode == 0 and p.stderr == "", (job, p.stderr)
+    zfs = run(["snapshots", "--json", "--source", f"zfs:{pool}/photos"], {**env, "COLDVAULT_PASSWORD": PASSWORD}).json()
+    assert len(zfs) == 1 and zfs[0]["zfs"]["snapshot"].startswith("nightly-")
+
+    # The mistake of docs/config.md, as printed.
+    with open(config) as f:
+        text = f.read()
+    write_config(config, text.replace('exclude = ["*.tmp", ".Trash-*"]', 'exclude = "*.tmp"'))
+    p = shell.run("coldvault backup --profile photos", ok=(2,))
+    (line,) = commands(block("docs/config.md", CONFIG_MD["mistake"]).text)
+    assert p.stderr.splitlines() == [replace_all(line, subs)]
