@@ -8,7 +8,8 @@ import os
 import sys
 
 from coldvault import __version__, runtime
-from coldvault.cli import common, configfile
+from coldvault.cli import configfile
+from coldvault.cli.common import use_config_password
 from coldvault.errors import ColdvaultError, ExitCode, UserError
 from coldvault.store import throttle
 from coldvault.store.url import ENDPOINT_ENV
@@ -50,15 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """parse_args, with the config file's settings and profile filled in (cli/configfile.py),
-    except that a command's optional positional named by its `late_positional`
-    default (ls's and restore dir's PATH) may also come after options: argparse fills an
-    optional positional with the mandatory one before it, so `ls latest --source photos
-    2024/summer` would leave 2024/summer unrecognized."""
+    """The command line, with what the config file sets (cli/configfile.py) where it is silent.
+
+    The file is read and checked first; `backup --profile NAME` gets its kind from the
+    profile before the parse, and the profile's keys after it."""
     argv = sys.argv[1:] if argv is None else list(argv)
     explicit = configfile.config_option(argv)
     path = configfile.locate(explicit)
-    config = configfile.load(path, configfile.backup_kinds(parser)) if path else None
+    try:
+        config = configfile.load(path, configfile.backup_kinds(parser)) if path else None
+    except UserError:
+        if not _asks_for_help(argv):
+            raise
+        config = None  # --help and --version work with a broken file
     argv = configfile.insert_kind(argv, config, explicit)
     args = _parse_words(parser, argv)
     if getattr(args, "profile", None):
@@ -69,7 +74,16 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
     return args
 
 
+def _asks_for_help(argv: list[str]) -> bool:
+    words = argv[:argv.index("--")] if "--" in argv else argv
+    return any(w in ("-h", "--help", "--version") for w in words)
+
+
 def _parse_words(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """parse_args, except that a command's optional positional named by its `late_positional`
+    default (ls's and restore dir's PATH) may also come after options: argparse fills an
+    optional positional with the mandatory one before it, so `ls latest --source photos
+    2024/summer` would leave 2024/summer unrecognized."""
     args, extras = parser.parse_known_args(argv)
     late = getattr(args, "late_positional", None)
     if late and len(extras) == 1 and not extras[0].startswith("-") and getattr(args, late) in (None, ""):
@@ -85,7 +99,7 @@ def _settings(args, settings: dict, config) -> None:
         args.repo = settings.get("repo")
     if args.endpoint_url is None and not os.environ.get(ENDPOINT_ENV):
         args.endpoint_url = settings.get("endpoint-url")
-    common.use_config_password(settings.get("password-file"), settings.get("password-command"),
+    use_config_password(settings.get("password-file"), settings.get("password-command"),
                                config.path if config else None)
     for what in ("upload", "download"):
         option = f"--limit-{what}"
