@@ -118,6 +118,26 @@ def test_every_opened_store_goes_through_the_process_buckets(process_limits):
     assert limits.upload.rate == 1024 * 1024 and limits.download.rate == 2048 * 1024
 
 
+def test_the_async_face_of_a_store_goes_through_the_buckets_too(process_limits):
+    """The mount and the uploader call the store through AsyncStore (worker threads)."""
+    import trio
+
+    from coldvault.store.aio import AsyncStore
+
+    limits = process_limits(4096, 4096)
+    store = AsyncStore(open_store("memory://"))
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            for i in range(4):
+                nursery.start_soon(store.put, f"data/{i}", bytes(1000))
+        for i in range(4):
+            assert await store.get(f"data/{i}", 0, 500) == bytes(500)
+
+    trio.run(main)
+    assert limits.upload.passed == 4000 and limits.download.passed == 2000
+
+
 def _tree(root) -> int:
     """A few MiB that do not compress: what goes up is at least their size."""
     (root / "sub").mkdir(parents=True)
