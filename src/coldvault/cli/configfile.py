@@ -145,14 +145,24 @@ def _option_value(path: str, where: str, action: argparse.Action, value):
     if action.nargs == 0:  # a flag
         _check(isinstance(value, bool), path, where, "expected true or false")
         return action.const if value else action.default
-    if isinstance(action, argparse._AppendAction):
+    if isinstance(action, argparse._AppendAction) or action.nargs in ("*", "+"):
         _check(_is_strings(value), path, where, "expected a list of strings")
-        return list(value)
-    if action.type is int:
-        _check(isinstance(value, int) and not isinstance(value, bool), path, where, "expected an integer")
-    elif isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)  # --full-every 7, --keep-local 3: the command checks them itself
-    _check(isinstance(value, str), path, where, "expected a string")
+        return [_typed(path, where, action, v) for v in value]
+    _check(isinstance(value, str) or _is_number(value), path, where,
+           "expected an integer" if action.type is int else "expected a string")
+    return _typed(path, where, action, str(value))  # --full-every 7: a number is its text, as on a command line
+
+
+def _typed(path: str, where: str, action: argparse.Action, text: str):
+    """`text` converted by the option's type and checked against its choices, as argparse would."""
+    value = text
+    if action.type is not None:
+        try:
+            value = action.type(text)
+        except (ValueError, TypeError, argparse.ArgumentTypeError, UserError):
+            what = getattr(action.type, "__name__", "value")
+            raise UserError(f"{path}: {where}: expected {'an integer' if action.type is int else 'a ' + what}, "
+                            f"not {text!r}") from None
     if action.choices is not None:
         _check(value in action.choices, path, where, f"expected one of {', '.join(map(str, action.choices))}")
     return value

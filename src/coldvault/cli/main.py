@@ -99,8 +99,8 @@ def _settings(args, settings: dict, config) -> None:
         args.repo = settings.get("repo")
     if args.endpoint_url is None and not os.environ.get(ENDPOINT_ENV):
         args.endpoint_url = settings.get("endpoint-url")
-    use_config_password(settings.get("password-file"), settings.get("password-command"),
-                               config.path if config else None)
+    args.config_password = (settings.get("password-file"), settings.get("password-command"),
+                            config.path if config else None)  # used by main(): parse changes no state
     for what in ("upload", "download"):
         option = f"--limit-{what}"
         value, origin = getattr(args, f"limit_{what}"), option
@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     _setup_logging(args)
     runtime.reuse_freed_buffers()  # every command moves ~1 MiB buffers: backup, restore, check, mount
+    use_config_password(*args.config_password)
     throttle.set_limits(args.limit_upload, args.limit_download)
     try:
         try:
