@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from cvtools import run, signature, vault_env
+from cvtools import run, signature
 from zfstools import put, sh, tree_contents, zpool  # noqa: F401  (zpool is a fixture)
 
 PASSWORD = "profile-password"

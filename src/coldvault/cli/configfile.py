@@ -64,7 +64,6 @@ class Profile:
     kind: str
     what: object  # paths (list), dataset (str) or command (list, may be empty)
     options: dict  # dest -> value, as the backup parser would have set it
-    given: dict  # dest -> the long option, for the options above
     settings: dict  # GLOBAL_KEYS set in the profile
     retention: dict  # rule -> count
     prune: bool
@@ -175,7 +174,7 @@ def _profile(path: str, name: str, table, kinds: dict[str, argparse.ArgumentPars
     _check(kind in KINDS, path, f"{here}.kind", f"expected one of {', '.join(KINDS)}")
     what_key = WHAT_KEYS[kind]
     options = _options(kinds[kind])
-    profile = Profile(name, kind, [] if kind == "stdin" else None, {}, {}, {}, {}, False)
+    profile = Profile(name, kind, [] if kind == "stdin" else None, {}, {}, {}, False)
     for key, value in table.items():
         where = f"{here}.{key}"
         if key == "kind":
@@ -193,7 +192,6 @@ def _profile(path: str, name: str, table, kinds: dict[str, argparse.ArgumentPars
         elif key in options:
             action = options[key]
             profile.options[action.dest] = _option_value(path, where, action, value)
-            profile.given[action.dest] = f"--{key}"
         else:
             raise UserError(f"{path}: {where}: unknown key for a {kind} profile")
     if kind != "stdin" and profile.what is None:
