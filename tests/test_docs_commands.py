@@ -73,6 +73,14 @@ RUN = {
     ("docs/cold-storage.md",
      "coldvault restore zfs tank/photos@2026-11-01 --into tank/photos-back --thaw --wait --tier Bulk --days 3"):
         "test_cold_storage_guide",
+    **{(doc, first): "test_profiles.py::test_config_md_and_the_profile_crontab_as_printed" for doc, first in (
+        ("docs/config.md", "# /etc/coldvault/config.toml"),
+        ("docs/config.md", "coldvault backup --profile photos               # the profile [profiles.photos] of the config file"),
+        ("docs/config.md", "coldvault: error: /etc/coldvault/config.toml: profiles.photos.exclude: expected a list of strings"),
+        ("docs/config.md", "coldvault backup dir /srv/photos --name photos --limit-upload 1024   # at most 1 MiB/s up"),
+        ("docs/commands.md",
+         "coldvault backup --profile photos                                    # [profiles.photos] of the config file"),
+        ("docs/cron.md", "# m h dom mon dow  command    (profiles from /etc/coldvault/config.toml)"))},
 }
 
 SKIP = {
@@ -461,16 +469,21 @@ def test_set_up_from_a_fresh_copy_and_the_crontab_as_cron_runs_it(zpool, tmp_pat
 # ---- command lines inside the prose --------------------------------------------------------------------
 
 
-def test_inline_command_lines_parse():
+def test_inline_command_lines_parse(tmp_path, monkeypatch):
     """Every `coldvault ...` written inline in the prose of the docs is a command line coldvault
     accepts (its real argument parser; what they do is shown by the blocks run above), or, when
-    it is only a command's name (`coldvault restore dir`), a command that exists."""
+    it is only a command's name (`coldvault restore dir`), a command that exists. The config
+    file is docs/config.md's example (`coldvault backup --profile photos`)."""
     import contextlib
     import io
     import re
 
     from coldvault.cli.main import build_parser, parse
     from doctools import FENCE, doc_files
+
+    (tmp_path / "coldvault").mkdir()
+    (tmp_path / "coldvault" / "config.toml").write_text(block("docs/config.md", "# /etc/coldvault/config.toml").text)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
 
     n = 0
     for rel in doc_files():

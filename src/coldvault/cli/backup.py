@@ -29,9 +29,15 @@ COMMAND_EXAMPLE = "coldvault backup stdin --name db.sql --command -- mysqldump -
 
 
 def register(sub, common) -> None:
-    p = sub.add_parser("backup", help="back up a directory, stdin or a ZFS dataset")
+    p = sub.add_parser("backup", help="back up a directory, stdin or a ZFS dataset",
+                       description="Back up a directory (dir), standard input (stdin) or a ZFS dataset (zfs); or "
+                                   "run a profile of the config file: coldvault backup --profile NAME [OPTIONS].")
+    p.add_argument("--profile", metavar="NAME",
+                   help="run the backup profile NAME of the config file (docs/config.md); options given too "
+                        "replace the profile's")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
     hooks = argparse.ArgumentParser(add_help=False)
+    hooks.add_argument("--profile", metavar="NAME", help="take this profile's settings from the config file")
     hooks.add_argument("--pre-hook", metavar="CMD", help="shell command to run first; if it fails, nothing is backed up")
     hooks.add_argument("--post-hook", metavar="CMD",
                        help="shell command to run afterwards, even after a failure (env COLDVAULT_STATUS, COLDVAULT_SNAPSHOT)")

@@ -41,7 +41,7 @@ def snapshot_filter(args):
 def repo_url(args) -> str:
     url = getattr(args, "repo", None) or os.environ.get("COLDVAULT_REPO")
     if not url:
-        raise UserError("no vault given", hint="pass --repo URL or set COLDVAULT_REPO")
+        raise UserError("no vault given", hint="pass --repo URL, set COLDVAULT_REPO or put repo in the config file")
     return url
 
 
@@ -49,33 +49,55 @@ def open_store_for(args):
     return open_store(repo_url(args), endpoint_url=getattr(args, "endpoint_url", None))
 
 
+# The config file's password-file and password-command (cli/configfile.py), used when no
+# COLDVAULT_PASSWORD* variable is set: (file, command, the config file's path) or None.
+_config_password: tuple[str | None, str | None, str] | None = None
+
+
+def use_config_password(file: str | None, command: str | None, origin: str | None) -> None:
+    global _config_password
+    _config_password = (os.path.expanduser(file) if file else None, command, origin) if (file or command) else None
+
+
+def _password_from_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            pw = f.read().rstrip(b"\r\n")
+    except OSError as exc:
+        raise UserError(f"cannot read password file {path}: {exc.strerror}") from None
+    if not pw:
+        raise BadPasswordError(f"password file {path} is empty")
+    return pw
+
+
+def _password_from_command(cmd: str) -> bytes:
+    r = subprocess.run(cmd, shell=True, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    if r.returncode != 0:
+        raise BadPasswordError(f"password command exited with status {r.returncode}")
+    pw = r.stdout.rstrip(b"\r\n")
+    if not pw:
+        raise BadPasswordError("password command printed nothing")
+    return pw
+
+
 def read_password(confirm: bool = False) -> bytes:
-    """From COLDVAULT_PASSWORD_FILE, COLDVAULT_PASSWORD_COMMAND, COLDVAULT_PASSWORD, or a prompt."""
+    """From COLDVAULT_PASSWORD_FILE, COLDVAULT_PASSWORD_COMMAND, COLDVAULT_PASSWORD, the config
+    file's password-file or password-command, or a prompt."""
     path = os.environ.get("COLDVAULT_PASSWORD_FILE")
     if path:
-        try:
-            with open(path, "rb") as f:
-                pw = f.read().rstrip(b"\r\n")
-        except OSError as exc:
-            raise UserError(f"cannot read password file {path}: {exc.strerror}") from None
-        if not pw:
-            raise BadPasswordError(f"password file {path} is empty")
-        return pw
+        return _password_from_file(path)
     cmd = os.environ.get("COLDVAULT_PASSWORD_COMMAND")
     if cmd:
-        r = subprocess.run(cmd, shell=True, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
-        if r.returncode != 0:
-            raise BadPasswordError(f"password command exited with status {r.returncode}")
-        pw = r.stdout.rstrip(b"\r\n")
-        if not pw:
-            raise BadPasswordError("password command printed nothing")
-        return pw
+        return _password_from_command(cmd)
     if os.environ.get("COLDVAULT_PASSWORD"):
         return os.environ["COLDVAULT_PASSWORD"].encode()
+    if _config_password is not None:
+        file, command, _ = _config_password
+        return _password_from_file(file) if file else _password_from_command(command)
     if not sys.stdin.isatty():
         raise BadPasswordError(
             "the vault needs a password and there is no terminal to ask for it",
-            hint="set COLDVAULT_PASSWORD_FILE or COLDVAULT_PASSWORD_COMMAND",
+            hint="set COLDVAULT_PASSWORD_FILE or COLDVAULT_PASSWORD_COMMAND, or password-file in the config file",
         )
     pw = getpass.getpass("vault password: ").encode()
     if confirm and getpass.getpass("again: ").encode() != pw:
@@ -90,12 +112,13 @@ PASSWORD_ENV = ("COLDVAULT_PASSWORD_FILE", "COLDVAULT_PASSWORD_COMMAND", "COLDVA
 
 def open_vault(args, load_index: bool = True) -> Vault:
     vault = Vault.open(open_store_for(args), read_password)
-    if not vault.config.encrypted and any(os.environ.get(v) for v in PASSWORD_ENV):
+    if not vault.config.encrypted and (any(os.environ.get(v) for v in PASSWORD_ENV) or _config_password):
         # The config is the one object nobody can authenticate: a swapped-in unencrypted
         # config must not make us write plaintext where the owner expects ciphertext.
         raise BadPasswordError(
             f"the vault at {repo_url(args)} is not encrypted, but a password is configured; refusing",
-            hint="if it really is an unencrypted vault, unset " + " and ".join(PASSWORD_ENV),
+            hint="if it really is an unencrypted vault, unset " + " and ".join(PASSWORD_ENV)
+                 + (f" and remove password-file/password-command from {_config_password[2]}" if _config_password else ""),
         )
     if load_index:
         vault.load_index()

@@ -4,18 +4,32 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from coldvault import __version__, runtime
-from coldvault.errors import ColdvaultError, ExitCode
+from coldvault.cli import configfile
+from coldvault.cli.common import use_config_password
+from coldvault.errors import ColdvaultError, ExitCode, UserError
+from coldvault.store import throttle
+from coldvault.store.url import ENDPOINT_ENV
 
 log = logging.getLogger("coldvault")
+
+LIMIT_ENV = {"upload": "COLDVAULT_LIMIT_UPLOAD", "download": "COLDVAULT_LIMIT_DOWNLOAD"}
 
 
 def _common(p: argparse.ArgumentParser, default) -> None:
     """Options every command takes, before or after the command name."""
     p.add_argument("--repo", "-r", default=default(None), help="vault URL: a path, file:///path or s3://bucket/prefix (env COLDVAULT_REPO)")
     p.add_argument("--endpoint-url", default=default(None), help="S3 endpoint (env COLDVAULT_S3_ENDPOINT)")
+    p.add_argument("--config", metavar="FILE", default=default(None),
+                   help="config file (default: ~/.config/coldvault/config.toml, else /etc/coldvault/config.toml; "
+                        "see docs/config.md)")
+    p.add_argument("--limit-upload", metavar="KiB/s", default=default(None),
+                   help=f"upload at most this many KiB per second, all stores together (env {LIMIT_ENV['upload']})")
+    p.add_argument("--limit-download", metavar="KiB/s", default=default(None),
+                   help=f"download at most this many KiB per second (env {LIMIT_ENV['download']})")
     p.add_argument("--verbose", "-v", action="count", default=default(0), help="more log output (-vv for debug)")
     p.add_argument("--quiet", "-q", action="store_true", default=default(False), help="only errors")
 
@@ -37,6 +51,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The command line, with what the config file sets (cli/configfile.py) where it is silent.
+
+    The file is read and checked first; `backup --profile NAME` gets its kind from the
+    profile before the parse, and the profile's keys after it."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    explicit = configfile.config_option(argv)
+    path = configfile.locate(explicit)
+    try:
+        config = configfile.load(path, configfile.backup_kinds(parser)) if path else None
+    except UserError:
+        if not _asks_for_help(argv):
+            raise
+        config = None  # --help and --version work with a broken file
+    argv = configfile.insert_kind(argv, config, explicit)
+    args = _parse_words(parser, argv)
+    if getattr(args, "profile", None):
+        configfile.apply_profile(args, config, configfile.backup_kinds(parser)[args.kind])
+        backup = args.func
+        args.func = lambda a: configfile.run_profile(a, parser, backup)
+    _settings(args, configfile.settings_for(args, config), config)
+    return args
+
+
+def _asks_for_help(argv: list[str]) -> bool:
+    words = argv[:argv.index("--")] if "--" in argv else argv
+    return any(w in ("-h", "--help", "--version") for w in words)
+
+
+def _parse_words(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """parse_args, except that a command's optional positional named by its `late_positional`
     default (ls's and restore dir's PATH) may also come after options: argparse fills an
     optional positional with the mandatory one before it, so `ls latest --source photos
@@ -48,6 +91,34 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
     if extras:
         parser.error(f"unrecognized arguments: {' '.join(extras)}")
     return args
+
+
+def _settings(args, settings: dict, config) -> None:
+    """The vault settings in force: the command line's, else the environment's, else the config file's."""
+    if args.repo is None and not os.environ.get("COLDVAULT_REPO"):
+        args.repo = settings.get("repo")
+    if args.endpoint_url is None and not os.environ.get(ENDPOINT_ENV):
+        args.endpoint_url = settings.get("endpoint-url")
+    args.config_password = (settings.get("password-file"), settings.get("password-command"),
+                            config.path if config else None)  # used by main(): parse changes no state
+    for what in ("upload", "download"):
+        option = f"--limit-{what}"
+        value, origin = getattr(args, f"limit_{what}"), option
+        if value is None and os.environ.get(LIMIT_ENV[what]):
+            value, origin = os.environ[LIMIT_ENV[what]], LIMIT_ENV[what]
+        if value is None and f"limit-{what}" in settings:
+            value = settings[f"limit-{what}"]  # checked when the file was read
+        setattr(args, f"limit_{what}", value if value is None else _kib_per_second(origin, value))
+
+
+def _kib_per_second(origin: str, value) -> float:
+    try:
+        kib = float(value)
+    except ValueError:
+        kib = -1.0
+    if not 0 < kib < float("inf"):
+        raise UserError(f"{origin} must be a positive number of KiB per second, not {value!r}")
+    return kib
 
 
 def _setup_logging(args) -> None:
@@ -77,12 +148,20 @@ def _leaf(exc: BaseException) -> BaseException:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parse(parser, argv)
+    try:
+        args = parse(parser, argv)
+    except ColdvaultError as exc:  # the config file, or a limit: before anything is done
+        print(f"coldvault: error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
     _setup_logging(args)
     runtime.reuse_freed_buffers()  # every command moves ~1 MiB buffers: backup, restore, check, mount
+    use_config_password(*args.config_password)
+    throttle.set_limits(args.limit_upload, args.limit_download)
     try:
         try:
             code = args.func(args)
+            for line in throttle.summary():
+                log.info("%s", line)
         except BaseExceptionGroup as group:
             leaf = _leaf(group)
             if isinstance(leaf, (ColdvaultError, KeyboardInterrupt)):

@@ -14,8 +14,10 @@ before the first retry, doubled for each further one. The local store's simulate
 `restore_delay` seconds, else COLDVAULT_LOCAL_RESTORE_DELAY, else 2 seconds.
 
 Every store is opened as the same stack (`stack`): the store itself, one
-concurrency limit sized by its ``capabilities().connections`` (store.limit), and
-the retry wrapper outermost (store.retry). `capabilities()` passes through both.
+concurrency limit sized by its ``capabilities().connections`` (store.limit), the
+process's bandwidth limits if any were set (store.throttle: `--limit-upload`,
+`--limit-download`), and the retry wrapper outermost (store.retry).
+`capabilities()` passes through all of them.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from coldvault.store.limit import LimitedStore
 from coldvault.store.local import LocalStore
 from coldvault.store.memory import MemoryStore
 from coldvault.store.retry import RetryingStore
+from coldvault.store.throttle import ThrottledStore, process_limits
 
 ENDPOINT_ENV = "COLDVAULT_S3_ENDPOINT"
 RESTORE_DELAY_ENV = "COLDVAULT_LOCAL_RESTORE_DELAY"
@@ -56,9 +59,11 @@ def open_store(url: str, *, endpoint_url: str | None = None, restore_delay: floa
 
 def stack(inner: Store, *, attempts: int | None = None, base_delay: float | None = None,
           sleep: Callable[[float], None] = time.sleep) -> RetryingStore:
-    """`inner` as every caller gets it: limited to its connections, then retried.
+    """`inner` as every caller gets it: limited to its connections, throttled to the process's
+    bandwidth limits (store.throttle.set_limits; none unless set), then retried.
 
-    The retry wrapper is outermost, so a call waiting out a backoff holds no connection;
+    The retry wrapper is outermost, so a call waiting out a backoff holds no connection; the
+    throttle is outside the connection limit, so a call waiting for bandwidth holds none either;
     `attempts` and `base_delay` default to COLDVAULT_RETRY_ATTEMPTS and COLDVAULT_RETRY_DELAY
     (`sleep` is the retry's, for tests).
     """
@@ -66,7 +71,10 @@ def stack(inner: Store, *, attempts: int | None = None, base_delay: float | None
         attempts = _retry_attempts()
     if base_delay is None:
         base_delay = seconds_from_env(RETRY_DELAY_ENV, DEFAULT_RETRY_DELAY)
-    limited = LimitedStore(inner, UNLIMITED_PREFIXES)
+    limited: Store = LimitedStore(inner, UNLIMITED_PREFIXES)
+    limits = process_limits()
+    if limits:
+        limited = ThrottledStore(limited, limits, UNLIMITED_PREFIXES)
     return RetryingStore(limited, attempts=attempts, base_delay=base_delay, sleep=sleep)
 
 
