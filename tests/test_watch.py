@@ -10,6 +10,7 @@ always killed in a `finally`. Nothing here asserts how long anything takes.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import time
@@ -18,6 +19,7 @@ import uuid
 import pytest
 
 from cvtools import COLDVAULT, diff_signatures, run, signature, vault_env
+from doctools import bin_dir, block, replace_all
 from faultproxy import FaultProxy
 
 DEADLINE = 180.0  # seconds: for a snapshot to appear (generous: a loaded machine)
@@ -26,11 +28,13 @@ DEADLINE = 180.0  # seconds: for a snapshot to appear (generous: a loaded machin
 class Watch:
     """`coldvault backup dir ARGS --watch --settle 1` running in the background."""
 
-    def __init__(self, tmp_path, env: dict, args: list[str], prefix: list[str] = (), name: str = "watch"):
+    def __init__(self, tmp_path, env: dict, args: list[str], prefix: list[str] = (), name: str = "watch",
+                 argv: list[str] | None = None):
+        """`argv`: run that instead (a documented command line)."""
         self.out_path = tmp_path / f"{name}-{uuid.uuid4().hex[:6]}.out"
         self.err_path = tmp_path / f"{name}-{uuid.uuid4().hex[:6]}.err"
         self.env = env
-        self.cmd = [*prefix, *COLDVAULT, "-v", "backup", "dir", *args, "--watch", "--settle", "1"]
+        self.cmd = argv or [*prefix, *COLDVAULT, "-v", "backup", "dir", *args, "--watch", "--settle", "1"]
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "Watch":
@@ -76,8 +80,13 @@ def snapshot_after(watch: Watch, env: dict, source: str, t_ns: int) -> dict:
     change made before then. The watch owes one: either the change came before a snapshot
     started (and that snapshot is stamped later), or it makes the next one."""
     found: list[dict] = []
+    seen = [-1]  # summary lines on the watch's stdout when the vault was last asked
 
     def ready() -> bool:
+        saved = watch.out.count("\nsnapshot ") + watch.out.startswith("snapshot ")
+        if saved == seen[0]:
+            return False  # no new snapshot line: no need to ask the vault (a process each time)
+        seen[0] = saved
         found[:] = [s for s in snapshots(env, source) if s["time_ns"] > t_ns]
         return bool(found)
 
@@ -331,3 +340,51 @@ def test_bad_watch_options_are_one_line(tmp_path, args, message):
     env = vault_env(str(tmp_path / "vault"))
     r = run(["backup", "dir", str(src), *args], env, check=False, timeout=60)
     assert r.code == 2 and r.err.startswith(f"coldvault: error: {message}"), r
+
+
+DOC_COMMAND = "coldvault backup dir /srv/photos --name photos --watch --settle 30 --exclude '*.tmp'"
+UNIT = "contrib/systemd/coldvault-watch@.service"
+UNIT_EXEC = "/usr/local/bin/coldvault backup dir $WATCH_PATHS --name %i --watch $WATCH_OPTIONS"
+
+
+def test_documented_watch_command_and_unit(tmp_path):
+    """docs/watch.md's command as printed (in /bin/sh, `coldvault` on PATH), and the
+    unit's ExecStart= as systemd runs it (no shell; %i the instance; an unbraced $VAR of
+    its environment file split at spaces): each takes its first snapshot at once and
+    stops on SIGTERM with exit 0."""
+    photos = tmp_path / "srv-photos"
+    make_tree(photos)
+    (photos / "draft.tmp").write_text("left out\n")
+    bindir = bin_dir(str(tmp_path / "bin"), "#!/bin/sh\nexit 1\n")
+    env = vault_env(str(tmp_path / "vault"))
+    env["PATH"] = bindir + ":" + os.environ["PATH"]
+    run(["init"], env)
+
+    (cmd,) = block("docs/watch.md", DOC_COMMAND).text.strip().splitlines()
+    script = replace_all(cmd, {"/srv/photos": str(photos)})
+    t0 = time.time_ns()
+    with Watch(tmp_path, env, [], argv=["/bin/sh", "-c", "exec " + script], name="doc") as w:
+        snap = snapshot_after(w, env, "photos", t0)
+        assert "draft.tmp" not in run(["ls", snap["id"], "--recursive"], env).out
+        code = w.stop()
+    assert_clean_stop(code, w, env)
+
+    with open(os.path.join(os.path.dirname(__file__), "..", UNIT)) as f:
+        unit = f.read()
+    assert f"ExecStart={UNIT_EXEC}\n" in unit and "RestartPreventExitStatus=2 11 12" in unit
+    example = dict(line[1:].strip().split("=", 1) for line in unit.splitlines() if line.startswith("#   WATCH_"))
+    assert sorted(example) == ["WATCH_OPTIONS", "WATCH_PATHS"]
+    unit_env = {**env, **{k: replace_all(v, {"/srv/photos": str(photos)}) for k, v in example.items()}}
+    argv = []
+    for word in shlex.split(block(UNIT, UNIT_EXEC).text):
+        if word.startswith("$"):
+            argv += unit_env[word[1:]].split()
+        else:
+            argv.append({"%i": "photos-live", "/usr/local/bin/coldvault": os.path.join(bindir, "coldvault")}.get(word, word))
+    t0 = time.time_ns()
+    with Watch(tmp_path, unit_env, [], argv=argv, name="unit") as w:
+        snap = snapshot_after(w, env, "photos-live", t0)
+        assert snap["tags"] == ["live"] and snap["paths"] == [str(photos)]
+        assert "draft.tmp" not in run(["ls", snap["id"], "--recursive"], env).out
+        code = w.stop()
+    assert_clean_stop(code, w, env)
