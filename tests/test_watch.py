@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import sqlite3
 import subprocess
+import threading
 import time
 import uuid
 
@@ -34,7 +36,8 @@ class Watch:
         self.out_path = tmp_path / f"{name}-{uuid.uuid4().hex[:6]}.out"
         self.err_path = tmp_path / f"{name}-{uuid.uuid4().hex[:6]}.err"
         self.env = env
-        self.cmd = argv or [*prefix, *COLDVAULT, "-v", "backup", "dir", *args, "--watch", "--settle", "1"]
+        self.cmd = argv or [*prefix, *COLDVAULT, "-v", "backup", "dir", *args, "--watch",
+                            *([] if "--settle" in args else ["--settle", "1"])]
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "Watch":
@@ -211,6 +214,81 @@ def test_changes_in_excluded_paths_make_no_snapshot(tmp_path):
         assert ".tmp" not in listing and "secret.txt" not in listing, listing
         code = w.stop()
     assert_clean_stop(code, w, env)
+
+
+def saved_lines(w: Watch) -> int:
+    return sum(1 for line in w.out.splitlines() if line.startswith("snapshot "))
+
+
+def test_a_tree_that_never_settles_gets_a_snapshot_every_max_delay(tmp_path):
+    """A file appended to every 0.2 s never leaves --settle 1 of quiet; --max-delay 2 still
+    makes snapshots while it goes on, each holding the file as it was."""
+    src = tmp_path / "src"
+    make_tree(src)
+    env = vault_env(str(tmp_path / "vault"))
+    run(["init"], env)
+    stop = threading.Event()
+
+    def writer():
+        n = 0
+        while not stop.is_set():
+            with open(src / "busy.log", "a") as f:
+                f.write(f"line {n}\n")
+            n += 1
+            time.sleep(0.2)
+
+    t0 = time.time_ns()
+    thread = threading.Thread(target=writer, daemon=True)
+    with Watch(tmp_path, env, [str(src), "--settle", "1", "--max-delay", "2"]) as w:
+        try:
+            snapshot_after(w, env, "src", t0)
+            thread.start()
+            w.wait_for("two snapshots while the writer runs", lambda: saved_lines(w) >= 3)
+            assert thread.is_alive()
+        finally:
+            stop.set()
+            if thread.ident:
+                thread.join()
+        code = w.stop()
+    assert_clean_stop(code, w, env)
+    sizes = [s["summary"]["bytes_total"] for s in snapshots(env, "src")]
+    assert len(sizes) >= 3 and sizes[1] < sizes[2], sizes
+
+
+def test_sqlite_consistent_copies_make_no_snapshot_loop(tmp_path):
+    """With --sqlite-consistent, the backup opens a live WAL database through SQLite, which
+    (run as root) chowns its -wal and -shm: that is no change. A commit is one."""
+    src = tmp_path / "src"
+    make_tree(src)
+    db = sqlite3.connect(src / "app.db")
+    try:
+        db.execute("pragma journal_mode=wal")
+        db.execute("create table notes(text)")
+        db.execute("insert into notes values ('first')")
+        db.commit()
+        env = vault_env(str(tmp_path / "vault"))
+        run(["init"], env)
+        t0 = time.time_ns()
+        with Watch(tmp_path, env, [str(src), "--sqlite-consistent"]) as w:
+            snapshot_after(w, env, "src", t0)
+            time.sleep(3)  # time for a wrong snapshot (settle is 1 s): there must be none
+            assert saved_lines(w) == 1, w.out
+            db.execute("insert into notes values ('second')")
+            db.commit()
+            done = time.time_ns()
+            snap = snapshot_after(w, env, "src", done)
+            time.sleep(3)
+            assert saved_lines(w) == 2, w.out
+            code = w.stop()
+        assert_clean_stop(code, w, env)
+    finally:
+        db.close()
+    run(["restore", "dir", snap["id"], "--target", str(tmp_path / "restored")], env)
+    copy = sqlite3.connect(tmp_path / "restored" / "app.db")
+    try:
+        assert [r[0] for r in copy.execute("select text from notes")] == ["first", "second"]
+    finally:
+        copy.close()
 
 
 def test_a_failing_pre_hook_is_retried_and_the_watch_goes_on(tmp_path):

@@ -108,48 +108,53 @@ def run(args, paths: list[str], excludes, once) -> int:
     if max_delay < settle:
         raise UserError(f"--max-delay ({max_delay:g} s) must not be shorter than --settle ({settle:g} s)")
     _refuse_prompt(args)
-    ignore = Ignore(paths, excludes or None, _vault_dir(args))
+    ignore = Ignore(paths, excludes or None, _vault_dir(args), sqlite_consistent=args.sqlite_consistent)
     single = argparse.Namespace(**{**vars(args), "watch": False, "settle": None, "max_delay": None})
-    state = {"busy": False, "failed": False, "signal": "SIGINT"}
+    state = {"busy": False, "failed": False, "stop": None}
+
+    def on_stop(signum, frame) -> None:
+        """SIGTERM always, SIGINT between snapshots: stop, as Ctrl-C stops a command."""
+        state["stop"] = signal.Signals(signum).name
+        handler = signal.getsignal(signal.SIGINT)
+        if state["busy"] and callable(handler) and handler is not on_stop:
+            # SIGTERM in a snapshot: through SIGINT's handler, which is trio's (it defers the
+            # interrupt to a safe point of the backup) while trio runs, Python's otherwise.
+            handler(signal.SIGINT, frame)
+            return
+        raise KeyboardInterrupt
 
     def snapshot() -> None:
         if state["failed"]:
             _remove_own_locks(single)
         state["busy"], state["failed"] = True, True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # so that trio protects what must not be cut
         try:
             once(single)  # prints the summary line (or the warnings of an incomplete snapshot)
         except BaseException as exc:
             state["busy"] = isinstance(leaf(exc), KeyboardInterrupt)  # stopped in the middle of it
             raise
+        finally:
+            signal.signal(signal.SIGINT, on_stop)
         state["busy"], state["failed"] = False, False
         sys.stdout.flush()  # one line per snapshot, now, also into a pipe or the journal
         gc.collect()
 
-    def on_term(signum, frame) -> None:
-        state["signal"] = "SIGTERM"
-        # As Ctrl-C: through SIGINT's handler, which is trio's (deferring the interrupt to a safe
-        # point) while a backup runs, and Python's (KeyboardInterrupt at once) otherwise.
-        handler = signal.getsignal(signal.SIGINT)
-        if not callable(handler):
-            raise KeyboardInterrupt
-        handler(signal.SIGINT, frame)
-
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGTERM, on_stop)
     try:
         with ChangeWatcher(paths, ignore) as watcher:
             log.info("watching %s: a snapshot %g s after the last change, at most %g s after the first",
                      ", ".join(paths), settle, max_delay)
-            run_continuously(watcher, snapshot, settle, max_delay)
+            run_continuously(watcher, snapshot, settle, max_delay, stopping=lambda: state["stop"] is not None)
     except BaseException as exc:
         if not isinstance(leaf(exc), KeyboardInterrupt):
             raise
         if state["busy"]:
             log.warning("stopped by %s in the middle of a snapshot: it was interrupted as Ctrl-C interrupts a "
-                        "backup; what it had not saved, the next start saves", state["signal"])
+                        "backup; what it had not saved, the next start saves", state["stop"] or "SIGINT")
         else:
-            log.info("stopped by %s", state["signal"])
+            log.info("stopped by %s", state["stop"] or "SIGINT")
         return 0
     finally:
         for s, handler in old.items():

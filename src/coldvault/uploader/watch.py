@@ -5,12 +5,13 @@
   taken at once: it is an ordinary backup against the source's previous snapshot, which
   reads only the files whose size, mtime, ctime or inode changed. So a restart, or a
   change made while nothing was watching, loses nothing and re-reads only what changed.
-- What counts as a change: a file or directory created, deleted, moved, written or
-  closed after writing, or its metadata changed (chmod, chown, touch). Opens, reads and
-  closes without writing (the backup's own reads) do not count, nor the "modified" that
+- What counts as a change: a file or directory created, deleted, moved or written, or
+  its metadata changed (chmod, chown, touch). Opens, reads and closes (the backup's own
+  reads) do not count, nor the "modified" that
   inotify reports for a directory whose entries changed (the entry has its own event),
   nor anything under an excluded path (--exclude patterns, --exclude-if-present,
-  --exclude-caches) or inside a local vault's own directory.
+  --exclude-caches), inside a local vault's own directory, or (--sqlite-consistent) to
+  a database's companion files that the snapshot leaves out (see `Ignore`).
 - When: once no change came for `settle` seconds, or `max_delay` seconds after the
   first change not in a snapshot yet, whichever comes first: a tree that never stops
   changing still gets a snapshot every `max_delay` seconds. The changes are taken as
@@ -40,23 +41,28 @@ import time
 from typing import Callable
 
 from watchdog.events import (DirAttribEvent, DirCreatedEvent, DirDeletedEvent, DirMovedEvent, FileAttribEvent,
-                             FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent,
-                             FileSystemEvent, FileSystemEventHandler)
+                             FileCreatedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent, FileSystemEvent,
+                             FileSystemEventHandler)
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.inotify import InotifyEmitter
 from watchdog.observers.inotify_c import InotifyFD
 
 from coldvault.errors import BadPasswordError, ColdvaultError, NoVaultError, UnsupportedFormatError, UserError
+from coldvault.uploader import sqlite
 from coldvault.uploader.excludes import CACHEDIR_SIGNATURE, CACHEDIR_TAG
 
 log = logging.getLogger(__name__)
 
 RETRY_MAX = 600.0  # seconds: the longest wait before trying a failed snapshot again
+STOP_POLL = 1.0  # seconds: how often an idle watch looks whether it was asked to stop
 FATAL = (BadPasswordError, NoVaultError, UnsupportedFormatError)  # need a person: no retry
 # The events that may change a snapshot (not opens, reads, closes without a write, nor a
 # directory's own "modified", which comes with its entry's own event).
+# A write is its "modified" (IN_MODIFY, truncation too): a close after writing (IN_CLOSE_WRITE)
+# adds nothing, and a file opened for writing but not written (SQLite's -shm, opened by a
+# --sqlite-consistent read) would count as a change.
 CHANGES = [FileCreatedEvent, DirCreatedEvent, FileDeletedEvent, DirDeletedEvent, FileMovedEvent, DirMovedEvent,
-           FileModifiedEvent, FileAttribEvent, DirAttribEvent, FileClosedEvent]
+           FileModifiedEvent, FileAttribEvent, DirAttribEvent]
 WATCHES_SYSCTL = "fs.inotify.max_user_watches"
 INSTANCES_SYSCTL = "fs.inotify.max_user_instances"
 
@@ -102,16 +108,24 @@ class _InotifyFD(InotifyFD):
 
 
 class Ignore:
-    """Which changed paths cannot change a snapshot: under an excluded path, or in the vault."""
+    """Which changes cannot change a snapshot: under an excluded path, in the vault, or (with
+    --sqlite-consistent) to a database's companion files that the snapshot leaves out: any
+    change of its -shm, and a metadata change of its -wal or -journal (SQLite run as root
+    chowns them when it opens the database, as the backup's own consistent copy does; a
+    write to the -wal is a change of the database and counts)."""
 
-    def __init__(self, roots: list[str], excludes=None, vault_dir: str | None = None):
+    def __init__(self, roots: list[str], excludes=None, vault_dir: str | None = None, sqlite_consistent: bool = False):
         self.roots = [os.fsencode(r.rstrip("/") or "/") for r in roots]
         self.excludes = excludes
         self.vault = os.fsencode(os.path.abspath(vault_dir)) if vault_dir else None
+        self.sqlite = sqlite_consistent
         self._patterns: dict[bytes, bool] = {}  # path -> an exclude pattern covers it (a pure function of the path)
 
-    def __call__(self, path: bytes) -> bool:
+    def __call__(self, path: bytes, attrib: bool = False) -> bool:
+        """`attrib`: the change is one of metadata only (chmod, chown, touch)."""
         if self.vault is not None and (path == self.vault or path.startswith(self.vault.rstrip(b"/") + b"/")):
+            return True
+        if self.sqlite and self._companion(path, attrib):
             return True
         ex = self.excludes
         if not ex:
@@ -123,6 +137,13 @@ class Ignore:
             return True
         if ex.markers or ex.caches:
             return self._marker_covers(path, root)
+        return False
+
+    @staticmethod
+    def _companion(path: bytes, attrib: bool) -> bool:
+        for suffix in sqlite.COMPANIONS:
+            if path.endswith(suffix) and (attrib or suffix == b"-shm"):
+                return os.path.exists(path[: -len(suffix)])
         return False
 
     def _pattern_covers(self, path: bytes, root: bytes) -> bool:
@@ -162,7 +183,7 @@ class ChangeWatcher(FileSystemEventHandler):
     """Watches directory trees; knows when the first and the last change not yet in a
     snapshot happened. `with ChangeWatcher(roots, ignore):` watches for the block."""
 
-    def __init__(self, roots: list[str], ignore: Callable[[bytes], bool] = lambda path: False):
+    def __init__(self, roots: list[str], ignore: Callable[[bytes, bool], bool] = lambda path, attrib: False):
         self.roots = roots
         self.ignore = ignore
         self.cond = threading.Condition()
@@ -177,7 +198,8 @@ class ChangeWatcher(FileSystemEventHandler):
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         paths = [event.src_path] + ([event.dest_path] if getattr(event, "dest_path", "") else [])
-        if all(self.ignore(os.fsencode(p)) for p in paths):
+        attrib = isinstance(event, (FileAttribEvent, DirAttribEvent))
+        if all(self.ignore(os.fsencode(p), attrib) for p in paths):
             return
         if isinstance(event, DirDeletedEvent) and os.fsdecode(event.src_path) in self.roots:
             self._fail(UserError(f"the watched directory {os.fsdecode(event.src_path)} was removed"))
@@ -187,11 +209,13 @@ class ChangeWatcher(FileSystemEventHandler):
     def changed(self) -> None:
         with self.cond:
             now = time.monotonic()
-            if self.first_change is None:
-                self.first_change = now
             self.last_change = now
             self.changes += 1
-            self.cond.notify_all()
+            if self.first_change is None:
+                self.first_change = now
+                # Only now: the waiter's due time can only move later with more changes, and it
+                # looks again when it wakes; a storm of events must not wake it for each one.
+                self.cond.notify_all()
 
     def _limit(self, path: bytes) -> None:
         self._fail(watch_limit_error(path))
@@ -282,16 +306,22 @@ def leaf(exc: BaseException) -> BaseException:
 
 
 def run_continuously(watcher: ChangeWatcher, snapshot: Callable[[], object], settle: float, max_delay: float,
-                     *, retry_max: float = RETRY_MAX) -> None:
+                     *, retry_max: float = RETRY_MAX, stopping: Callable[[], bool] = lambda: False) -> None:
     """Call `snapshot()` at once, and again whenever the watched trees have changed and
-    settled; retry one that fails with backoff. Runs until KeyboardInterrupt, a FatalError
-    of a snapshot, or an error of the watching itself."""
+    settled; retry one that fails with backoff. Runs until KeyboardInterrupt, a FATAL error
+    of a snapshot, or an error of the watching itself.
+
+    `stopping()` true also stops it (with KeyboardInterrupt), checked at least every
+    STOP_POLL seconds: the KeyboardInterrupt a signal handler raises is lost when it lands
+    in a finalizer (`__del__`: "Exception ignored in ..."), so the handler sets a flag too."""
     owed_at: float | None = time.monotonic()  # a snapshot is owed (the first one, or a retry) at this time
     delay = settle
     failures = 0
     while True:
         with watcher.cond:
             while True:
+                if stopping():
+                    raise KeyboardInterrupt
                 watcher.check()
                 due = watcher.due(settle, max_delay)
                 if owed_at is not None:
@@ -299,8 +329,8 @@ def run_continuously(watcher: ChangeWatcher, snapshot: Callable[[], object], set
                 now = time.monotonic()
                 if due is not None and now >= due:
                     break
-                # No timeout when nothing is due: a change, a failure or a signal wakes it.
-                watcher.cond.wait(None if due is None else due - now)
+                # A change or a failure wakes it at once; a stop within STOP_POLL seconds.
+                watcher.cond.wait(STOP_POLL if due is None else min(due - now, STOP_POLL))
         changes = watcher.take()
         log.debug("taking a snapshot: %d change(s)%s", changes, f", attempt {failures + 1}" if failures else "")
         try:
