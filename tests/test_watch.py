@@ -389,7 +389,8 @@ def test_too_many_directories_for_inotify_is_one_clear_line(tmp_path):
     with Watch(tmp_path, env, [str(big)], prefix=limit, name="big") as w:
         code = w.proc.wait(timeout=120)
     assert code == 2, w.err
-    assert "coldvault: error: too many directories to watch: inotify's limit fs.inotify.max_user_watches" in w.err
+    assert ("coldvault: error: too many directories to watch: inotify's limit fs.inotify.max_user_watches (now 4) "
+            f"was reached at {big}/d") in w.err, w.err
     assert "sysctl -w fs.inotify.max_user_watches=" in w.err and "Traceback" not in w.err, w.err
     assert snapshots(env, "big") == []
 

@@ -56,11 +56,11 @@ log = logging.getLogger(__name__)
 RETRY_MAX = 600.0  # seconds: the longest wait before trying a failed snapshot again
 STOP_POLL = 1.0  # seconds: how often an idle watch looks whether it was asked to stop
 FATAL = (BadPasswordError, NoVaultError, UnsupportedFormatError)  # need a person: no retry
-# The events that may change a snapshot (not opens, reads, closes without a write, nor a
-# directory's own "modified", which comes with its entry's own event).
-# A write is its "modified" (IN_MODIFY, truncation too): a close after writing (IN_CLOSE_WRITE)
-# adds nothing, and a file opened for writing but not written (SQLite's -shm, opened by a
-# --sqlite-consistent read) would count as a change.
+# The events that may change a snapshot. Not opens, reads and closes (the backup's own reads),
+# nor a directory's own "modified" (it comes with its entry's own event). A write is its
+# "modified" (IN_MODIFY, a truncation too); a close after writing (IN_CLOSE_WRITE) adds
+# nothing, and would count a file opened for writing but not written (SQLite's -shm, opened
+# by a --sqlite-consistent copy).
 CHANGES = [FileCreatedEvent, DirCreatedEvent, FileDeletedEvent, DirDeletedEvent, FileMovedEvent, DirMovedEvent,
            FileModifiedEvent, FileAttribEvent, DirAttribEvent]
 WATCHES_SYSCTL = "fs.inotify.max_user_watches"
@@ -68,8 +68,10 @@ INSTANCES_SYSCTL = "fs.inotify.max_user_instances"
 
 
 def watch_limit_error(path: bytes | str) -> UserError:
-    limit = _read_int("/proc/sys/fs/inotify/max_user_watches")
-    now = f" (now {limit})" if limit else ""
+    # The sysctl, and this user namespace's own limit (a container's may be lower).
+    limits = [n for n in (_read_int("/proc/sys/fs/inotify/max_user_watches"),
+                          _read_int("/proc/sys/user/max_inotify_watches")) if n]
+    now = f" (now {min(limits)})" if limits else ""
     return UserError(
         f"too many directories to watch: inotify's limit {WATCHES_SYSCTL}{now} was reached at {os.fsdecode(path)}",
         hint=f"raise it, e.g. sysctl -w {WATCHES_SYSCTL}=1048576 (and in /etc/sysctl.d/ to keep it), "
