@@ -81,6 +81,11 @@ RUN = {
         ("docs/commands.md",
          "coldvault backup --profile photos                                    # [profiles.photos] of the config file"),
         ("docs/cron.md", "# m h dom mon dow  command    (profiles from /etc/coldvault/config.toml)"))},
+    ("docs/watch.md", "coldvault backup dir /srv/photos --name photos --watch --settle 30 --exclude '*.tmp'"):
+        "test_watch.py::test_documented_watch_command_and_unit",
+    ("contrib/systemd/coldvault-watch@.service",
+     "/usr/local/bin/coldvault backup dir $WATCH_PATHS --name %i --watch $WATCH_OPTIONS"):
+        "test_watch.py::test_documented_watch_command_and_unit",
 }
 
 SKIP = {
@@ -92,6 +97,15 @@ SKIP = {
         "installs into the machine's systemd, which does not run here (no systemd as PID 1); "
         "the unit's ExecStart= lines are run by the crontab test",
     ("contrib/systemd/coldvault-backup.service", "systemctl daemon-reload && systemctl enable --now coldvault-backup.timer"):
+        "needs systemd as PID 1, which a test machine does not run",
+    ("docs/watch.md", "echo fs.inotify.max_user_watches=1048576 > /etc/sysctl.d/90-coldvault-watch.conf"):
+        "raises a kernel limit for the whole machine, which a test must not do; "
+        "test_watch.py::test_too_many_directories_for_inotify_is_one_clear_line lowers it in a user namespace instead",
+    ("contrib/systemd/coldvault-watch@.service", "cp coldvault-watch@.service /etc/systemd/system/"):
+        "installs into the machine's systemd, which does not run here (no systemd as PID 1); "
+        "the unit's ExecStart= line is run by test_watch.py::test_documented_watch_command_and_unit",
+    ("contrib/systemd/coldvault-watch@.service",
+     "systemctl daemon-reload && systemctl enable --now coldvault-watch@photos.service"):
         "needs systemd as PID 1, which a test machine does not run",
     ("docs/cold-storage.md", "pack                                     class        tier      requested            state"):
         "output of 'thaw --status' with restores requested on other days (an example, not a command)",

@@ -12,7 +12,7 @@ import sys
 
 import trio
 
-from coldvault.cli import progress
+from coldvault.cli import backup_watch, progress
 from coldvault.cli.common import open_vault, parse_time, print_json, size
 from coldvault.errors import ExitCode, UserError
 from coldvault.index.tree import name_problem
@@ -78,6 +78,7 @@ def register(sub, common) -> None:
     d.add_argument("--json", action="store_true", help="print the summary as JSON")
     d.add_argument("--sqlite-consistent", action="store_true",
                    help="copy SQLite databases through SQLite's online backup API (consistent while in use)")
+    backup_watch.add_options(d)
     d.set_defaults(func=run_dir)
     s = kinds.add_parser(
         "stdin", parents=[common], help="back up standard input, or a command's output, as one file",
@@ -254,6 +255,8 @@ def run_dir(args) -> int:
     tags = split_tags(args.tag)
     check_host(args.host)
     excludes = Excludes(args.exclude, args.iexclude, args.exclude_file, args.exclude_caches, args.exclude_if_present)
+    if backup_watch.wanted(args):
+        return backup_watch.run(args, paths, excludes, run_dir)
 
     def backup(vault):
         job = MultiDirBackup(vault, paths, source, when, _parent(vault, source), sqlite_consistent=args.sqlite_consistent,
