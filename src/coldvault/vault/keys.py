@@ -205,11 +205,11 @@ def _remove_config_key(vault) -> None:
     vault.config = back
 
 
-def change_password(vault, password: bytes) -> tuple[str, str]:
+def change_password(vault, password: bytes, hostname: str | None = None, user: str | None = None) -> tuple[str, str]:
     """`key passwd`: add a key for `password`, verified, then remove the key in use.
     Returns (new id, old id)."""
     old = next(e for e in list_keys(vault) if e.current)
-    new_id = add_key(vault, password)
+    new_id = add_key(vault, password, hostname, user)
     crash_point("key-verified")
     vault.key_id = new_id
     remove_key(vault, old, allow_current=True)
