@@ -328,3 +328,43 @@ def test_a_vault_made_before_key_objects_takes_new_passwords(tmp_path):
     assert not opens(env, "golden") and opens(env, "added") and opens(env, "changed")
     assert run(["ls", "latest"], {**env, "COLDVAULT_PASSWORD": "changed"}).out == before
     assert run(["check", "--read-data"], {**env, "COLDVAULT_PASSWORD": "added"}).code == OK
+
+
+# ---- the format of key objects and of a config without a key (docs/format.md 6.1, 6.3) ----------
+
+def test_key_object_round_trip_and_hostile_fields():
+    from coldvault.index import crypto, envelope
+    from coldvault.index import keys as keyfmt
+    from coldvault.index.crypto import MasterKeys, Sealer
+    from coldvault.index.errors import FormatError, UnknownVersionError
+
+    master, vid = MasterKeys.generate(), os.urandom(16)
+    key = crypto.wrap_keys(master, b"pw", vid)
+    rec = keyfmt.KeyRecord(key, 123, "host", "user")
+    data = keyfmt.encode(rec)
+    assert data[:4] == b"CV\x01\x00" and keyfmt.decode(data, "keys/x") == rec
+    assert crypto.unwrap_keys(keyfmt.decode(data, "keys/x").key, b"pw", vid, "keys/x") == master
+
+    def doc(**change):
+        d = {"version": 1, "features": [], "created": 1, "hostname": "h", "user": "u", "key": key, **change}
+        return envelope.seal(d, "key", Sealer(None), compress=False)
+
+    with pytest.raises(UnknownVersionError):
+        keyfmt.decode(doc(version=2), "keys/x")
+    with pytest.raises(UnknownVersionError):
+        keyfmt.decode(doc(features=["future"]), "keys/x")
+    for bad in ({"created": -1}, {"created": True}, {"hostname": 5}, {"user": "u" * 256}, {"key": None},
+                {"key": {**key, "n": 2**30}}, {"key": {**key, "kdf": "argon2"}}, {"key": {**key, "salt": "s"}}):
+        with pytest.raises(FormatError, match="^keys/x: "):
+            keyfmt.decode(doc(**bad), "keys/x")
+
+
+def test_config_without_a_key_needs_the_feature():
+    from coldvault.index.errors import FormatError
+
+    cfg = configfmt.VaultConfig(os.urandom(16), 1, True, None, b"settings")
+    with pytest.raises(FormatError, match="encrypted vault without a key"):
+        configfmt.decode(configfmt.encode(cfg))
+    cfg.features = ["keys"]
+    back = configfmt.decode(configfmt.encode(cfg))
+    assert back.key is None and back.features == ["keys"] and configfmt.unlock(back, b"pw") is None
