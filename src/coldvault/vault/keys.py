@@ -199,16 +199,25 @@ def _remove_config_key(vault) -> None:
     cfg = configfmt.without_key(vault.config)
     vault.store.put(CONFIG, configfmt.encode(cfg))
     crash_point("config-stored")
-    back = configfmt.decode(vault.store.get(CONFIG))
-    if back.key is not None or back.vault_id != cfg.vault_id:
-        raise DamagedError("the config did not read back as written", hint="run 'coldvault key list'")
+    try:
+        back = configfmt.decode(vault.store.get(CONFIG))
+    except (NotFoundError, FormatError) as exc:
+        back, why = None, str(exc)
+    else:
+        why = "it still holds a key, or another vault's id"
+    if back is None or back.key is not None or back.vault_id != cfg.vault_id:
+        raise DamagedError(f"the config of the vault at {vault.store.url} did not read back as written ({why})",
+                           hint="run 'coldvault key list' and 'coldvault check'")
     vault.config = back
 
 
 def change_password(vault, password: bytes, hostname: str | None = None, user: str | None = None) -> tuple[str, str]:
     """`key passwd`: add a key for `password`, verified, then remove the key in use.
     Returns (new id, old id)."""
-    old = next(e for e in list_keys(vault) if e.current)
+    old = next((e for e in list_keys(vault) if e.current), None)
+    if old is None:
+        raise UserError("the key in use is no longer in the vault (removed meanwhile); nothing was changed",
+                        hint="'coldvault key list' shows the keys left")
     new_id = add_key(vault, password, hostname, user)
     crash_point("key-verified")
     vault.key_id = new_id
