@@ -19,6 +19,7 @@ import sys
 import time
 
 import hashlib
+import json
 
 from cvtools import run
 from doctools import REPO_ROOT, DocShell, bin_dir, block, blocks, commands, replace_all
@@ -27,6 +28,7 @@ from test_stdin_command import MYSQLDUMP
 from zfstools import put, sh, tree_contents, zpool  # noqa: F401  (zpool is a fixture)
 
 PASSWORD = "test-password"
+KEYS_BLOCK = "coldvault key list                                     # * marks the key your password opened"
 
 RUN = {
     ("README.md", "make demo   # installs what is missing, backs up a sample tree to a local vault twice, restores it"):
@@ -64,6 +66,7 @@ RUN = {
         "coldvault stats",
         "coldvault unlock",
         "coldvault completion bash > /etc/bash_completion.d/coldvault")},
+    ("docs/commands.md", KEYS_BLOCK): "test_commands_guide_keys",
     ("docs/excludes.md",
      "coldvault backup dir /home /etc --name host-files --exclude '*.tmp' --exclude-caches --tag nightly"):
         "test_backup_options.py::test_excludes_md_commands_as_printed",
@@ -520,3 +523,29 @@ def test_inline_command_lines_parse(tmp_path, monkeypatch):
                         code = exc.code
             assert code == 0, f"{rel}: `{m.group(1)}`: {err.getvalue().strip()}"
     assert n >= 30
+
+
+def test_commands_guide_keys(tmp_path):
+    """docs/commands.md, the `key` block as printed: list, add, list --json, passwd, and the
+    remove (with the new password) of the key `add` made; its id stands for the printed one."""
+    repo = str(tmp_path / "vault")
+    env = base_env(tmp_path)
+    env.update(COLDVAULT_PASSWORD=PASSWORD, COLDVAULT_REPO=repo)
+    files = {"/root/laptop.pw": tmp_path / "laptop.pw", "/root/new.pw": tmp_path / "new.pw"}
+    files["/root/laptop.pw"].write_text("laptop password\n")
+    files["/root/new.pw"].write_text("new password\n")
+    shell = DocShell(env, {k: str(v) for k, v in files.items()}, str(tmp_path))
+    shell.run("coldvault init")
+    lines = commands(block("docs/commands.md", KEYS_BLOCK).text)
+    assert len(lines) == 5
+    for cmd in lines[:2]:
+        shell.run(cmd)
+    listed = json.loads(shell.run(lines[2]).stdout)
+    [laptop] = [k for k in listed if k["stored"] != "config"]
+    assert [k["current"] for k in listed] == [True, False]
+    shell.run(lines[3])
+    shell.run(lines[4], **{"3a012872": laptop["short_id"]})
+    left = run(["key", "list", "--json"], {**env, "COLDVAULT_PASSWORD": "new password"}).json()
+    assert [k["current"] for k in left] == [True] and left[0]["id"] != laptop["id"]
+    for old in (PASSWORD, "laptop password"):
+        assert run(["key", "list"], {**env, "COLDVAULT_PASSWORD": old}, check=False).code == 11

@@ -563,3 +563,74 @@ def test_hand_reader_after_a_killed_backup(tmp_path):
         f.write(b"half an index")
     lines = run_hand_reader(tmp_path, path, b"test-password")
     assert lines == ["2024-01-02T03:04:05Z tree src 1 files", "0o644 b'/kept.txt' 27 b'committed before the crash\\n'"]
+
+
+# ---- golden/keys/: vaults with several passwords (docs/format.md 6.3, 14) -------------------------
+
+with open(os.path.join(GOLDEN, "keys", "expected.json"), encoding="utf-8") as _f:
+    KEYS_EXPECTED = json.load(_f)
+
+
+@pytest.fixture(params=sorted(KEYS_EXPECTED))
+def golden_keys(request, tmp_path):
+    """(name, path of a private copy of golden/keys/<name>, its expected keys)."""
+    path = str(tmp_path / "vault")
+    shutil.copytree(os.path.join(GOLDEN, "keys", request.param), path)
+    return request.param, path, KEYS_EXPECTED[request.param]
+
+
+def test_keys_config_and_key_objects(golden_keys):
+    from coldvault.index import keys as keyfmt
+    from coldvault.index.ids import content_id
+
+    name, path, exp = golden_keys
+    with open(os.path.join(path, "config"), "rb") as f:
+        cfg = configfmt.decode(f.read())
+    base = EXPECTED["v2/encrypted"]
+    assert cfg.vault_id.hex() == base["vault_id"] and cfg.created == base["created"] and cfg.encrypted
+    if name == "added":  # the config keeps its key: an older coldvault opens it with "golden"
+        assert cfg.features == [] and keyfmt.config_key_id(cfg.key) == exp["passwords"]["golden"]
+    else:  # the config's key was removed: an older coldvault refuses the feature
+        assert cfg.features == ["keys"] and cfg.key is None
+    objects = sorted(os.listdir(os.path.join(path, "keys")))
+    assert objects == sorted(k["id"] for k in exp["keys"] if k["stored"] != "config")
+    for kid in objects:
+        with open(os.path.join(path, "keys", kid), "rb") as f:
+            raw = f.read()
+        assert raw[:4] == b"CV\x01\x00" and content_id(raw) == kid  # never compressed nor encrypted
+        rec = keyfmt.decode(raw, "keys/" + kid)
+        [want] = [k for k in exp["keys"] if k["id"] == kid]
+        assert (rec.created, rec.hostname, rec.user) == (want["created"], "golden-host", "golden-user")
+        k = rec.key
+        assert (k["kdf"], k["n"], k["r"], k["p"], len(k["salt"]), len(k["wrapped"])) == ("scrypt", 2**15, 8, 1, 32, 112)
+
+
+def test_keys_each_password_opens_and_reads_the_same_vault(golden_keys):
+    from coldvault.vault import keys
+
+    name, path, exp = golden_keys
+    base = EXPECTED["v2/encrypted"]
+    for password, kid in exp["passwords"].items():
+        vault = open_vault(path, {"password": password.encode()})
+        assert vault.key_id == kid
+        listed = [{"id": e.id, "stored": e.stored, "created": e.created, "hostname": e.hostname, "user": e.user}
+                  for e in keys.list_keys(vault)]
+        assert listed == exp["keys"]
+        assert [e.current for e in keys.list_keys(vault)] == [e["id"] == kid for e in exp["keys"]]
+        assert vault.settings.chunker_seed == base["chunker_seed"]
+        assert [r.id for r in vault.snapshots()] == base["snapshots"]
+        files = listing(vault, vault.snapshots()[1].tree)
+        check_content(read_file(vault, files[b"hello.txt"]), HELLO_2)
+        check_content(read_file(vault, files[b"docs/notes.md"]), NOTES_2)
+    for wrong in (b"golden" if name == "passwd" else b"golden-one", b"not golden"):
+        with pytest.raises(BadPasswordError):
+            Vault.open(LocalStore(path), lambda: wrong)
+
+
+def test_keys_hand_reader_in_format_md(golden_keys, tmp_path):
+    name, path, exp = golden_keys
+    for password in exp["passwords"]:
+        lines = run_hand_reader(tmp_path, path, password.encode())
+        assert lines[:2] == ["2024-01-02T03:04:05Z tree golden-src 6 files",
+                             "2024-01-03T03:04:05Z tree golden-src 6 files"]
+        assert "0o644 b'/hello.txt' 41 b'Hello again, coldvault! Second snapshot.'" in lines

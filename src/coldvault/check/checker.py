@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from coldvault.check import data, listing, snapshots
+from coldvault.check import data, keys, listing, snapshots
 from coldvault.check.report import CheckReport
 from coldvault.index.pack import object_name
 from coldvault.store.base import ObjectInfo
@@ -38,6 +38,8 @@ class Checker:
     def run(self) -> CheckReport:
         # The listing first: the index loader judges pending checkpoints by it. A pack
         # stored after it (a backup running beside the check) is asked for on its own.
+        self.phase = "reading key objects"
+        keys.check_keys(self)
         self.phase = "listing packs"
         listing.list_packs(self)
         self.phase = "reading the index"

@@ -4,6 +4,7 @@
       {"version": 1, "features": [], "vault_id": bin16, "created": int ns,
        "encryption": "chacha20-poly1305" | "none",
        "key": {"kdf": "scrypt", "n", "r", "p", "salt": bin32, "wrapped": bin} | nil,
+                            -- nil in an encrypted vault only with the feature "keys"
        "settings": bin,     -- an envelope(kind "settings"), sealed with the master keys
        "checksum": bin16}   -- XXH3-128 of the msgpack of every other key (absent in old configs)
 
@@ -18,6 +19,12 @@ password can change how the vault is written (a weaker chunker, a hot class).
 The checksum is read before the password is tried, so a damaged config (a
 flipped byte in the salt or the wrapped key) is reported as damage, not as a
 wrong password. It detects accidents only: anyone can recompute it.
+
+More passwords are key objects (`keys/<id>`, index/keys.py). The config's own
+`key` stays as long as its password does, so a coldvault that knows no key
+objects still opens the vault with it; once it is removed the config says
+`features: ["keys"]`, which such a coldvault refuses (exit 12) instead of
+calling every password wrong.
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from coldvault.index.crypto import MasterKeys, Sealer
 from coldvault.index.errors import FormatError
 
 ENCRYPTION = "chacha20-poly1305"
+FEATURE_KEYS = "keys"  # the config holds no key: every password is a key object (docs/format.md 6.1)
+KNOWN_FEATURES = frozenset({FEATURE_KEYS})
 COLD = {"GLACIER", "DEEP_ARCHIVE"}
 MiB = 1024 * 1024
 
@@ -129,7 +138,7 @@ def encode(cfg: VaultConfig) -> bytes:
 def decode(data: bytes) -> VaultConfig:
     d = envelope.open_(data, "config", Sealer(None), "config")
     # A newer version may define its checksum differently: the version is checked first.
-    limits.check_version(d, "config", FORMAT_VERSION)
+    limits.check_version(d, "config", FORMAT_VERSION, KNOWN_FEATURES)
     if CHECKSUM in d:  # configs written before it was added have none: nothing to check
         limits.expect(d[CHECKSUM] == checksum(d), "config",
                       "its checksum does not match its content (a changed byte; no password could open it)")
@@ -139,9 +148,11 @@ def decode(data: bytes) -> VaultConfig:
     limits.expect(isinstance(vid, bytes) and len(vid) == 16, "config", "bad vault id")
     limits.expect(isinstance(d.get("settings"), bytes), "config", "no settings")
     key = d.get("key")
-    limits.expect(enc == "none" or isinstance(key, dict), "config", "encrypted vault without a key")
+    features = list(d.get("features", []))
+    limits.expect(enc == "none" or isinstance(key, dict) or (key is None and FEATURE_KEYS in features),
+                  "config", "encrypted vault without a key")
     limits.expect(type(d.get("created", 0)) is int, "config", "bad creation time")
-    return VaultConfig(vid, d.get("created", 0), enc == ENCRYPTION, key, d["settings"], list(d.get("features", [])))
+    return VaultConfig(vid, d.get("created", 0), enc == ENCRYPTION, key, d["settings"], features)
 
 
 def seal_settings(settings: Settings, keys: MasterKeys | None) -> bytes:
@@ -155,5 +166,13 @@ def open_settings(cfg: VaultConfig, keys: MasterKeys | None) -> Settings:
 
 
 def unlock(cfg: VaultConfig, password: bytes) -> MasterKeys | None:
-    assert cfg.key is not None
+    """The master keys from the config's own key, or None: a wrong password, or no key there."""
+    if cfg.key is None:
+        return None
     return crypto.unwrap_keys(cfg.key, password, cfg.vault_id)
+
+
+def without_key(cfg: VaultConfig) -> VaultConfig:
+    """The config once its own key is removed: every password is then a key object."""
+    features = cfg.features + [FEATURE_KEYS] if FEATURE_KEYS not in cfg.features else list(cfg.features)
+    return VaultConfig(cfg.vault_id, cfg.created, cfg.encrypted, None, cfg.settings_blob, features)

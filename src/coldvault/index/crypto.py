@@ -74,7 +74,7 @@ def derive_kek(password: bytes, salt: bytes, params: dict) -> bytes:
 
 
 def wrap_keys(keys: MasterKeys, password: bytes, vault_id: bytes, params: dict | None = None) -> dict:
-    """The `key` map stored in the vault config."""
+    """A `key` map: of the vault config, or of a key object (index/keys.py)."""
     params = dict(params or DEFAULT_SCRYPT)
     salt = os.urandom(32)
     kek = derive_kek(password, salt, params)
@@ -84,24 +84,29 @@ def wrap_keys(keys: MasterKeys, password: bytes, vault_id: bytes, params: dict |
     return {"kdf": "scrypt", "n": params["n"], "r": params["r"], "p": params["p"], "salt": salt, "wrapped": wrapped}
 
 
-def unwrap_keys(key: dict, password: bytes, vault_id: bytes) -> MasterKeys | None:
-    """The master keys, or None if the password is wrong."""
-    limits.expect(isinstance(key, dict) and key.get("kdf") == "scrypt", "config", "unknown key derivation")
+def check_key_map(key, what: str = "config") -> None:
+    """The reader checks of a key map (docs/format.md 6.3), made before any password is
+    tried: the map is not authenticated, so the work it may demand is bounded."""
+    limits.expect(isinstance(key, dict) and key.get("kdf") == "scrypt", what, "unknown key derivation")
     n, r, p = key.get("n"), key.get("r"), key.get("p")
     ok = all(type(v) is int for v in (n, r, p)) and n >= 2 and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 16
-    limits.expect(ok, "config", "bad scrypt parameters")
-    # The config is read before anything is authenticated: bound the work it can demand.
-    limits.expect(128 * r * n <= MAX_SCRYPT_MEMORY and n * r * p <= 2**26, "config", "scrypt parameters too costly")
-    limits.expect(isinstance(key.get("salt"), bytes) and isinstance(key.get("wrapped"), bytes), "config", "bad key")
+    limits.expect(ok, what, "bad scrypt parameters")
+    limits.expect(128 * r * n <= MAX_SCRYPT_MEMORY and n * r * p <= 2**26, what, "scrypt parameters too costly")
+    limits.expect(isinstance(key.get("salt"), bytes) and isinstance(key.get("wrapped"), bytes), what, "bad key")
+
+
+def unwrap_keys(key: dict, password: bytes, vault_id: bytes, what: str = "config") -> MasterKeys | None:
+    """The master keys, or None if the password is wrong; `what` names the key map's object."""
+    check_key_map(key, what)
     kek = derive_kek(password, key["salt"], key)
     wrapped = key["wrapped"]
     try:
         payload = ChaCha20Poly1305(kek).decrypt(wrapped[:NONCE_LEN], wrapped[NONCE_LEN:], b"coldvault:key:" + vault_id)
     except (InvalidTag, ValueError):
         return None
-    d = limits.unpack(payload, "key")
-    limits.expect(isinstance(d, dict), "key", "not a map")
+    d = limits.unpack(payload, what)
+    limits.expect(isinstance(d, dict), what, "unwrapped key is not a map")
     enc, idk = d.get("enc_key"), d.get("id_key")
-    limits.expect(isinstance(enc, bytes) and len(enc) == KEY_LEN, "key", "bad enc_key")
-    limits.expect(isinstance(idk, bytes) and len(idk) == KEY_LEN, "key", "bad id_key")
+    limits.expect(isinstance(enc, bytes) and len(enc) == KEY_LEN, what, "bad enc_key")
+    limits.expect(isinstance(idk, bytes) and len(idk) == KEY_LEN, what, "bad id_key")
     return MasterKeys(enc, idk)

@@ -5,7 +5,7 @@
     body     := payload | nonce:12 || ChaCha20-Poly1305(payload), AAD = "coldvault:" || kind
     payload  := msgpack document, zstd-compressed if bit 0
 
-`kind` ("config", "settings", "index", "snapshot", "pack-header", "lock") is
+`kind` ("config", "key", "settings", "index", "snapshot", "pack-header", "lock") is
 bound into the AEAD, so an object of one kind cannot be passed off as another.
 """
 
@@ -52,7 +52,7 @@ def open_(data: bytes, kind: str, sealer: Sealer, what: str):
             raise FormatError(f"{what}: encrypted object, but the vault has no key")
         payload = sealer.open(body, b"coldvault:" + kind.encode(), what)
     else:
-        if sealer.encrypted and kind != "config":
+        if sealer.encrypted and kind not in ("config", "key"):  # read before the password
             raise FormatError(f"{what}: unencrypted object in an encrypted vault")
         payload = body
     if flags & COMPRESSED:

@@ -27,7 +27,7 @@ from coldvault.vault.vault import Vault
 from coldvault.zfs.chain import Stream
 
 KINDS = (("data/", "data packs"), ("trees/", "tree packs"), ("index/", "index"), ("snapshots/", "snapshots"),
-         ("locks/", "locks"), ("config", "config"))
+         ("locks/", "locks"), ("keys/", "keys"), ("config", "config"))
 
 
 @dataclass

@@ -29,12 +29,14 @@ from coldvault.errors import (
 )
 from coldvault.index import blob as blobfmt
 from coldvault.index import config as configfmt
+from coldvault.index import keys as keyfmt
 from coldvault.index import limits, packindex, snapshot, tree
 from coldvault.index.crypto import MasterKeys, Sealer
 from coldvault.index.errors import FormatError
 from coldvault.index.ids import BlobId, content_id, is_hex_id
 from coldvault.index.pack import FinishedPack, object_name
 from coldvault.store.base import ArchivedError, NotFoundError, ObjectInfo, RestoreInProgressError, Store
+from coldvault.vault import keys as vaultkeys
 from coldvault.vault.blobindex import BlobIndex, Location
 
 log = logging.getLogger(__name__)
@@ -100,10 +102,11 @@ def _max_index_entries() -> int:
 
 
 class Vault:
-    def __init__(self, store: Store, cfg: configfmt.VaultConfig, keys: MasterKeys | None):
+    def __init__(self, store: Store, cfg: configfmt.VaultConfig, keys: MasterKeys | None, key_id: str | None = None):
         self.store = store
         self.config = cfg
         self.keys = keys
+        self.key_id = key_id  # the key the password opened (vault/keys.py); None if unencrypted
         self.sealer = Sealer(keys)
         self.settings = configfmt.open_settings(cfg, keys)
         self.index = BlobIndex()
@@ -146,11 +149,12 @@ class Vault:
             settings_blob=configfmt.seal_settings(settings, keys),
         )
         store.put(CONFIG, configfmt.encode(cfg))
-        return cls(store, cfg, keys)
+        return cls(store, cfg, keys, keyfmt.config_key_id(key) if key else None)
 
     @classmethod
     def open(cls, store: Store, password: Callable[[], bytes] | None) -> "Vault":
-        """Read the config and unlock it; `password` is asked only if the vault is encrypted."""
+        """Read the config and unlock it; `password` is asked only if the vault is encrypted,
+        once, and tried on every key (vault/keys.py); `key_id` says which one opened it."""
         try:
             data = store.get(CONFIG)
         except NotFoundError:
@@ -161,17 +165,15 @@ class Vault:
             cfg = configfmt.decode(data)
         except FormatError as exc:
             raise _damaged_config(store, exc) from None
-        keys = None
+        keys = key_id = None
         if cfg.encrypted:
             if password is None:
                 raise BadPasswordError("the vault is encrypted and no password was given")
             try:
-                keys = configfmt.unlock(cfg, password())
+                keys, key_id = vaultkeys.unlock(store, cfg, password())
             except FormatError as exc:
                 raise _damaged_config(store, exc) from None
-            if keys is None:
-                raise BadPasswordError(f"wrong password for the vault at {store.url}")
-        return cls(store, cfg, keys)
+        return cls(store, cfg, keys, key_id)
 
     # ---- the index --------------------------------------------------------------
 
