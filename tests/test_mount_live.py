@@ -12,8 +12,10 @@ import uuid
 import pytest
 
 from cvtools import run, vault_env
+from doctools import DocShell, bin_dir, block, commands
 from faultproxy import FaultProxy
-from mounttools import mounted
+from mounttools import mounted, unmount
+from test_stdin_command import MYSQLDUMP
 
 T0, T1, T2 = "2024-04-30T03:00:00Z", "2024-05-01T03:00:00Z", "2024-05-03T03:00:00Z"
 
@@ -178,7 +180,7 @@ def test_refresh_0_is_a_fixed_view(vault, tmp_path):
         time.sleep(3)  # a negative check: nothing is looked for, so nothing shows
         assert sorted(os.listdir(f"{photos}/snapshots")) == [T0, T1]
         assert os.readlink(f"{photos}/latest") == f"snapshots/{T1}"
-        # It holds the read lock: prune waits for the unmount.
+        # It holds the read lock: prune refuses to run until the unmount.
         assert run(["prune"], env, check=False).code == 16
 
 
@@ -188,3 +190,65 @@ def test_refresh_must_be_a_number_of_seconds(vault, tmp_path):
     r = run(["mount", str(tmp_path / "mnt"), "--refresh", "-1", "--foreground"], env, check=False)
     assert r.code == 2 and r.err.startswith("coldvault: error: --refresh must be 0"), r.err
     assert not os.path.ismount(tmp_path / "mnt")
+
+
+def test_mount_md_as_printed(tmp_path):
+    """docs/mount.md's live-mount block, as printed: a background mount, a backup, `ls` (run
+    until the new snapshot is there), the unmount."""
+    src = tmp_path / "photos"
+    write(src / "a.jpg", os.urandom(100_000))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLDVAULT_")}
+    env.update(vault_env(str(tmp_path / "vault")), HOME=str(tmp_path / "home"),
+               PATH=f"{bin_dir(str(tmp_path / 'bin'), MYSQLDUMP)}:{os.environ['PATH']}")
+    run(["init"], env)
+    run(["backup", "dir", str(src), "--name", "photos", "--time", T0], env)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    shell = DocShell(env, {"/mnt/vault": str(mnt), "/srv/photos": str(src)}, str(tmp_path))
+    mount, backup, ls, umount = commands(block("docs/mount.md", DOC_BLOCK).text)
+    try:
+        assert "mounted at" in shell.run(mount).stdout
+        assert len(shell.run(ls).stdout.split()) == 1
+        shell.run(backup)
+        deadline = time.monotonic() + 120
+        while len(shell.run(ls).stdout.split()) < 2:
+            assert time.monotonic() < deadline, "the new snapshot did not show"
+            time.sleep(0.5)
+        shell.run(umount)
+        assert not os.path.ismount(mnt)
+    finally:
+        unmount(str(mnt))
+
+
+DOC_BLOCK = "coldvault mount /mnt/vault --refresh 10         # looks for new and forgotten snapshots every 10 s"
+
+
+def test_zfs_streams_show_as_they_are_backed_up(tmp_path):
+    """The zfs/ views follow too: a dataset's folder, its streams and chains appear as
+    `backup zfs` stores them."""
+    from zfstools import pool, sh
+
+    with pool(tmp_path) as (name, root):
+        ds = f"{name}/photos"
+        sh("zfs", "create", ds)
+        env = vault_env(str(tmp_path / "vault"))
+        run(["init"], env)
+        src = tmp_path / "docs"
+        write(src / "a.txt", b"a")
+        run(["backup", "dir", str(src), "--name", "docs", "--time", T0], env)
+        with mounted(env, tmp_path / "mnt", "--refresh", "1") as m:
+            assert os.listdir(m / "zfs") == []
+            write(os.path.join(root, "photos", "a.bin"), os.urandom(200_000))
+            sh("zfs", "snapshot", f"{ds}@a")
+            run(["backup", "zfs", f"{ds}@a"], env)
+            d = m / f"zfs/{name}/photos"
+            wait_for("the dataset shows", lambda: os.path.isdir(d), m)
+            assert sorted(os.listdir(d)) == ["@a.restore", "@a.zfs"]
+            assert read(f"{d}/@a.zfs") == sh("zfs", "send", f"{ds}@a")
+            write(os.path.join(root, "photos", "b.bin"), os.urandom(100_000))
+            sh("zfs", "snapshot", f"{ds}@b")
+            run(["backup", "zfs", f"{ds}@b"], env)
+            wait_for("the incremental stream shows", lambda: "@a..@b.zfs" in os.listdir(d), m)
+            assert sorted(os.listdir(d)) == ["@a..@b.zfs", "@a.restore", "@a.zfs", "@b.restore"]
+            assert sorted(os.listdir(f"{d}/@b.restore")) == ["0001-@a.zfs", "0002-@a..@b.zfs"]
+            assert read(f"{d}/@b.restore/0002-@a..@b.zfs") == sh("zfs", "send", "-i", f"{ds}@a", f"{ds}@b")

@@ -33,7 +33,7 @@ def register(sub, common) -> None:
     p.add_argument("--log", metavar="FILE", help="log file when in the background")
     p.add_argument("--refresh", metavar="SECONDS", type=float, default=30.0,
                    help="look for new and forgotten snapshots every SECONDS (default 30); 0: a fixed view "
-                        "that holds the vault's read lock, so prune and forget wait for the unmount")
+                        "that holds the vault's read lock (prune and forget exit 16 until it is unmounted)")
     p.set_defaults(func=run)
 
 
@@ -46,22 +46,21 @@ def run(args) -> int:
         raise UserError(f"--refresh must be 0 (off) or a number of seconds up to 86400, not {args.refresh:g}")
     size = parse_size(args.cache_size)
     vault = open_vault(args)
-    lock = None
-    if args.refresh == 0:
-        # A fixed view holds the read lock while mounted, so prune and forget delete nothing under
-        # it. Taken first: a vault held by prune gives exit 16 before anything is mounted. The
-        # lock's refresh thread starts in the process that serves (after the fork, if any).
-        # A live mount takes none: it follows what they delete (mount/live.py).
-        lock = read_lock(vault, f"mount {os.path.abspath(args.mountpoint)}")
-        lock.acquire(refresh=False)
+    # Taken first: a vault held by prune or forget gives exit 16 before anything is mounted.
+    # A fixed view (--refresh 0) keeps it while mounted, so prune and forget delete nothing
+    # under it; its refresh thread starts in the process that serves (after the fork, if any).
+    # A live mount lets it go once its tree is built: it follows what they delete (mount/live.py).
+    lock = read_lock(vault, f"mount {os.path.abspath(args.mountpoint)}")
+    lock.acquire(refresh=False)
     try:
         fs = build_fs(vault, cold_mode=args.cold, tier=args.restore_tier, days=args.restore_days,
                       cache_dir=args.cache_dir, cache_size=size)
-        mount(fs, args.mountpoint, foreground=args.foreground, allow_other=args.allow_other, log_file=args.log,
-              lock=lock, refresh=args.refresh)
-    finally:
-        if lock is not None:
+        if args.refresh > 0:
             lock.release()
-    if lock is not None and lock.lost is not None:
+        mount(fs, args.mountpoint, foreground=args.foreground, allow_other=args.allow_other, log_file=args.log,
+              lock=lock if args.refresh == 0 else None, refresh=args.refresh)
+    finally:
+        lock.release()
+    if lock.lost is not None:
         raise lock.lost  # unmounted because of it (said in the log too)
     return 0
