@@ -129,6 +129,67 @@ def test_new_and_forgotten_snapshots_show_without_remounting(vault, tmp_path):
         assert "only_t1.bin" in log and "Traceback" not in log, log
 
 
+async def test_the_tree_follows_the_vault_without_a_mount(vault, tmp_path):
+    """The same refresh in-process, on the virtual tree (no FUSE): what it tells the kernel to
+    forget, the holes that keep inode numbers, the index loaded again after a prune."""
+    from coldvault.mount.chunkcache import ChunkSource
+    from coldvault.mount.live import Refresher
+    from coldvault.mount.restore_manager import RestoreManager
+    from coldvault.mount.vfs import VirtualFS
+    from coldvault.store.local import LocalStore
+    from coldvault.vault.vault import Vault
+
+    env, src = vault
+    v = Vault.open(LocalStore(env["COLDVAULT_REPO"]), lambda: env["COLDVAULT_PASSWORD"].encode())
+    v.load_index()
+    fs = VirtualFS(v, ChunkSource(v, None), RestoreManager(v))
+    told = []
+
+    async def notify(entries, inodes):
+        told.append(entries)
+
+    refresher = Refresher(fs, 1, notify)
+
+    async def walk(path):
+        node = fs.root
+        for name in path.split("/"):
+            node = await fs.lookup(node.ino, name.encode())
+        return node
+
+    async def listing(path):
+        return [spec.name.decode() if spec is not None else None
+                for spec in (await fs.listdir((await walk(path)).ino))[1]]
+
+    assert await listing("files/photos/snapshots") == [T0, T1]
+    photos, snapshots = await walk("files/photos"), await walk("files/photos/snapshots")
+    t0 = (await walk(f"files/photos/snapshots/{T0}")).ino
+    await refresher.refresh()
+    assert told == []  # nothing changed: nothing read but two listings, nothing to tell
+
+    run(["backup", "dir", str(src), "--name", "photos", "--time", T2], env)
+    await refresher.refresh()
+    assert await listing("files/photos/snapshots") == [T0, T1, T2]
+    entries = told.pop()
+    assert (snapshots.ino, T2.encode()) in entries and (photos.ino, b"latest") in entries
+    assert (await walk(f"files/photos/snapshots/{T0}")).ino == t0
+    assert await fs.readlink((await walk("files/photos/latest")).ino) == f"snapshots/{T2}".encode()
+
+    run(["forget", snapshot_id(env, "photos", T1)], env)
+    run(["prune"], env)
+    generation = refresher.generation
+    await refresher.refresh()
+    assert await listing("files/photos/snapshots") == [T0, None, T2]  # T1's index stays taken
+    assert (snapshots.ino, T1.encode()) in told.pop()
+    assert refresher.generation > generation  # prune rewrote the index: loaded again
+    assert (await walk(f"files/photos/snapshots/{T0}")).ino == t0
+    node = await walk(f"files/photos/snapshots/{T2}/keep.jpg")
+    fh = await fs.open(node.ino)
+    try:
+        assert bytes(await fs.read(fh, 0, 1 << 20)) == read(src / "keep.jpg")
+    finally:
+        fs.release(fh)
+
+
 def test_a_backup_made_again_after_a_prune_reads_from_its_new_pack(vault, tmp_path):
     """prune deletes a pack; a later backup stores the same data again, in a new pack: the
     mount's index must point at the new one (the old entry named the deleted pack)."""
