@@ -67,6 +67,8 @@ RUN = {
         "coldvault unlock",
         "coldvault completion bash > /etc/bash_completion.d/coldvault")},
     ("docs/commands.md", KEYS_BLOCK): "test_commands_guide_keys",
+    ("docs/mount.md", "coldvault mount /mnt/vault --refresh 10         # looks for new and forgotten snapshots every 10 s"):
+        "test_mount_live.py::test_mount_md_as_printed",
     ("docs/excludes.md",
      "coldvault backup dir /home /etc --name host-files --exclude '*.tmp' --exclude-caches --tag nightly"):
         "test_backup_options.py::test_excludes_md_commands_as_printed",
@@ -92,6 +94,8 @@ RUN = {
 }
 
 SKIP = {
+    ("docs/mount.md", "files/<source>/snapshots/<YYYY-MM-DDTHH:MM:SSZ>/...   every snapshot, whole"):
+        "the mount's layout, not a command",
     ("README.md", "src/coldvault/   each layer imports only those above it in this list (tests/test_layers.py)"):
         "the source layout, not a command",
     ("docs/cron.md", "#!/bin/sh"):

@@ -120,7 +120,7 @@ def forget_and_prune_work(env) -> None:
 def test_prune_and_forget_refused_while_a_mount_runs(tmp_path):
     repo, env, src = sample_vault(tmp_path)
     mnt = tmp_path / "mnt"
-    with mounted(env, mnt) as m:
+    with mounted(env, mnt, "--refresh", "0") as m:  # a fixed view; a live mount takes no lock
         with open(m / "files/src/latest/photo.jpg", "rb") as f:
             assert f.read() == (src / "photo.jpg").read_bytes()
         sid = run(["snapshots", "--json"], env).json()[0]["id"]
@@ -150,7 +150,7 @@ def test_background_mount_lock_names_the_daemon_and_goes_with_it(tmp_path):
     os.makedirs(mnt)
     daemon = None
     try:
-        r = run(["mount", mnt, "--log", str(tmp_path / "mount.log")], env)
+        r = run(["mount", mnt, "--refresh", "0", "--log", str(tmp_path / "mount.log")], env)
         assert f"mounted at {mnt}" in r.out
         assert os.path.ismount(mnt)
         r = run(["prune"], env, check=False)
@@ -174,7 +174,7 @@ def test_background_mount_lock_names_the_daemon_and_goes_with_it(tmp_path):
 def test_mount_unmounts_itself_when_its_lock_is_taken_over(tmp_path):
     repo, env, src = sample_vault(tmp_path)
     env = {**env, "COLDVAULT_LOCK_REFRESH": "0.1"}
-    with mounted(env, tmp_path / "mnt") as m:
+    with mounted(env, tmp_path / "mnt", "--refresh", "0") as m:
         (name,) = lock_names(repo)
         os.unlink(os.path.join(repo, "locks", name))  # what a takeover of a "stale" lock does
         wait_until("the mount ends", lambda: m.proc.poll() is not None)
@@ -189,7 +189,7 @@ def test_mount_unmounts_itself_before_its_unrefreshable_lock_turns_stale(tmp_pat
     repo, env, src = sample_vault(tmp_path)
     env = {**env, "COLDVAULT_LOCK_REFRESH": "0.1", "COLDVAULT_LOCK_STALE": "2"}
     locks = os.path.join(repo, "locks")
-    with mounted(env, tmp_path / "mnt") as m:
+    with mounted(env, tmp_path / "mnt", "--refresh", "0") as m:
         (name,) = lock_names(repo)
         # The store stops taking the lock's writes (and reads): a file where locks/ was.
         os.rename(locks, locks + ".away")

@@ -11,5 +11,6 @@ virtual tree that holds the logic and is tested without mounting (tests/test_vfs
   and the cold policy; `errors`: the typed errors `fuse_ops` maps to errno.
 - `chunkcache`: where chunk bytes come from (memory, a private on-disk cache, a
   ranged GET); `restore_manager`: the async face of `vault.thaw` for reads that meet
-  cold data; `views`: the per-day change sets; `runner`: mounting, daemon, lock.
+  cold data; `views`: the per-day change sets; `runner`: mounting, daemon, lock;
+  `live`: a live mount's refresh (new and forgotten snapshots, the index after a prune).
 """

@@ -160,6 +160,9 @@ class ChunkSource:
         self.limiter = thread_limiter(vault.store)
         self._pending: dict[bytes, _Pending] = {}
         self._cache_pack = functools.lru_cache(maxsize=65536)(cache_pack)  # asked once per pack
+        # A live mount's index follower (live.Refresher), None in a static mount: a fetch that
+        # fails on damage (its pack gone with a prune, say) is tried again if the index changed.
+        self.index_sync = None
 
     def cached(self, bid: BlobId) -> bytes | None:
         return self.memory.get(bid)
@@ -176,7 +179,7 @@ class ChunkSource:
             return p.value
         p = self._pending[bid] = _Pending()
         try:
-            p.value = await trio.to_thread.run_sync(self._fetch, bid, limiter=self.limiter)
+            p.value = await self._fetch_following(bid)
             self.memory.put(bid, p.value)
             return p.value
         except BaseException as exc:
@@ -185,6 +188,18 @@ class ChunkSource:
         finally:
             del self._pending[bid]
             p.event.set()
+
+    async def _fetch_following(self, bid: BlobId) -> bytes:
+        """Fetch in a worker thread; once more if it failed on damage and a live mount's
+        index changed meanwhile (the chunk may be in another pack now)."""
+        sync = self.index_sync
+        since = sync.generation if sync is not None else 0
+        try:
+            return await trio.to_thread.run_sync(self._fetch, bid, limiter=self.limiter)
+        except DamagedError:
+            if sync is None or not await sync.changed_since(since):
+                raise
+        return await trio.to_thread.run_sync(self._fetch, bid, limiter=self.limiter)
 
     def _fetch(self, bid: BlobId) -> bytes:
         loc = self.vault.locate(bid, "chunk")

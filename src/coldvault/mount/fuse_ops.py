@@ -3,7 +3,9 @@
 Handlers raise only FUSEError; ERRNO is the one table that picks the errno for an
 error of the virtual tree (anything else is a bug: logged with its traceback, EIO).
 Contents are immutable, so entries and attributes may be cached by the kernel for
-long, and open files keep the page cache across opens.
+long, and open files keep the page cache across opens. What a live mount changes
+(snapshots that came or went) the kernel is told to forget by `invalidate`, outside
+the request handlers.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 from typing import Callable
 
 import pyfuse3
+import trio
 
 from coldvault.index import tree
 from coldvault.mount import errors
@@ -25,7 +28,7 @@ from coldvault.mount.vfs import VirtualFS
 
 log = logging.getLogger(__name__)
 
-TIMEOUT = 24 * 3600.0  # the tree never changes while mounted
+TIMEOUT = 24 * 3600.0  # contents never change; a live mount's new listings are pushed (`invalidate`)
 
 ERRNO: dict[type[Exception], int] = {
     errors.NoEntryError: errno.ENOENT,
@@ -64,6 +67,30 @@ def _errors(fn):
             raise pyfuse3.FUSEError(err) from None
 
     return wrapper
+
+
+def _invalidate(entries: list[tuple[int, bytes]], inodes: list[int]) -> None:
+    for parent, name in entries:
+        try:
+            pyfuse3.invalidate_entry(parent, name)
+        except OSError as exc:  # ENOENT: the kernel does not know it; nothing to forget
+            if exc.errno != errno.ENOENT:
+                log.debug("invalidating entry %s of inode %d: %s", name, parent, exc)
+    for ino in inodes:
+        try:
+            pyfuse3.invalidate_inode(ino, attr_only=True)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                log.debug("invalidating attributes of inode %d: %s", ino, exc)
+
+
+async def invalidate(entries: list[tuple[int, bytes]], inodes: list[int]) -> None:
+    """Make the kernel forget directory entries (parent inode, name) and the attributes of
+    inodes, so that a listing or a stat asks again. Called outside every request handler, in a
+    worker thread: the kernel holds each notice until the requests on that directory are
+    answered, and those are answered by the event loop meanwhile (pyfuse3.invalidate_entry)."""
+    if entries or inodes:
+        await trio.to_thread.run_sync(_invalidate, entries, inodes, abandon_on_cancel=True)  # at unmount
 
 
 class FuseOps(pyfuse3.Operations):
@@ -125,6 +152,8 @@ class FuseOps(pyfuse3.Operations):
         replied = 0
         for i in range(start_id, len(entries)):
             spec = entries[i]
+            if spec is None:
+                continue  # an entry that went (a live mount): its index stays taken
             info = spec if type(spec) is Entry else spec.make().info  # no node per tree entry
             if not pyfuse3.readdir_reply(token, spec.name, attributes(child_ino(record, i), info), i + 1):
                 break

@@ -5,7 +5,8 @@ directory's path in the mount) and its position in the directory's listing:
 
     ino = dir_no << IDX_BITS | (index + 1)
 
-Listings are sorted and immutable, and the hash is of the path, so a name has the
+Listings keep each entry at its index (immutable, or with holes where a live mount's
+entries went: vfs.py), and the hash is of the path, so a name has the
 same number on every lookup, after the kernel forgets it, and in the next mount
 (a clash of two directories' hashes probes on: the second one's numbers then depend
 on the order they were met in, as with any probing).
@@ -54,6 +55,10 @@ class InodeTable:
     def __len__(self) -> int:
         """Directories with a record."""
         return len(self._by_ino)
+
+    def records(self) -> list[DirRecord]:
+        """Every record now (a copy: safe to use while records come and go)."""
+        return list(self._by_ino.values())
 
     def _add(self, node, ino: int, key: bytes, parent: DirRecord | None) -> DirRecord:
         dir_no = (xxhash.xxh3_64_intdigest(key) >> (IDX_BITS + 1)) or 1

@@ -11,7 +11,9 @@
 The mount builds its tree from `Layout.children`; `Layout.parse` turns a path in a
 mount back into what it names (thaw's targets), walking the same children. Below a
 snapshot or a day of changes the names are those of the stored trees: a place there
-keeps the rest of the path for the caller to resolve. Pure logic: no I/O, no FUSE.
+keeps the rest of the path for the caller to resolve. `identity` tells whether a place
+at a path still shows the same thing in the layout of a later list of records (the
+live mount keeps its inode number then). Pure logic: no I/O, no FUSE.
 """
 
 from __future__ import annotations
@@ -139,6 +141,9 @@ class InChanges(Place):
     view: SourceView = field(compare=False)
     day: str
     path: tuple[str, ...] = ()
+    # Ids of the day's snapshots and of the one before them (what the folder is made of);
+    # set by Layout.children, for `identity`.
+    snapshot_ids: tuple = field(default=(), compare=False)
 
     def pairs(self) -> list[tuple[bytes | None, bytes | None]]:
         """Root tree ids (in each snapshot of the day, in the snapshot before it)."""
@@ -214,7 +219,11 @@ class Layout:
                 return [(n, InSnapshot(v, r)) for n, r in v.named()]
             if place.name == DATES:
                 return [(d, InSnapshot(v, rs[-1])) for d, rs in v.days().items()]
-            return [(d, InChanges(v, d)) for d in v.days()]
+            out, before = [], None
+            for d, rs in v.days().items():
+                out.append((d, InChanges(v, d, snapshot_ids=(before, *(r.id for r in rs)))))
+                before = rs[-1].id
+            return out
         if isinstance(place, DatasetDir):
             return self._dataset_children(place.dataset)
         if isinstance(place, ChainDir):
@@ -264,10 +273,28 @@ class Layout:
         return place
 
 
+def identity(place: Place) -> tuple:
+    """What a place shows beyond its path. In the layouts of two lists of records, a path
+    whose places have the same identity shows the same thing: the same snapshot, the same
+    day's snapshots, the same link target, the same stream or chain. The containers (the
+    mount, files/, zfs/, a source, its listings, a dataset) are one thing whatever they hold."""
+    if isinstance(place, InSnapshot):
+        return ("snapshot", place.rec.id)
+    if isinstance(place, InChanges):
+        return ("changes", place.snapshot_ids)
+    if isinstance(place, Latest):
+        return ("latest", place.target)
+    if isinstance(place, StreamFile):
+        return ("stream", place.stream.rec.id)
+    if isinstance(place, ChainDir):
+        return ("chain", tuple(s.rec.id for s in place.chain))
+    return (type(place).__name__,)
+
+
 def _with_path(place, path: tuple[str, ...]) -> Place:
     if isinstance(place, InSnapshot):
         return InSnapshot(place.view, place.rec, path)
-    return InChanges(place.view, place.day, path)
+    return InChanges(place.view, place.day, path, place.snapshot_ids)
 
 
 def _missing(place: Place, name: str, where: str) -> str:

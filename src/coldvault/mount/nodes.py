@@ -113,8 +113,9 @@ class StreamNode(FileNode):
 
 class DirNode(Node):
     """A directory. Its listing is a sequence of specs in a fixed order, each a tree entry
-    or a `Made` (both have `.name`; `make_node` turns one into a node); a spec's index
-    in it is part of the child's inode number (inodes.py)."""
+    or a `Made` (both have `.name`; `make_node` turns one into a node), or None where an
+    entry of a layout directory went (LayoutDir); a spec's index in it is part of the
+    child's inode number (inodes.py)."""
 
     __slots__ = ()
 
@@ -142,10 +143,13 @@ class KeptDir(DirNode):
 
     async def items(self, fs):
         if self._items is None:
-            items = await self._list(fs)
-            self._index = {spec.name: i for i, spec in enumerate(items)}
-            self._items = items
+            self.set_items(await self._list(fs))
         return self._items
+
+    def set_items(self, items: list) -> None:
+        """Keep `items` (holes allowed: None) as the listing, replacing the one kept."""
+        self._index = {spec.name: i for i, spec in enumerate(items) if spec is not None}
+        self._items = items
 
     async def find(self, fs, name):
         items = await self.items(fs)
@@ -153,18 +157,26 @@ class KeptDir(DirNode):
         return None if i is None else (i, items[i])
 
 
-class StaticDir(KeptDir):
-    """A directory of the layout (files/, a source, zfs/...)."""
+class LayoutDir(KeptDir):
+    """A directory of the layout (the mount, files/, a source and its listings, zfs/, a
+    dataset, a chain). Its listing follows the layout (VirtualFS.layout_items): a live
+    mount lists it again when snapshots come or go (VirtualFS.apply_layout). An entry that
+    went leaves a hole (None) where it was, so every entry keeps its index, and with it
+    its inode number, for the life of the mount."""
 
-    __slots__ = ("_make",)
+    __slots__ = ("place",)
 
-    def __init__(self, make_items, attr: Attr):
-        """`make_items()` gives the listing (of `Made`), once, when it is first needed."""
+    def __init__(self, place, attr: Attr):
         super().__init__(attr)
-        self._make = make_items
+        self.place = place
 
     async def _list(self, fs):
-        return self._make()
+        return fs.layout_items(self.key, self.place)
+
+    @property
+    def listed(self) -> list | None:
+        """The listing kept now (None: not listed yet)."""
+        return self._items
 
 
 def make_node(spec) -> Node:

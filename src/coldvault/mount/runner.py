@@ -6,9 +6,11 @@ does it fork into the background, where trio serves requests. The command
 waits until the daemon has taken over the vault's read lock (it names the
 daemon's pid from then on) and exits with the daemon's verdict.
 
-The read lock is refreshed by a thread of the serving process; when it is
-lost (taken over, or not refreshable for half the stale time) the mount
-unmounts itself with a log line.
+A live mount (`refresh` seconds > 0) follows the vault (live.py) and holds no
+lock: prune and forget run while it is up, and what they remove disappears from
+it. A static mount (`refresh` 0) holds the vault's read lock instead, which a
+thread of the serving process refreshes; when it is lost (taken over, or not
+refreshable for half the stale time) the mount unmounts itself with a log line.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import trio
 from coldvault import privatefiles, runtime
 from coldvault.errors import ColdvaultError, ExitCode, UserError
 from coldvault.mount.chunkcache import ChunkSource, DiskCache
+from coldvault.mount import fuse_ops
 from coldvault.mount.fuse_ops import FuseOps
+from coldvault.mount.live import Refresher
 from coldvault.mount.restore_manager import RestoreManager
 from coldvault.mount.vfs import VirtualFS
 from coldvault.vault import thaw
@@ -135,9 +139,11 @@ def _unmount_for(error: LockLostError) -> None:
     pyfuse3.terminate()
 
 
-async def _serve(fs: VirtualFS, lock: VaultLock | None = None) -> None:
+async def _serve(fs: VirtualFS, lock: VaultLock | None = None, refresh: float = 0) -> None:
     async with trio.open_nursery() as nursery:
         fs.nursery = nursery
+        if refresh > 0:
+            nursery.start_soon(Refresher(fs, refresh, fuse_ops.invalidate).run)
         if lock is not None:
             token = trio.lowlevel.current_trio_token()
 
@@ -162,9 +168,11 @@ async def _serve(fs: VirtualFS, lock: VaultLock | None = None) -> None:
 
 
 def mount(fs: VirtualFS, mountpoint: str, *, foreground: bool, allow_other: bool = False,
-          log_file: str | None = None, fsname: str = "coldvault", lock: VaultLock | None = None) -> None:
+          log_file: str | None = None, fsname: str = "coldvault", lock: VaultLock | None = None,
+          refresh: float = 0) -> None:
     """Mount and serve until unmounted. `lock` (acquired, not yet refreshed) is refreshed while
-    serving; if it is lost the mount ends, and `lock.lost` says why."""
+    serving; if it is lost the mount ends, and `lock.lost` says why. `refresh` > 0: the mount
+    follows the vault, looking for new and forgotten snapshots every `refresh` seconds."""
     mountpoint = os.path.abspath(mountpoint)
     if not os.path.isdir(mountpoint):
         raise UserError(f"mount point {mountpoint} is not a directory")
@@ -197,6 +205,6 @@ def mount(fs: VirtualFS, mountpoint: str, *, foreground: bool, allow_other: bool
                 _report(ready, ExitCode.ERROR, f"the mount failed; see {log_file}")
                 raise
             _report(ready, ExitCode.OK)
-        trio.run(_serve, fs, lock)
+        trio.run(_serve, fs, lock, refresh)
     finally:
         pyfuse3.close(unmount=True)
