@@ -97,8 +97,8 @@ def test_several_paths_tags_host_and_filters(tmp_path):
     assert (tmp_path / "r" / "fstab").read_bytes() == b"/dev/sda1 / ext4\n"
     # A second run: unchanged files are not read again, per path.
     put(str(home / "ann" / "new.txt"), b"new\n")
-    r = run(["backup", "dir", str(home), str(etc), "--name", "host-files", "--time", "2026-11-21T03:00:00Z",
-             "--json"], env).json()
+    r = run(["backup", "dir", str(home), "--name", "host-files", "--time", "2026-11-21T03:00:00Z", str(etc),
+             "--json"], env).json()  # paths between options, as restic users write them
     assert r["unchanged_files"] == 2 and r["files"] == 3
     second = r["snapshot"]
     run(["backup", "dir", str(etc), "--tag", "nightly", "--time", "2026-11-22T03:00:00Z"], env)  # source etc

@@ -79,7 +79,7 @@ def register(sub, common) -> None:
     d.add_argument("--sqlite-consistent", action="store_true",
                    help="copy SQLite databases through SQLite's online backup API (consistent while in use)")
     backup_watch.add_options(d)
-    d.set_defaults(func=run_dir)
+    d.set_defaults(func=run_dir, late_positional="path")
     s = kinds.add_parser(
         "stdin", parents=[common], help="back up standard input, or a command's output, as one file",
         usage="%(prog)s [options] --name FILE [--source NAME] [--time ISO8601] [--json] [--command -- CMD ARGS...]",

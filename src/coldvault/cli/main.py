@@ -83,10 +83,16 @@ def _parse_words(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.N
     """parse_args, except that a command's optional positional named by its `late_positional`
     default (ls's and restore dir's PATH) may also come after options: argparse fills an
     optional positional with the mandatory one before it, so `ls latest --source photos
-    2024/summer` would leave 2024/summer unrecognized."""
+    2024/summer` would leave 2024/summer unrecognized. A list of them (backup dir's PATHs)
+    takes every word left over, so paths may stand before, between and after options, as
+    restic takes them."""
     args, extras = parser.parse_known_args(argv)
     late = getattr(args, "late_positional", None)
-    if late and len(extras) == 1 and not extras[0].startswith("-") and getattr(args, late) in (None, ""):
+    words = extras and not any(w.startswith("-") for w in extras)
+    if late and words and isinstance(getattr(args, late), list):
+        getattr(args, late).extend(extras)  # backup dir /a --tag x /b: the paths around options
+        extras = []
+    elif late and words and len(extras) == 1 and getattr(args, late) in (None, ""):
         setattr(args, late, extras.pop())
     if extras:
         parser.error(f"unrecognized arguments: {' '.join(extras)}")
