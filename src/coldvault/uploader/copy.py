@@ -1,0 +1,312 @@
+"""Copy snapshots from one vault into another (`coldvault copy --to URL`).
+
+The two vaults have their own keys: a blob's id is keyed with the vault's `id_key`
+(docs/format.md 2), so the same chunk has another id in the destination, and every
+tree node and chunk list that names it is another blob there. A copy therefore
+reads each chunk it needs from the source, gives it the destination's id, stores
+it there unless the destination has it (its index, as a backup deduplicates), and
+rewrites tree nodes and chunk lists bottom-up with the destination's ids. Chunks
+keep the source's boundaries (a chunk larger than the destination's `chunker.max`
+is cut with the destination's chunker): re-chunking is not needed for a correct
+copy, only for the best deduplication with the destination's own backups.
+
+What a copy does not read:
+
+- a snapshot the destination already holds: records carry `original`, the id of
+  the snapshot the copy was first made from (docs/format.md 6.6), so copying
+  twice copies nothing the second time;
+- what an earlier copy of the same source already translated (the *reference*):
+  the newest older snapshot of the source that the destination holds (or that
+  this run copies first). Its source and destination trees have the same shape,
+  so a directory whose tree id equals the reference's at the same path is the
+  reference's destination tree, and a file with the reference's chunks gets the
+  reference's destination chunks, without reading a byte: a nightly copy reads
+  what the nightly backup added, as the backup itself did;
+- a directory met twice in one run (the same source tree id).
+
+Everything is planned before anything is written: the chunks to read give the
+source's data packs, and a pack in a cold class that is not restored stops the
+copy at once (the command exits 14) naming the snapshots, the packs' bytes
+and the `coldvault thaw` to run.
+
+The writing is a backup's (uploader/session.py): packs behind their checkpoints,
+the run's index, then the snapshot record, one run per snapshot, so a killed
+copy leaves a destination that `check` passes and the next copy resumes.
+Memory follows the depth of the tree (one node per level being rewritten), not
+its size; a ZFS stream's chunk list is the one structure held whole, as every
+reader of it does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import trio
+
+from coldvault.errors import DamagedError
+from coldvault.index import blob as blobfmt
+from coldvault.index import chunklist, limits, tree
+from coldvault.index.errors import FormatError
+from coldvault.index.ids import BlobId
+from coldvault.index.snapshot import SnapshotRecord
+from coldvault.uploader.session import BackupSession
+from coldvault.vault import thaw
+from coldvault.vault.streams import read_chunks
+from coldvault.vault.vault import LRU, Vault
+
+log = logging.getLogger(__name__)
+
+MEMO_ENTRIES = 1_000_000  # source tree id -> destination tree id, remembered within one run
+LOOKAHEAD = 8  # chunks read ahead of the one being stored
+
+
+def copy_key(rec: SnapshotRecord) -> str:
+    """What identifies a snapshot across copies: the snapshot it was first copied from."""
+    return rec.original or rec.id
+
+
+# ---- what to copy ------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """Which snapshots a copy writes (oldest first), which the destination has already,
+    and for each one to write its reference (a source snapshot of the same source and
+    kind that the destination holds before it is written), if any."""
+
+    todo: list[SnapshotRecord] = field(default_factory=list)
+    present: list[tuple[SnapshotRecord, SnapshotRecord]] = field(default_factory=list)  # (source, destination's)
+    refs: dict[str, SnapshotRecord] = field(default_factory=dict)  # source id -> reference source record
+    needed: dict[str, set[str]] = field(default_factory=dict)  # source id -> data packs it must read
+
+
+def plan(src_records: list[SnapshotRecord], selected: list[SnapshotRecord],
+         dst_records: list[SnapshotRecord]) -> Plan:
+    """`selected`: the source snapshots to copy; `src_records`: all of the source's (oldest first)."""
+    in_dst = {copy_key(r): r for r in dst_records}
+    p = Plan()
+    for rec in sorted(selected, key=lambda r: r.order):
+        if copy_key(rec) in in_dst:
+            p.present.append((rec, in_dst[copy_key(rec)]))
+        else:
+            p.todo.append(rec)
+    will_have = set(in_dst)  # keys the destination holds by the time each one is written
+    for rec in p.todo:
+        if rec.kind != "zfs":
+            older = [r for r in src_records if r.source == rec.source and r.kind == rec.kind and r.tree is not None
+                     and r.order < rec.order and copy_key(r) in will_have]
+            if older:
+                p.refs[rec.id] = older[-1]
+        will_have.add(copy_key(rec))
+    return p
+
+
+# ---- translating trees -------------------------------------------------------------------
+
+
+class _Frame:
+    """A directory being rewritten: the rest of its source entries, the entries written so
+    far, and the reference's entries at the same path (source and destination side)."""
+
+    __slots__ = ("src_id", "entry", "entries", "out", "ref_src", "ref_dst")
+
+    def __init__(self, src_id: bytes, entry, node: tree.TreeNode, ref_src, ref_dst):
+        self.src_id = src_id
+        self.entry = entry
+        self.entries = iter(node.entries)
+        self.out: list[tree.Entry] = []
+        self.ref_src = {e.name: e for e in ref_src.entries} if ref_src is not None else {}
+        self.ref_dst = {e.name: e for e in ref_dst.entries} if ref_dst is not None else {}
+
+
+class Translator:
+    """Rewrites source trees into the destination, or (without a session) only lists the
+    data packs such a rewrite reads: the one walk serves the plan and the copy, so the
+    plan names exactly the packs the copy will need."""
+
+    def __init__(self, src: Vault, dst: Vault | None = None, session: BackupSession | None = None,
+                 pool: ThreadPoolExecutor | None = None):
+        self.src = src
+        self.dst = dst
+        self.session = session
+        self.pool = pool
+        self.memo = LRU(MEMO_ENTRIES, size=lambda _: 1)  # source tree id -> destination tree id (or True)
+        self.packs: set[str] = set()  # planning: the data packs the walk would read
+
+    @property
+    def writing(self) -> bool:
+        return self.session is not None
+
+    def _ref_nodes(self, ref_src_id, ref_dst_id):
+        rs = self.src.load_tree(BlobId(ref_src_id)) if ref_src_id is not None else None
+        rd = None
+        if self.writing and ref_dst_id is not None:
+            rd = self.dst.load_tree(BlobId(ref_dst_id))
+        return rs, rd
+
+    def tree(self, root: bytes, ref_src: bytes | None = None, ref_dst: bytes | None = None) -> bytes | None:
+        """The destination id of the source tree `root` (planning: None), depth first with an
+        explicit stack; `ref_src`/`ref_dst`: the reference's root trees in both vaults."""
+        known = self._known(root, ref_src, ref_dst)
+        if known is not None:
+            return known if self.writing else None
+        stack = [_Frame(root, None, self.src.load_tree(BlobId(root)), *self._ref_nodes(ref_src, ref_dst))]
+        while True:
+            f = stack[-1]
+            e = next(f.entries, None)
+            if e is None:
+                stack.pop()
+                done = self.session.store_tree(f.out) if self.writing else True
+                self.memo.put(f.src_id, done)
+                if not stack:
+                    return done if self.writing else None
+                if self.writing:
+                    stack[-1].out.append(dataclasses.replace(f.entry, tree=done))
+                continue
+            r, rd = f.ref_src.get(e.name), f.ref_dst.get(e.name)
+            if e.type == tree.DIR:
+                rs_tree = r.tree if r is not None and r.type == tree.DIR else None
+                rd_tree = rd.tree if rd is not None and rd.type == tree.DIR else None
+                known = self._known(e.tree, rs_tree, rd_tree)
+                if known is not None:
+                    if self.writing:
+                        f.out.append(dataclasses.replace(e, tree=known))
+                    continue
+                stack.append(_Frame(e.tree, e, self.src.load_tree(BlobId(e.tree)), *self._ref_nodes(rs_tree, rd_tree)))
+            elif e.type == tree.FILE:
+                chunks = self._file(e, r, rd)
+                if self.writing:
+                    f.out.append(dataclasses.replace(e, chunks=chunks))
+            elif self.writing:
+                f.out.append(e)
+
+    def _known(self, src_tree: bytes, ref_src: bytes | None, ref_dst: bytes | None):
+        """The destination id of a source tree without walking it, if known: met before in
+        this run, or the reference's tree at the same path (planning: True)."""
+        done = self.memo.get(src_tree)
+        if done is not None:
+            return done
+        if ref_src is not None and ref_src == src_tree and (ref_dst is not None or not self.writing):
+            return ref_dst if self.writing else True
+        return None
+
+    def _file(self, e: tree.Entry, r: tree.Entry | None, rd: tree.Entry | None) -> list[bytes]:
+        """The destination chunks of a file entry: the reference's where it had the same
+        source chunks, the others read and stored."""
+        same = {}
+        if r is not None and r.type == tree.FILE:
+            if not self.writing:
+                same = dict.fromkeys(r.chunks, True)
+            elif rd is not None and rd.type == tree.FILE and len(rd.chunks) == len(r.chunks):
+                same = dict(zip(r.chunks, rd.chunks))  # one to one (a cut chunk would make rd longer)
+        return self.chunks(e.chunks, same)
+
+    def chunks(self, src_chunks: list[bytes], same: dict | None = None) -> list[bytes]:
+        """Destination ids of a list of source chunks (a file's, a stream's); planning: []."""
+        same = same or {}
+        todo = [c for c in src_chunks if c not in same]
+        if not self.writing:
+            for c in todo:
+                self.packs.add(self.src.locate(BlobId(c), "chunk").object_name)
+            return []
+        read = read_chunks(self.src, todo, self.pool, LOOKAHEAD)
+        out: list[bytes] = []
+        for c in src_chunks:
+            if c in same:
+                out.append(same[c])
+            else:
+                out.extend(self.session.chunker.store_chunk(next(read)))
+        return out
+
+    def stream(self, rec: SnapshotRecord) -> dict | None:
+        """A `zfs` record's map with the destination's chunk list (planning: None)."""
+        what = f"chunk list of {rec.zfs['dataset']}@{rec.zfs['snapshot']}"
+        try:
+            with limits.hostile(what):
+                src_chunks = chunklist.decode(self.src.read_blob(BlobId(rec.zfs["chunks"])), what)
+        except FormatError as exc:
+            raise DamagedError(str(exc)) from None
+        dst_chunks = self.chunks(src_chunks)
+        if not self.writing:
+            return None
+        del src_chunks
+        listed = self.session.store_meta_blob(chunklist.encode(dst_chunks), blobfmt.CHUNK_LIST)
+        return {**rec.zfs, "chunks": listed}
+
+
+# ---- the plan's cold check ---------------------------------------------------------------
+
+
+def plan_reads(src: Vault, p: Plan) -> None:
+    """Fill `p.needed`: the source data packs each snapshot to copy must read."""
+    walker = Translator(src)
+    for rec in p.todo:
+        walker.packs = set()
+        if rec.kind == "zfs":
+            walker.stream(rec)
+        else:
+            ref = p.refs.get(rec.id)
+            walker.tree(rec.tree, ref.tree if ref is not None else None)
+        p.needed[rec.id] = walker.packs
+
+
+@dataclass
+class Unreadable:
+    """The packs a copy must read that are cold (or being restored), and whose snapshots."""
+
+    packs: list[str]
+    restoring: list[str]
+    size: int
+    snapshots: list[SnapshotRecord]
+
+
+def unreadable(src: Vault, p: Plan) -> Unreadable | None:
+    """HEAD every pack the plan reads; None when all are readable. A missing pack is
+    damage (DamagedError naming it): the copy must not start either."""
+    every = set().union(*p.needed.values()) if p.needed else set()
+    state = thaw.cold_state(src, every)
+    cold = set(state.unreadable)
+    if not cold:
+        return None
+    recs = [r for r in p.todo if p.needed[r.id] & cold]
+    return Unreadable(sorted(cold), state.restoring, state.bytes_of(cold), recs)
+
+
+# ---- copying one snapshot ----------------------------------------------------------------
+
+
+@dataclass
+class Copied:
+    source: SnapshotRecord
+    copy: SnapshotRecord
+    summary: dict
+
+
+async def copy_snapshot(src: Vault, dst: Vault, rec: SnapshotRecord, ref: SnapshotRecord | None,
+                        ref_dst: SnapshotRecord | None, parent: str | None) -> Copied:
+    """Write `rec` into `dst` the way a backup writes (packs, index, record last).
+
+    `ref`/`ref_dst`: the reference in both vaults; `parent`: the destination's id of the
+    copy of `rec`'s parent, if it has one."""
+    session = BackupSession(dst)
+    pool = ThreadPoolExecutor(max(2, src.store.capabilities().connections), thread_name_prefix="copy-read")
+
+    def translate():
+        t = Translator(src, dst, session, pool)
+        if rec.kind == "zfs":
+            return None, t.stream(rec)
+        return t.tree(rec.tree, ref.tree if ref else None, ref_dst.tree if ref_dst else None), None
+
+    async def body():
+        return await trio.to_thread.run_sync(translate)
+
+    try:
+        root, zfs = await session.run(body)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    new = dataclasses.replace(rec, tree=root, zfs=zfs, parent=parent, original=copy_key(rec), id="")
+    await session.commit(new)
+    return Copied(rec, new, session.summary())
