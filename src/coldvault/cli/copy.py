@@ -10,6 +10,7 @@ What is copied and how: coldvault.uploader.copy.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -188,27 +189,28 @@ def _copy_all(args, src: Vault, dst: Vault, plan: copy.Plan) -> list[copy.Copied
     src_by_id = {r.id: r for r in src.snapshots()}
     done: list[copy.Copied] = []
     state = {"now": ""}
-    sources = sorted({r.source for r in plan.todo})
-    for source in sources:
-        # A backup's lock on the destination: no second writer of the source, no prune meanwhile.
-        with source_lock(dst, source, f"copy {source}"):
-            dst.load_index()  # only now: a prune that held the vault has finished
-            for rec in (r for r in plan.todo if r.source == source):
-                ref = plan.refs.get(rec.id)
-                ref_dst = by_key.get(copy.copy_key(ref)) if ref is not None else None
-                parent = src_by_id.get(rec.parent) if rec.parent else None
-                parent_dst = by_key.get(copy.copy_key(parent)) if parent is not None else None
-                state["now"] = _line(rec)
-                result = trio.run(progress.run_with_progress,
-                                  lambda: copy.copy_snapshot(src, dst, rec, ref if ref_dst else None, ref_dst,
-                                                             parent_dst.id if parent_dst else None),
-                                  lambda: f"copying {state['now']}")
-                by_key[copy.copy_key(rec)] = result.copy
-                done.append(result)
-                if not args.json and not args.quiet:
-                    s = result.summary
-                    print(f"snapshot {_line(rec)} copied as {result.copy.short_id}: {size(s['bytes_read'])} read, "
-                          f"{size(s['bytes_new'])} new ({size(s['bytes_uploaded'])} stored in {s['packs']} packs)")
+    memo = copy.new_memo()
+    with contextlib.ExitStack() as locks:
+        # A backup's lock per source on the destination: no second writer of the source, no prune meanwhile.
+        for source in sorted({r.source for r in plan.todo}):
+            locks.enter_context(source_lock(dst, source, f"copy {source}"))
+        dst.load_index()  # only now: a prune that held the vault has finished
+        for rec in plan.todo:  # oldest first: a reference is copied before the snapshots that use it
+            ref = plan.refs.get(rec.id)
+            ref_dst = by_key.get(copy.copy_key(ref)) if ref is not None else None
+            parent = src_by_id.get(rec.parent) if rec.parent else None
+            parent_dst = by_key.get(copy.copy_key(parent)) if parent is not None else None
+            state["now"] = _line(rec)
+            result = trio.run(progress.run_with_progress,
+                              lambda: copy.copy_snapshot(src, dst, rec, ref if ref_dst else None, ref_dst,
+                                                         parent_dst.id if parent_dst else None, memo),
+                              lambda: f"copying {state['now']}")
+            by_key[copy.copy_key(rec)] = result.copy
+            done.append(result)
+            if not args.json and not args.quiet:
+                s = result.summary
+                print(f"snapshot {_line(rec)} copied as {result.copy.short_id}: {size(s['bytes_read'])} read, "
+                      f"{size(s['bytes_new'])} new ({size(s['bytes_uploaded'])} stored in {s['packs']} packs)")
     return done
 
 

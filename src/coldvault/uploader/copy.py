@@ -104,6 +104,10 @@ def plan(src_records: list[SnapshotRecord], selected: list[SnapshotRecord],
     return p
 
 
+def new_memo() -> LRU:
+    return LRU(MEMO_ENTRIES, size=lambda _: 1)
+
+
 # ---- translating trees -------------------------------------------------------------------
 
 
@@ -128,12 +132,14 @@ class Translator:
     plan names exactly the packs the copy will need."""
 
     def __init__(self, src: Vault, dst: Vault | None = None, session: BackupSession | None = None,
-                 pool: ThreadPoolExecutor | None = None):
+                 pool: ThreadPoolExecutor | None = None, memo: LRU | None = None):
         self.src = src
         self.dst = dst
         self.session = session
         self.pool = pool
-        self.memo = LRU(MEMO_ENTRIES, size=lambda _: 1)  # source tree id -> destination tree id (or True)
+        # Source tree id -> destination tree id (planning: True). One memo serves every snapshot
+        # of a run (`new_memo`): a tree one of them wrote is committed before the next starts.
+        self.memo = memo if memo is not None else new_memo()
         self.packs: set[str] = set()  # planning: the data packs the walk would read
 
     @property
@@ -286,16 +292,17 @@ class Copied:
 
 
 async def copy_snapshot(src: Vault, dst: Vault, rec: SnapshotRecord, ref: SnapshotRecord | None,
-                        ref_dst: SnapshotRecord | None, parent: str | None) -> Copied:
+                        ref_dst: SnapshotRecord | None, parent: str | None, memo: LRU) -> Copied:
     """Write `rec` into `dst` the way a backup writes (packs, index, record last).
 
     `ref`/`ref_dst`: the reference in both vaults; `parent`: the destination's id of the
-    copy of `rec`'s parent, if it has one."""
+    copy of `rec`'s parent, if it has one; `memo`: the run's (`new_memo`), shared by its
+    snapshots as planning shared it, so the copy reads what the plan checked."""
     session = BackupSession(dst)
     pool = ThreadPoolExecutor(max(2, src.store.capabilities().connections), thread_name_prefix="copy-read")
 
     def translate():
-        t = Translator(src, dst, session, pool)
+        t = Translator(src, dst, session, pool, memo)
         if rec.kind == "zfs":
             return None, t.stream(rec)
         return t.tree(rec.tree, ref.tree if ref else None, ref_dst.tree if ref_dst else None), None
