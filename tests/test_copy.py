@@ -336,3 +336,30 @@ def test_original_in_snapshot_records():
                "original": bad}
         with pytest.raises(FormatError, match="bad snapshot record"):
             snapshot.decode(envelope.seal(doc, "snapshot", sealer), sealer, "snapshots/x")
+
+
+def test_copies_of_copies_keep_the_original_across_encrypted_and_plain_vaults(tmp_path):
+    """unencrypted A -> encrypted B -> unencrypted C: ids keyed and unkeyed both ways; C then
+    holds A's snapshot, so copying A to C directly copies nothing."""
+    cache = str(tmp_path / "cache")
+    a = vault_env(str(tmp_path / "a"), password=None, XDG_CACHE_HOME=cache)
+    b = vault_env(str(tmp_path / "b"), password="b-pw", XDG_CACHE_HOME=cache)
+    c = vault_env(str(tmp_path / "c"), password=None, XDG_CACHE_HOME=cache)
+    run(["init", "--no-encryption"], a)
+    run(["init", "--pack-size", "1"], b)
+    run(["init", "--no-encryption"], c)
+    data = tmp_path / "data"
+    write_tree(data)
+    run(["backup", "dir", str(data), "--name", "photos"], a)
+    run(["copy", "--to", b["COLDVAULT_REPO"]], {**a, "COLDVAULT_TO_PASSWORD": "b-pw"})
+    run(["copy", "--to", c["COLDVAULT_REPO"]], b)
+    (sid_a,) = [s["id"] for s in run(["snapshots", "--json"], a).json()]
+    (snap_c,) = run(["snapshots", "--json"], c).json()
+    assert snap_c["original"] == sid_a
+    got = restored(tmp_path, c, snap_c["id"], "back")
+    assert not diff_signatures(signature(data), signature(got))
+    r = run(["copy", "--to", c["COLDVAULT_REPO"], "--json"], a).json()
+    assert r["copied"] == [] and r["present"][0]["snapshot"] == snap_c["id"]
+    # A password given for an unencrypted destination is refused, as for the vault itself.
+    r = run(["copy", "--to", c["COLDVAULT_REPO"]], {**a, "COLDVAULT_TO_PASSWORD": "x"}, check=False)
+    assert r.code == BAD_PASSWORD and "is not encrypted, but a password is configured" in r.err

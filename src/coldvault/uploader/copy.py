@@ -59,7 +59,7 @@ from coldvault.vault.vault import LRU, Vault
 
 log = logging.getLogger(__name__)
 
-MEMO_ENTRIES = 1_000_000  # source tree id -> destination tree id, remembered within one run
+MEMO_ENTRIES = 200_000  # source tree id -> destination tree id remembered in one run (about 40 MB at most)
 LOOKAHEAD = 8  # chunks read ahead of the one being stored
 
 
