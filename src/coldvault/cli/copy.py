@@ -180,13 +180,12 @@ def run(args) -> int:
             return _report_plan(args, plan, cold)
         if cold is not None:
             raise _cold_error(args, cold)
-        done = _copy_all(args, src, dst, plan)
+        done = _copy_all(args, src, dst, plan, records)
     return _report(args, plan, done)
 
 
-def _copy_all(args, src: Vault, dst: Vault, plan: copy.Plan) -> list[copy.Copied]:
-    by_key = {copy.copy_key(d): d for d in dst.snapshots()}
-    src_by_id = {r.id: r for r in src.snapshots()}
+def _copy_all(args, src: Vault, dst: Vault, plan: copy.Plan, records) -> list[copy.Copied]:
+    src_by_id = {r.id: r for r in records}
     done: list[copy.Copied] = []
     state = {"now": ""}
     memo = copy.new_memo()
@@ -195,7 +194,13 @@ def _copy_all(args, src: Vault, dst: Vault, plan: copy.Plan) -> list[copy.Copied
         for source in sorted({r.source for r in plan.todo}):
             locks.enter_context(source_lock(dst, source, f"copy {source}"))
         dst.load_index()  # only now: a prune that held the vault has finished
+        # The destination's records again, under the locks: a reference forgotten (and pruned)
+        # since the plan must not be used.
+        by_key = {copy.copy_key(d): d for d in dst.snapshots()}
         for rec in plan.todo:  # oldest first: a reference is copied before the snapshots that use it
+            if copy.copy_key(rec) in by_key:  # copied by another run since the plan
+                plan.present.append((rec, by_key[copy.copy_key(rec)]))
+                continue
             ref = plan.refs.get(rec.id)
             ref_dst = by_key.get(copy.copy_key(ref)) if ref is not None else None
             parent = src_by_id.get(rec.parent) if rec.parent else None
