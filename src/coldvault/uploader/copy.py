@@ -112,18 +112,17 @@ def new_memo() -> LRU:
 
 
 class _Frame:
-    """A directory being rewritten: the rest of its source entries, the entries written so
-    far, and the reference's entries at the same path (source and destination side)."""
+    """A directory being rewritten: its entries as written so far (files done, directories
+    filled in as their subtrees are), and the subdirectories still to visit."""
 
-    __slots__ = ("src_id", "entry", "entries", "out", "ref_src", "ref_dst")
+    __slots__ = ("src_id", "entry", "pos", "out", "dirs")
 
-    def __init__(self, src_id: bytes, entry, node: tree.TreeNode, ref_src, ref_dst):
+    def __init__(self, src_id: bytes, entry, pos: int, out: list, dirs: list):
         self.src_id = src_id
-        self.entry = entry
-        self.entries = iter(node.entries)
-        self.out: list[tree.Entry] = []
-        self.ref_src = {e.name: e for e in ref_src.entries} if ref_src is not None else {}
-        self.ref_dst = {e.name: e for e in ref_dst.entries} if ref_dst is not None else {}
+        self.entry = entry  # its entry in the parent directory (None: the root)
+        self.pos = pos  # the position of that entry in the parent's `out`
+        self.out = out  # one item per source entry, in order; a directory's is None until visited
+        self.dirs = iter(dirs)  # (position, entry, reference's source tree, reference's destination tree)
 
 
 class Translator:
@@ -146,48 +145,80 @@ class Translator:
     def writing(self) -> bool:
         return self.session is not None
 
-    def _ref_nodes(self, ref_src_id, ref_dst_id):
-        rs = self.src.load_tree(BlobId(ref_src_id)) if ref_src_id is not None else None
-        rd = None
-        if self.writing and ref_dst_id is not None:
-            rd = self.dst.load_tree(BlobId(ref_dst_id))
-        return rs, rd
-
     def tree(self, root: bytes, ref_src: bytes | None = None, ref_dst: bytes | None = None) -> bytes | None:
         """The destination id of the source tree `root` (planning: None), depth first with an
         explicit stack; `ref_src`/`ref_dst`: the reference's root trees in both vaults."""
         known = self._known(root, ref_src, ref_dst)
         if known is not None:
             return known if self.writing else None
-        stack = [_Frame(root, None, self.src.load_tree(BlobId(root)), *self._ref_nodes(ref_src, ref_dst))]
+        stack = [self._open(root, None, 0, ref_src, ref_dst)]
         while True:
             f = stack[-1]
-            e = next(f.entries, None)
-            if e is None:
+            nxt = next(f.dirs, None)
+            if nxt is None:
                 stack.pop()
                 done = self.session.store_tree(f.out) if self.writing else True
                 self.memo.put(f.src_id, done)
                 if not stack:
                     return done if self.writing else None
                 if self.writing:
-                    stack[-1].out.append(dataclasses.replace(f.entry, tree=done))
+                    stack[-1].out[f.pos] = dataclasses.replace(f.entry, tree=done)
                 continue
-            r, rd = f.ref_src.get(e.name), f.ref_dst.get(e.name)
-            if e.type == tree.DIR:
-                rs_tree = r.tree if r is not None and r.type == tree.DIR else None
-                rd_tree = rd.tree if rd is not None and rd.type == tree.DIR else None
-                known = self._known(e.tree, rs_tree, rd_tree)
-                if known is not None:
-                    if self.writing:
-                        f.out.append(dataclasses.replace(e, tree=known))
-                    continue
-                stack.append(_Frame(e.tree, e, self.src.load_tree(BlobId(e.tree)), *self._ref_nodes(rs_tree, rd_tree)))
-            elif e.type == tree.FILE:
-                chunks = self._file(e, r, rd)
-                if self.writing:
-                    f.out.append(dataclasses.replace(e, chunks=chunks))
+            pos, e, rs_tree, rd_tree = nxt
+            known = self._known(e.tree, rs_tree, rd_tree)  # asked now: a sibling may have been the same tree
+            if known is None:
+                stack.append(self._open(e.tree, e, pos, rs_tree, rd_tree))
             elif self.writing:
-                f.out.append(e)
+                f.out[pos] = dataclasses.replace(e, tree=known)
+
+    def _open(self, src_id: bytes, entry, pos: int, ref_src: bytes | None, ref_dst: bytes | None) -> _Frame:
+        """Enter a directory: its files are translated at once (their reads share one window
+        of read-ahead), its subdirectories are left to the walk."""
+        node = self.src.load_tree(BlobId(src_id))
+        rs = {e.name: e for e in self.src.load_tree(BlobId(ref_src)).entries} if ref_src is not None else {}
+        rd = {}
+        if self.writing and ref_dst is not None:
+            rd = {e.name: e for e in self.dst.load_tree(BlobId(ref_dst)).entries}
+        out: list = []
+        dirs, files = [], []
+        for e in node.entries:
+            r, d = rs.get(e.name), rd.get(e.name)
+            if e.type == tree.DIR:
+                dirs.append((len(out), e, r.tree if r is not None and r.type == tree.DIR else None,
+                             d.tree if d is not None and d.type == tree.DIR else None))
+                out.append(None)
+            elif e.type == tree.FILE:
+                files.append((len(out), e, self._same(r, d)))
+                out.append(None)
+            else:
+                out.append(e)
+        self._files(files, out)
+        return _Frame(src_id, entry, pos, out, dirs)
+
+    def _same(self, r: tree.Entry | None, d: tree.Entry | None) -> dict:
+        """Source chunk -> destination chunk(s) known from the reference's file at the same path
+        (planning: the source chunks only)."""
+        if r is None or r.type != tree.FILE:
+            return {}
+        if not self.writing:
+            return dict.fromkeys(r.chunks, True)
+        if d is not None and d.type == tree.FILE and len(d.chunks) == len(r.chunks):
+            return {c: [dc] for c, dc in zip(r.chunks, d.chunks)}  # one to one (a cut chunk makes d longer)
+        return {}
+
+    def _files(self, files: list, out: list) -> None:
+        """Translate one directory's file entries into `out`: the reference's chunks where it had
+        the same source chunks, the others read (in entry order, a few ahead) and stored."""
+        reads = [c for _, e, same in files for c in e.chunks if c not in same]
+        out_chunks = self.chunks(reads)
+        if not self.writing:
+            return
+        it = iter(out_chunks)
+        for pos, e, same in files:
+            chunks: list[bytes] = []
+            for c in e.chunks:
+                chunks.extend(same[c] if c in same else next(it))
+            out[pos] = dataclasses.replace(e, chunks=chunks)
 
     def _known(self, src_tree: bytes, ref_src: bytes | None, ref_dst: bytes | None):
         """The destination id of a source tree without walking it, if known: met before in
@@ -199,33 +230,15 @@ class Translator:
             return ref_dst if self.writing else True
         return None
 
-    def _file(self, e: tree.Entry, r: tree.Entry | None, rd: tree.Entry | None) -> list[bytes]:
-        """The destination chunks of a file entry: the reference's where it had the same
-        source chunks, the others read and stored."""
-        same = {}
-        if r is not None and r.type == tree.FILE:
-            if not self.writing:
-                same = dict.fromkeys(r.chunks, True)
-            elif rd is not None and rd.type == tree.FILE and len(rd.chunks) == len(r.chunks):
-                same = dict(zip(r.chunks, rd.chunks))  # one to one (a cut chunk would make rd longer)
-        return self.chunks(e.chunks, same)
-
-    def chunks(self, src_chunks: list[bytes], same: dict | None = None) -> list[bytes]:
-        """Destination ids of a list of source chunks (a file's, a stream's); planning: []."""
-        same = same or {}
-        todo = [c for c in src_chunks if c not in same]
+    def chunks(self, src_chunks: list[bytes]) -> list[list[bytes]]:
+        """The destination ids of each source chunk (a list: a chunk larger than the
+        destination's chunks is cut), read in order a few ahead; planning: [] (packs noted)."""
         if not self.writing:
-            for c in todo:
+            for c in src_chunks:
                 self.packs.add(self.src.locate(BlobId(c), "chunk").object_name)
             return []
-        read = read_chunks(self.src, todo, self.pool, LOOKAHEAD)
-        out: list[bytes] = []
-        for c in src_chunks:
-            if c in same:
-                out.append(same[c])
-            else:
-                out.extend(self.session.chunker.store_chunk(next(read)))
-        return out
+        store = self.session.chunker.store_chunk
+        return [store(data) for data in read_chunks(self.src, src_chunks, self.pool, LOOKAHEAD)]
 
     def stream(self, rec: SnapshotRecord) -> dict | None:
         """A `zfs` record's map with the destination's chunk list (planning: None)."""
@@ -235,10 +248,12 @@ class Translator:
                 src_chunks = chunklist.decode(self.src.read_blob(BlobId(rec.zfs["chunks"])), what)
         except FormatError as exc:
             raise DamagedError(str(exc)) from None
-        dst_chunks = self.chunks(src_chunks)
+        translated = self.chunks(src_chunks)
         if not self.writing:
             return None
         del src_chunks
+        dst_chunks = [c for ids in translated for c in ids]
+        del translated
         listed = self.session.store_meta_blob(chunklist.encode(dst_chunks), blobfmt.CHUNK_LIST)
         return {**rec.zfs, "chunks": listed}
 
