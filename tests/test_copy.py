@@ -141,8 +141,10 @@ def test_copy_of_selected_snapshots_then_the_rest(tmp_path):
     assert [c["time"] for c in r["copied"]] == ["2026-11-02T03:00:00Z"]
     assert [s["time"] for s in run(["snapshots", "--json"], dst_env).json()] == [
         "2026-11-01T03:00:00Z", "2026-11-02T03:00:00Z"]
-    # The rest: the two already copied are skipped; the new one reads only day3.txt.
-    r = run(["copy", "--to", dst, "--json"], {**env, "COLDVAULT_TO_PASSWORD_FILE": str(tmp_path / "pw")}).json()
+    # The rest (the destination and its password from the environment): the two already
+    # copied are skipped; the new one reads only day3.txt.
+    r = run(["copy", "--json"], {**env, "COLDVAULT_TO_REPO": dst, "COLDVAULT_TO_PASSWORD_FILE": str(tmp_path / "pw")}
+            ).json()
     assert [c["time"] for c in r["copied"]] == ["2026-11-03T03:00:00Z"]
     assert r["copied"][0]["bytes_read"] == len("day 3\n" * 1000)
     assert len(r["present"]) == 2
@@ -241,6 +243,9 @@ def test_destination_errors_are_one_line(tmp_path):
         assert "Traceback" not in r.err and r.err.startswith("coldvault: error: ")
         return r.err.splitlines()
 
+    lines = err(run(["copy"], copy_env(src_env, dst_env), check=False), USAGE)
+    assert lines == ["coldvault: error: no destination vault given",
+                     "coldvault: hint: pass --to URL or set COLDVAULT_TO_REPO"]
     lines = err(run(["copy", "--to", dst], copy_env(src_env, dst_env), check=False), NO_VAULT)
     assert lines[0] == f"coldvault: error: no vault at {dst} to copy into (no config object)"
     assert lines[1].startswith(f"coldvault: hint: create it first with 'coldvault init --repo {dst}'")

@@ -38,8 +38,8 @@ def register(sub, common) -> None:
                     "destination must exist ('coldvault init --repo URL'); its own password, storage classes and "
                     "pack sizes apply. Source data in a cold tier must be thawed first: the copy says which.")
     p.add_argument("snapshots", nargs="*", metavar="SNAPSHOT", help=SNAPSHOT_HELP + " (default: all)")
-    p.add_argument("--to", required=True, metavar="URL", help="the destination vault: a path, file:///path or "
-                                                              "s3://bucket/prefix")
+    p.add_argument("--to", metavar="URL", help="the destination vault: a path, file:///path or s3://bucket/prefix "
+                                               "(env COLDVAULT_TO_REPO)")
     p.add_argument("--to-endpoint-url", metavar="URL",
                    help="S3 endpoint of the destination (default: --endpoint-url's, else COLDVAULT_S3_ENDPOINT)")
     p.add_argument("--to-password-file", metavar="FILE",
@@ -168,6 +168,9 @@ def _cold_error(args, cold: copy.Unreadable) -> ColdDataError:
 
 
 def run(args) -> int:
+    args.to = args.to or os.environ.get("COLDVAULT_TO_REPO")
+    if not args.to:
+        raise UserError("no destination vault given", hint="pass --to URL or set COLDVAULT_TO_REPO")
     src = open_vault(args)
     dst = open_destination(args, src)
     with read_lock(src, f"copy --to {args.to}"):
