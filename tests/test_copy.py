@@ -132,13 +132,16 @@ def test_copy_of_selected_snapshots_then_the_rest(tmp_path):
     env = {**src_env}
     dst = dst_env["COLDVAULT_REPO"]
 
-    # One snapshot, named by its UTC day, with the password from a file.
-    r = run(["copy", "--to", dst, "--to-password-file", str(tmp_path / "pw"), "2026-11-01", "--json"], env).json()
-    assert [c["time"] for c in r["copied"]] == ["2026-11-01T03:00:00Z"]
-    # One chosen by tag, the password from a command.
+    # One chosen by tag, the password from a command: it reads both its files.
     r = run(["copy", "--to", dst, "--to-password-command", f"cat {tmp_path / 'pw'}", "--tag", "keep", "--json"],
             env).json()
     assert [c["time"] for c in r["copied"]] == ["2026-11-02T03:00:00Z"]
+    assert r["copied"][0]["bytes_read"] == len("day 1\n" * 1000) + len("day 2\n" * 1000)
+    # One named by its UTC day, the password from a file: the newer copy holds its only
+    # file unchanged, so nothing is read.
+    r = run(["copy", "--to", dst, "--to-password-file", str(tmp_path / "pw"), "2026-11-01", "--json"], env).json()
+    assert [c["time"] for c in r["copied"]] == ["2026-11-01T03:00:00Z"]
+    assert r["copied"][0]["bytes_read"] == 0
     assert [s["time"] for s in run(["snapshots", "--json"], dst_env).json()] == [
         "2026-11-01T03:00:00Z", "2026-11-02T03:00:00Z"]
     # The rest (the destination and its password from the environment): the two already
@@ -151,6 +154,8 @@ def test_copy_of_selected_snapshots_then_the_rest(tmp_path):
     got = restored(tmp_path, dst_env, "latest", "back")
     assert sorted(os.listdir(got)) == ["day1.txt", "day2.txt", "day3.txt"]
     assert (got / "day2.txt").read_text() == "day 2\n" * 1000
+    got = restored(tmp_path, dst_env, "2026-11-01", "back-1")
+    assert os.listdir(got) == ["day1.txt"] and (got / "day1.txt").read_text() == "day 1\n" * 1000
 
 
 def test_copy_to_s3_deep_archive(tmp_path, moto_endpoint):

@@ -17,7 +17,7 @@ What a copy does not read:
   twice copies nothing the second time;
 - what an earlier copy of the same source already translated (the *reference*):
   the newest older snapshot of the source that the destination holds (or that
-  this run copies first). Its source and destination trees have the same shape,
+  this run copies first; else the oldest newer one). Its source and destination trees have the same shape,
   so a directory whose tree id equals the reference's at the same path is the
   reference's destination tree, and a file with the reference's chunks gets the
   reference's destination chunks, without reading a byte: a nightly copy reads
@@ -33,8 +33,9 @@ The writing is a backup's (uploader/session.py): packs behind their checkpoints,
 the run's index, then the snapshot record, one run per snapshot, so a killed
 copy leaves a destination that `check` passes and the next copy resumes.
 Memory follows the depth of the tree (one node per level being rewritten), not
-its size; a ZFS stream's chunk list is the one structure held whole, as every
-reader of it does.
+its size: the files of one directory are translated together, their reads a
+window of LOOKAHEAD chunks that never spans directories. A ZFS stream's chunk
+list is the one structure held whole, as every reader of it does.
 """
 
 from __future__ import annotations
@@ -96,10 +97,11 @@ def plan(src_records: list[SnapshotRecord], selected: list[SnapshotRecord],
     will_have = set(in_dst)  # keys the destination holds by the time each one is written
     for rec in p.todo:
         if rec.kind != "zfs":
-            older = [r for r in src_records if r.source == rec.source and r.kind == rec.kind and r.tree is not None
-                     and r.order < rec.order and copy_key(r) in will_have]
-            if older:
-                p.refs[rec.id] = older[-1]
+            held = [r for r in src_records if r.source == rec.source and r.kind == rec.kind and r.tree is not None
+                    and r.id != rec.id and copy_key(r) in will_have]
+            older = [r for r in held if r.order < rec.order]
+            if held:  # the newest older one, else the oldest newer one: the likeliest to share most
+                p.refs[rec.id] = older[-1] if older else held[0]
         will_have.add(copy_key(rec))
     return p
 
