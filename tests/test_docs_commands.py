@@ -29,6 +29,8 @@ from zfstools import put, sh, tree_contents, zpool  # noqa: F401  (zpool is a fi
 
 PASSWORD = "test-password"
 KEYS_BLOCK = "coldvault key list                                     # * marks the key your password opened"
+COPY_FIRST = ("COLDVAULT_PASSWORD_FILE=/root/.offsite-password coldvault init --repo s3://offsite/photos "
+              "--data-storage-class DEEP_ARCHIVE")
 
 RUN = {
     ("README.md", "make demo   # installs what is missing, backs up a sample tree to a local vault twice, restores it"):
@@ -65,7 +67,8 @@ RUN = {
         "coldvault find 'IMG_*.jpg' --source photos",
         "coldvault stats",
         "coldvault unlock",
-        "coldvault completion bash > /etc/bash_completion.d/coldvault")},
+        "coldvault completion bash > /etc/bash_completion.d/coldvault",
+        COPY_FIRST)},
     ("docs/commands.md", KEYS_BLOCK): "test_commands_guide_keys",
     ("docs/mount.md", "coldvault mount /mnt/vault --refresh 10         # looks for new and forgotten snapshots every 10 s"):
         "test_mount_live.py::test_mount_md_as_printed",
@@ -343,8 +346,11 @@ def test_commands_guide(tmp_path):
     env.update(COLDVAULT_PASSWORD=PASSWORD, COLDVAULT_REPO=repo)
     out = tmp_path / "out"
     out.mkdir()
+    (tmp_path / "offsite-password").write_text("another password\n")  # copy: the destination's own
     shell = DocShell(env, {"/tmp/IMG_0001.jpg": str(out / "IMG_0001.jpg"), "/tmp/summer.tar": str(out / "summer.tar"),
-                           "/etc/bash_completion.d/coldvault": str(out / "coldvault.bash")}, str(tmp_path))
+                           "/etc/bash_completion.d/coldvault": str(out / "coldvault.bash"),
+                           "s3://offsite/photos": str(tmp_path / "offsite"),
+                           "/root/.offsite-password": str(tmp_path / "offsite-password")}, str(tmp_path))
     shell.run("coldvault init")
     shell.run(f"coldvault backup dir {photos} --name photos")
     put(os.path.join(photos, "2024/summer/IMG_0003.jpg"), os.urandom(10_000))
@@ -356,6 +362,9 @@ def test_commands_guide(tmp_path):
                                             text=True, check=True).stdout
     assert "complete" in (out / "coldvault.bash").read_text()
     assert os.path.getsize(os.path.join(env["HOME"], ".config/fish/completions/coldvault.fish")) > 0
+    copies = run(["snapshots", "--json"], {**env, "COLDVAULT_REPO": str(tmp_path / "offsite"),
+                                           "COLDVAULT_PASSWORD": "another password"}).json()
+    assert len(copies) == 2 and {c["source"] for c in copies} == {"photos"}
 
 
 COMMANDS = [
@@ -365,6 +374,7 @@ COMMANDS = [
     "coldvault stats",
     "coldvault unlock",
     "coldvault completion bash > /etc/bash_completion.d/coldvault",
+    COPY_FIRST,
 ]
 
 

@@ -35,8 +35,8 @@ def _common(p: argparse.ArgumentParser, default) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from coldvault.cli import (backup, check, completion, diff, dump, find, forget, init, key, ls, mount, prune,
-                               repair, restore, snapshots, stats, thaw, unlock)
+    from coldvault.cli import (backup, check, completion, copy, diff, dump, find, forget, init, key, ls, mount,
+                               prune, repair, restore, snapshots, stats, thaw, unlock)
 
     parser = argparse.ArgumentParser(prog="coldvault", description="Backups to (cold) object storage, mountable.")
     parser.add_argument("--version", action="version", version=f"coldvault {__version__}")
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(common, lambda v: argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (init, backup, snapshots, ls, mount, restore, thaw, forget, prune, check, repair,
-                   dump, diff, find, stats, unlock, key, completion):
+                   dump, diff, find, stats, unlock, key, completion, copy):
         module.register(sub, common)
     return parser
 

@@ -44,6 +44,7 @@ def as_json(r) -> dict:
         "hostname": r.hostname,
         "paths": r.paths,
         "parent": r.parent,
+        "original": r.original,
         "tags": r.tags,
         "incomplete": r.incomplete,
         "summary": r.summary,

@@ -5,7 +5,7 @@
        "source": str, "time": int (unix ns, UTC), "hostname": str, "paths": [str],
        "tree": bin16 | nil, "parent": hex | nil, "summary": {str: int|float},
        "incomplete": bool, "errors": [str], "tags": [str], "zfs": map | nil,
-       "program": str}
+       "program": str, "original": hex}          ("original" only in a copy: docs/format.md 6.6)
 
     zfs := {"dataset": str, "snapshot": str, "guid": uint64, "createtxg": uint, "creation": int,
             "base": nil | {"snapshot": str, "guid": uint64, "createtxg": uint},
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from coldvault.index import envelope, limits
 from coldvault.index.crypto import Sealer
 from coldvault.index.errors import FormatError
-from coldvault.index.ids import ID_LEN, BlobId
+from coldvault.index.ids import ID_LEN, BlobId, is_hex_id
 
 VERSION = 1
 KINDS = ("tree", "stream", "zfs")
@@ -42,6 +42,7 @@ class SnapshotRecord:
     tags: list[str] = field(default_factory=list)
     zfs: dict | None = None
     program: str = ""
+    original: str | None = None  # a copy (`coldvault copy`): id of the snapshot it was first copied from
     id: str = ""  # the object's content id; set when stored or loaded
 
     @property
@@ -65,27 +66,26 @@ class SnapshotRecord:
 
 
 def encode(rec: SnapshotRecord, sealer: Sealer) -> bytes:
-    return envelope.seal(
-        {
-            "version": VERSION,
-            "features": [],
-            "kind": rec.kind,
-            "source": rec.source,
-            "time": rec.time,
-            "hostname": rec.hostname,
-            "paths": rec.paths,
-            "tree": rec.tree,
-            "parent": rec.parent,
-            "summary": rec.summary,
-            "incomplete": rec.incomplete,
-            "errors": rec.errors,
-            "tags": rec.tags,
-            "zfs": rec.zfs,
-            "program": rec.program,
-        },
-        "snapshot",
-        sealer,
-    )
+    doc = {
+        "version": VERSION,
+        "features": [],
+        "kind": rec.kind,
+        "source": rec.source,
+        "time": rec.time,
+        "hostname": rec.hostname,
+        "paths": rec.paths,
+        "tree": rec.tree,
+        "parent": rec.parent,
+        "summary": rec.summary,
+        "incomplete": rec.incomplete,
+        "errors": rec.errors,
+        "tags": rec.tags,
+        "zfs": rec.zfs,
+        "program": rec.program,
+    }
+    if rec.original is not None:  # written only by copy: every other record keeps its bytes
+        doc["original"] = rec.original
+    return envelope.seal(doc, "snapshot", sealer)
 
 
 _BAD_IN_NAMES = ("/", "@", "#", "\0")
@@ -152,6 +152,7 @@ def decode(data: bytes, sealer: Sealer, what: str) -> SnapshotRecord:
         and (d.get("parent") is None or isinstance(d["parent"], str))
         and isinstance(d.get("summary") or {}, dict)
         and strings("paths") and strings("errors") and strings("tags")
+        and (d.get("original") is None or (isinstance(d["original"], str) and is_hex_id(d["original"])))
     )
     if not ok:
         raise FormatError(f"{what}: bad snapshot record")
@@ -173,4 +174,5 @@ def decode(data: bytes, sealer: Sealer, what: str) -> SnapshotRecord:
         tags=[str(t) for t in d.get("tags", [])],
         zfs=d.get("zfs"),
         program=str(d.get("program", "")),
+        original=d.get("original"),
     )

@@ -222,6 +222,13 @@ class Chunker:
             total += c.length
         return ids, total
 
+    def store_chunk(self, data: bytes) -> list[BlobId]:
+        """Store one chunk as it is, not cut again (`copy` keeps the source vault's chunk
+        boundaries); only a chunk larger than this vault's `chunker.max` is cut."""
+        if len(data) > self.settings.chunker_max:
+            return [self._store(piece, copy=True) for piece in self._cut(data)]
+        return [self._store(data, copy=False)]
+
     def drain(self) -> None:
         with self._lock:
             job = self._take_batch()
