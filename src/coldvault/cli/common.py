@@ -59,24 +59,27 @@ def use_config_password(file: str | None, command: str | None, origin: str | Non
     _config_password = (os.path.expanduser(file) if file else None, command, origin) if (file or command) else None
 
 
-def _password_from_file(path: str) -> bytes:
+def password_from_file(path: str, whose: str = "", empty: type[UserError] = BadPasswordError) -> bytes:
+    """The password in file `path`, trailing CR/LF removed; `whose` names it in errors
+    ("the destination's ", "new "), `empty` is the error for an empty file."""
     try:
         with open(path, "rb") as f:
             pw = f.read().rstrip(b"\r\n")
     except OSError as exc:
-        raise UserError(f"cannot read password file {path}: {exc.strerror}") from None
+        raise UserError(f"cannot read {whose}password file {path}: {exc.strerror}") from None
     if not pw:
-        raise BadPasswordError(f"password file {path} is empty")
+        raise empty(f"{whose}password file {path} is empty")
     return pw
 
 
-def _password_from_command(cmd: str) -> bytes:
+def password_from_command(cmd: str, whose: str = "") -> bytes:
+    """What shell command `cmd` prints, trailing CR/LF removed."""
     r = subprocess.run(cmd, shell=True, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
     if r.returncode != 0:
-        raise BadPasswordError(f"password command exited with status {r.returncode}")
+        raise BadPasswordError(f"{whose}password command exited with status {r.returncode}")
     pw = r.stdout.rstrip(b"\r\n")
     if not pw:
-        raise BadPasswordError("password command printed nothing")
+        raise BadPasswordError(f"{whose}password command printed nothing")
     return pw
 
 
@@ -85,15 +88,15 @@ def read_password(confirm: bool = False) -> bytes:
     file's password-file or password-command, or a prompt."""
     path = os.environ.get("COLDVAULT_PASSWORD_FILE")
     if path:
-        return _password_from_file(path)
+        return password_from_file(path)
     cmd = os.environ.get("COLDVAULT_PASSWORD_COMMAND")
     if cmd:
-        return _password_from_command(cmd)
+        return password_from_command(cmd)
     if os.environ.get("COLDVAULT_PASSWORD"):
         return os.environ["COLDVAULT_PASSWORD"].encode()
     if _config_password is not None:
         file, command, _ = _config_password
-        return _password_from_file(file) if file else _password_from_command(command)
+        return password_from_file(file) if file else password_from_command(command)
     if not sys.stdin.isatty():
         raise BadPasswordError(
             "the vault needs a password and there is no terminal to ask for it",

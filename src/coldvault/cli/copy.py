@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
 
 import trio
 
 from coldvault.cli import progress
-from coldvault.cli.common import (SNAPSHOT_HELP, add_filters, open_vault, print_json, repo_url, size,
-                                  snapshot_filter)
+from coldvault.cli.common import (SNAPSHOT_HELP, add_filters, open_vault, password_from_command, password_from_file,
+                                  print_json, repo_url, size, snapshot_filter)
 from coldvault.errors import BadPasswordError, ColdDataError, NoVaultError, UserError
 from coldvault.store.url import open_store
 from coldvault.uploader import copy
@@ -57,27 +56,6 @@ def register(sub, common) -> None:
 # ---- the destination's password ---------------------------------------------------------
 
 
-def _password_file(path: str) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            pw = f.read().rstrip(b"\r\n")
-    except OSError as exc:
-        raise UserError(f"cannot read the destination's password file {path}: {exc.strerror}") from None
-    if not pw:
-        raise BadPasswordError(f"the destination's password file {path} is empty")
-    return pw
-
-
-def _password_command(cmd: str) -> bytes:
-    r = subprocess.run(cmd, shell=True, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    if r.returncode != 0:
-        raise BadPasswordError(f"the destination's password command exited with status {r.returncode}")
-    pw = r.stdout.rstrip(b"\r\n")
-    if not pw:
-        raise BadPasswordError("the destination's password command printed nothing")
-    return pw
-
-
 def password_configured(args) -> bool:
     return bool(args.to_password_file or args.to_password_command or any(os.environ.get(v) for v in TO_PASSWORD_ENV))
 
@@ -86,10 +64,10 @@ def destination_password(args) -> bytes:
     """The same sources as the vault's own password (cli.common.read_password), under TO names."""
     path = args.to_password_file or os.environ.get("COLDVAULT_TO_PASSWORD_FILE")
     if path:
-        return _password_file(path)
+        return password_from_file(path, "the destination's ")
     cmd = args.to_password_command or os.environ.get("COLDVAULT_TO_PASSWORD_COMMAND")
     if cmd:
-        return _password_command(cmd)
+        return password_from_command(cmd, "the destination's ")
     if os.environ.get("COLDVAULT_TO_PASSWORD"):
         return os.environ["COLDVAULT_TO_PASSWORD"].encode()
     if not sys.stdin.isatty():

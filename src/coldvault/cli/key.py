@@ -13,7 +13,7 @@ import getpass
 import os
 import sys
 
-from coldvault.cli.common import iso, open_vault, print_json, repo_url
+from coldvault.cli.common import iso, open_vault, password_from_file, print_json, repo_url
 from coldvault.errors import BadPasswordError, UserError
 from coldvault.vault import keys
 from coldvault.vault.lock import vault_lock
@@ -53,14 +53,7 @@ def new_password(args) -> bytes:
     """From --new-password-file, COLDVAULT_NEW_PASSWORD_FILE, or a prompt (twice)."""
     path = args.new_password_file or os.environ.get(NEW_PASSWORD_ENV)
     if path:
-        try:
-            with open(path, "rb") as f:
-                pw = f.read().rstrip(b"\r\n")
-        except OSError as exc:
-            raise UserError(f"cannot read new password file {path}: {exc.strerror}") from None
-        if not pw:
-            raise UserError(f"new password file {path} is empty")
-        return pw
+        return password_from_file(path, "new ", empty=UserError)
     if not sys.stdin.isatty():
         raise UserError("no new password: there is no terminal to ask for it",
                         hint=f"pass --new-password-file FILE or set {NEW_PASSWORD_ENV}")
