@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from coldvault import __version__, runtime
@@ -18,6 +19,8 @@ def _common(p: argparse.ArgumentParser, default) -> None:
     p.add_argument("--endpoint-url", default=default(None), help="S3 endpoint (env COLDVAULT_S3_ENDPOINT)")
     p.add_argument("--verbose", "-v", action="count", default=default(0), help="more log output (-vv for debug)")
     p.add_argument("--quiet", "-q", action="store_true", default=default(False), help="only errors")
+    p.add_argument("--no-cache", action="store_true", default=default(False),
+                   help="neither use nor write the local index cache (env COLDVAULT_NO_CACHE=1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse(parser, argv)
     _setup_logging(args)
+    if args.no_cache:
+        os.environ["COLDVAULT_NO_CACHE"] = "1"  # read by vault/indexcache.py, and by a mount's child process
     runtime.reuse_freed_buffers()  # every command moves ~1 MiB buffers: backup, restore, check, mount
     try:
         try:

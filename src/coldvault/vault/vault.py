@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -35,6 +35,7 @@ from coldvault.index.errors import FormatError
 from coldvault.index.ids import BlobId, content_id, is_hex_id
 from coldvault.index.pack import FinishedPack, object_name
 from coldvault.store.base import ArchivedError, NotFoundError, ObjectInfo, RestoreInProgressError, Store
+from coldvault.vault import indexcache
 from coldvault.vault.blobindex import BlobIndex, Location
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,19 @@ def _max_index_entries() -> int:
         raise UserError(f"COLDVAULT_MAX_INDEX_ENTRIES must be a number from 1 to {packindex.MAX_INDEX_ENTRIES}, "
                         f"not {value!r}")
     return n
+
+
+def _overrides(cached: indexcache.Cached, new: list) -> bool:
+    """Whether an index object (id, table) of `new` named before one the cache was built from
+    names a blob or pack that the cache holds (a full load, by name order, would take its
+    record instead of the cache's). Rare: backups index only what the index did not have."""
+    last = max(cached.index_ids, default="")
+    early = [tb for iid, tb in new if iid < last]
+    if not early:
+        return False
+    probe = BlobIndex()
+    probe.use_columns(cached.blobs, cached.packs)
+    return any(probe.holds_any(tb) for tb in early)
 
 
 class Vault:
@@ -182,7 +196,24 @@ class Vault:
         with ThreadPoolExecutor(min(self.store.capabilities().connections, len(items))) as ex:
             return list(ex.map(fn, items))
 
-    def load_index(self, on_doc=None, listed: dict[str, ObjectInfo] | None = None) -> BlobIndex:
+    def _stream(self, fn, items):
+        """fn(i) for i in items, yielded in order as they are done, on as many threads as the
+        store serves requests at once; at most one result more than that waits to be taken
+        (each index object is merged, and freed, before many more are read)."""
+        n = min(self.store.capabilities().connections, len(items))
+        if n <= 1:
+            yield from map(fn, items)
+            return
+        with ThreadPoolExecutor(n) as ex:
+            running: deque = deque()
+            for item in items:
+                running.append(ex.submit(fn, item))
+                if len(running) > n:
+                    yield running.popleft().result()
+            while running:
+                yield running.popleft().result()
+
+    def load_index(self, on_doc=None, listed: dict[str, ObjectInfo] | None = None, cache: bool = True) -> BlobIndex:
         """Read the index objects not read yet. Records of pending (write-ahead) indexes count
         only where their pack is in the store: one HEAD per such pack that no other index names,
         or a look into `listed` (object name -> ObjectInfo of a listing) when given.
@@ -192,48 +223,122 @@ class Vault:
         A damaged index object is left out with one warning and kept in `damaged_indexes`:
         every snapshot whose blobs other indexes name stays readable, and a blob only it
         named is "not in any index" until `coldvault repair index` rebuilds the index from
-        the packs' headers (vault/repair.py). A newer-format index object still stops the
+        the packs' own headers (vault/repair.py). A newer-format index object still stops the
         command (exit 12): what it says cannot be guessed, and it is not damage.
 
-        `on_doc(iid, doc)` sees each index object, in name order, before the tables are merged
-        (all at once, after the loop): its IndexDoc (records it drops with `doc.keep_packs`
-        are not merged), or
-        the DamagedError or UnsupportedFormatError that leaves it out. With it, those errors
-        are the caller's to report (check): nothing is logged or raised for them here."""
-        skip = self.index.index_ids | self.damaged_indexes.keys()
+        `on_doc(iid, doc)` sees each index object, in name order, before its table is merged:
+        its IndexDoc (records it drops with `doc.keep_packs` are not merged), or the
+        DamagedError or UnsupportedFormatError that leaves it out. With it, those errors are
+        the caller's to report (check): nothing is logged or raised for them here.
+
+        The local index cache (vault/indexcache.py) is used on the first load, unless `cache`
+        is False, `on_doc` is given (check sees every object) or COLDVAULT_NO_CACHE is set:
+        the tables of the objects it was built from are mapped, only the objects listed beyond
+        them are read, and the cache is rewritten when it did not hold them all."""
+        index = self.index
+        skip = index.index_ids | self.damaged_indexes.keys()
+        sizes = self._index_listing()
         # In the order of their names, whatever the store lists first: on a blob id given
         # twice, the first loaded wins (docs/format.md 6.4), the same in every store.
-        names = [INDEX_PREFIX + i for i in sorted(self._object_ids(INDEX_PREFIX)) if i not in skip]
+        ids = [i for i in sorted(sizes) if i not in skip]
+        first = not skip and not len(index) and not index.pack_count()
+        cache_path = None
+        if cache and on_doc is None and first and indexcache.enabled():
+            cache_path = indexcache.cache_path(self.config.vault_id)
+        cached = None if cache_path is None else indexcache.read(cache_path, self.config.vault_id)
+        if cached is not None and not cached.index_ids <= sizes.keys():
+            log.debug("index cache %s: built from index objects that are gone (a prune); rebuilding it", cache_path)
+            cached = None
+        pending: list[tuple[str, packindex.IndexDoc]] = []
+        if cached is not None:
+            to_read = [i for i in ids if i not in cached.index_ids]
+            new = list(self._index_tables(to_read, on_doc, pending))
+            if _overrides(cached, new):
+                # An object named before some cached ones repeats one of their records: in a
+                # full load it would win (first loaded, by name): load everything instead.
+                log.debug("index cache %s: a new index object repeats cached records; rebuilding it", cache_path)
+                self._forget_loaded()
+                index = self.index
+                pending.clear()
+                cached = None
+            else:
+                log.debug("index: %d index objects from the cache %s, %d read", len(cached.index_ids), cache_path,
+                          len(to_read))
+                index.use_columns(cached.blobs, cached.packs)
+                index.index_ids.update(cached.index_ids)
+                self.old_format_indexes.update(cached.old_format)
+                rows = sum(len(tb.blobs) for _, tb in new)
+                if len(new) <= indexcache.OVERLAY_OBJECTS and rows <= min(indexcache.OVERLAY_ROWS,
+                                                                          len(index) // 64):
+                    # A few records (last night's backup) beside millions: kept beside the
+                    # tables, and read again next time, rather than rewriting the whole cache.
+                    for _, tb in new:
+                        for rec in tb.records():
+                            index.add_pack(rec)
+                    new = []
+                else:
+                    index.add_tables([tb for _, tb in new])
+        if cached is None:
+            new = []
+            capacity = sum(sizes[i] for i in ids) // packindex.BLOB_RECORD.itemsize  # at most this many rows
 
-        def load(name):
+            def tables():
+                for iid, table in self._index_tables(ids, on_doc, pending):
+                    new.append(iid)
+                    yield table
+
+            index.add_tables(tables(), capacity=capacity)  # in name order: on a blob id given twice, the first wins
+            log.debug("index: %d index objects read", len(ids))
+        if cache_path is not None and new and not self.damaged_indexes:
+            columns = index.columns()
+            if columns is not None:
+                merged = index.index_ids - index.pending_ids
+                indexcache.write(cache_path, self.config.vault_id, merged, self.old_format_indexes & merged, *columns)
+        self._adopt(pending, listed)
+        return index
+
+    def _index_listing(self) -> dict[str, int]:
+        """Index object id -> size, of every object under index/ named by a content id."""
+        out = {}
+        for o in self.store.list(INDEX_PREFIX):
+            oid = o.name[len(INDEX_PREFIX):]
+            if is_hex_id(oid):
+                out[oid] = o.size
+            else:
+                log.debug("ignoring stray object %s", o.name)
+        return out
+
+    def _index_tables(self, ids: list[str], on_doc, pending: list):
+        """(id, table) of each readable, not pending index object among `ids`, in their order,
+        as they are read; pending ones go to `pending`, damaged ones to `damaged_indexes`."""
+        index = self.index
+
+        def load(iid):
+            name = INDEX_PREFIX + iid
             try:
-                return name, self._read_checked(name, lambda d: packindex.decode(d, self.sealer, name))
+                return iid, self._read_checked(name, lambda d: packindex.decode(d, self.sealer, name))
             except NotFoundError:  # a checkpoint that a finishing run deleted after our listing
-                return name, None
+                return iid, None
             except UnsupportedFormatError as exc:
                 if on_doc is None:
                     raise
-                return name, exc
+                return iid, exc
             except DamagedError as exc:  # FormatError included
-                return name, exc
+                return iid, exc
 
-        index = self.index
-        pending: list[tuple[str, packindex.IndexDoc]] = []
-        tables: list[packindex.IndexTable] = []  # merged at once: one sort, not one per object
-        for name, doc in self._parallel(load, names):
+        for iid, doc in self._stream(load, ids):
             if doc is None:
                 continue
             if on_doc is not None:
-                on_doc(name[len(INDEX_PREFIX):], doc)
+                on_doc(iid, doc)
             if isinstance(doc, UnsupportedFormatError):
                 continue
             if isinstance(doc, DamagedError):
                 if on_doc is None:
                     log.warning("%s; ignoring it (the blobs only it names are unknown until "
                                 "'coldvault repair index')", doc.message)
-                self.damaged_indexes[name[len(INDEX_PREFIX):]] = doc
+                self.damaged_indexes[iid] = doc
                 continue
-            iid = name[len(INDEX_PREFIX):]
             index.index_ids.add(iid)
             if doc.version < packindex.VERSION:
                 self.old_format_indexes.add(iid)  # `prune` rewrites it (docs/format.md 6.4)
@@ -241,9 +346,19 @@ class Vault:
                 index.pending_ids.add(iid)
                 pending.append((iid, doc))
             else:
-                tables.append(doc.table)
-        index.add_tables(tables)  # in name order: on a blob id given twice, the first wins
-        del tables
+                table = doc.table
+                del doc
+                yield iid, table
+
+    def _forget_loaded(self) -> None:
+        """Back to an index that holds nothing (the first load starts over)."""
+        self.index = BlobIndex()
+        self.damaged_indexes.clear()
+        self.old_format_indexes.clear()
+
+    def _adopt(self, pending: list[tuple[str, packindex.IndexDoc]], listed) -> None:
+        """The records of pending checkpoints whose packs are stored (see `load_index`)."""
+        index = self.index
         unknown: dict[str, packindex.PackRecord] = {}  # a pack's blobs may be spread over several checkpoints
         for _, doc in pending:
             for p in doc.packs:
@@ -268,7 +383,6 @@ class Vault:
         for iid, doc in pending:
             if all(p.id in stored for p in doc.packs):
                 index.adoptable.add(iid)
-        return index
 
     def _pack_stored(self, rec: packindex.PackRecord) -> bool:
         try:

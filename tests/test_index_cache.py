@@ -1,0 +1,259 @@
+"""The local index cache (vault/indexcache.py, docs/format.md section 15), through the command
+line as a user runs it: built by the first command that loads the index, used by the next ones
+(which then decode no index object: the -vv line "index: N index objects from the cache ..., 0
+read" counts the objects `load_index` reads), brought up to date after a backup, rebuilt after a
+prune, ignored (and rewritten) when damaged, never used by check, turned off by --no-cache or
+COLDVAULT_NO_CACHE, private to its owner."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import stat
+
+import pytest
+from cvtools import run, sample_vault
+
+from coldvault.errors import ExitCode
+from coldvault.index.pack import BlobEntry
+from coldvault.index.packindex import PackRecord
+from coldvault.store.local import LocalStore
+from coldvault.vault import Vault
+
+PASSWORD = b"test-password"
+
+
+@pytest.fixture
+def cached(tmp_path):
+    """A sample vault (one snapshot of source "src") whose index cache goes to tmp/cache."""
+    cache = tmp_path / "cache"
+    repo, env, src = sample_vault(tmp_path)
+    env = env | {"COLDVAULT_CACHE_DIR": str(cache)}
+    return repo, env, src, cache
+
+
+def loads(err: str) -> tuple[int | None, int]:
+    """(index objects taken from the cache or None if it was not used, index objects read) of
+    the -vv log of one command."""
+    m = re.search(r"index: (\d+) index objects from the cache \S+, (\d+) read", err)
+    if m:
+        return int(m.group(1)), int(m.group(2))
+    m = re.search(r"index: (\d+) index objects read", err)
+    assert m, err
+    return None, int(m.group(1))
+
+
+def cache_file(cache) -> str:
+    (path,) = glob.glob(os.path.join(str(cache), "*", "index-cache"))
+    return path
+
+
+def index_objects(repo: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(repo, "index", "*")))
+
+
+def ls(env, *extra) -> tuple[str, str]:
+    """`ls --recursive` of the latest snapshot of "src", at -vv: (output, log)."""
+    r = run(["-vv", "ls", "latest", "--source", "src", "--recursive", *extra], env)
+    return r.out, r.err
+
+
+def test_built_by_the_first_command_and_used_by_the_next(cached, tmp_path):
+    repo, env, src, cache = cached
+    out1, err1 = ls(env)
+    assert loads(err1) == (None, 1)  # the one index object the backup wrote
+    path = cache_file(cache)
+    assert "written" in err1
+    out2, err2 = ls(env)
+    assert loads(err2) == (1, 0)  # no index object decoded
+    assert out2 == out1 and "photo.jpg" in out2
+    # A restore from the cached index writes the same bytes.
+    target = tmp_path / "restored"
+    r = run(["-vv", "restore", "dir", "latest", "--source", "src", "--target", str(target)], env)
+    assert loads(r.err) == (1, 0)
+    assert (target / "photo.jpg").read_bytes() == (src / "photo.jpg").read_bytes()
+    assert (target / "docs" / "report.txt").read_bytes() == (src / "docs" / "report.txt").read_bytes()
+    assert os.path.getsize(path) > 0
+
+
+def test_the_cache_is_all_the_second_command_reads(cached):
+    """Proof that a warm command does not read the index objects: with every one of them
+    destroyed, it still answers; without the cache, the same command cannot find the files."""
+    repo, env, src, cache = cached
+    out1, _ = ls(env)
+    for name in index_objects(repo):
+        with open(name, "r+b") as f:
+            f.truncate(20)
+    out2, err2 = ls(env)
+    assert out2 == out1 and loads(err2) == (1, 0)
+    assert "damaged" not in err2
+    r = run(["ls", "latest", "--source", "src", "--recursive", "--no-cache"], env, check=False)
+    assert "damaged" in r.err  # the full load reads them, and warns
+
+
+def test_a_backup_adds_to_the_cache_and_sees_its_own_blobs(cached, tmp_path):
+    repo, env, src, cache = cached
+    ls(env)
+    (src / "new.txt").write_text("a new file\n" * 100)
+    r = run(["-vv", "backup", "dir", str(src), "--name", "src", "--json"], env)
+    assert loads(r.err) == (1, 0)
+    assert len(index_objects(repo)) == 2
+    out, err = ls(env)
+    assert "new.txt" in out
+    assert loads(err) == (1, 1)  # the cache's object, and the backup's new one read
+    assert "written" in err  # a small vault: merged and written again at once
+    out2, err2 = ls(env)
+    assert out2 == out and loads(err2) == (2, 0)
+    # The same tree again: every blob is known (from the cache), nothing new is stored.
+    again = run(["-vv", "backup", "dir", str(src), "--name", "src", "--json"], env)
+    assert loads(again.err) == (2, 0)
+    assert json.loads(again.out)["bytes_new"] == 0
+    target = tmp_path / "restored"
+    run(["restore", "dir", "latest", "--source", "src", "--target", str(target)], env)
+    assert (target / "new.txt").read_text() == "a new file\n" * 100
+
+
+def test_a_prune_makes_the_next_command_rebuild_it(cached):
+    repo, env, src, cache = cached
+    (src / "more.bin").write_bytes(os.urandom(100_000))
+    run(["backup", "dir", str(src), "--name", "src"], env)
+    ls(env)
+    assert loads(ls(env)[1]) == (2, 0)
+    run(["forget", "--keep-last", "1"], env)
+    p = run(["-vv", "prune"], env)
+    assert loads(p.err)[0] is None  # prune reads every index object itself
+    before = set(index_objects(repo))
+    out, err = ls(env)
+    assert "gone" in err and loads(err)[0] is None  # objects it was built from were deleted
+    assert "more.bin" in out and "photo.jpg" in out
+    assert loads(ls(env)[1]) == (len(before), 0)
+
+
+def _flip(path: str, at: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(at)
+        b = f.read(1)
+        f.seek(at)
+        f.write(bytes([b[0] ^ 0x10]))
+
+
+DAMAGE = {
+    "a byte in the columns": lambda p: _flip(p, 40),
+    "a byte of the header": lambda p: _flip(p, os.path.getsize(p) - 60),
+    "truncated by a byte": lambda p: os.truncate(p, os.path.getsize(p) - 1),
+    "truncated to its start": lambda p: os.truncate(p, 20),
+    "empty": lambda p: os.truncate(p, 0),
+    "other bytes": lambda p: open(p, "wb").write(os.urandom(4096)),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_cache_file_is_ignored_and_rewritten(cached, damage):
+    repo, env, src, cache = cached
+    out1, _ = ls(env)
+    path = cache_file(cache)
+    DAMAGE[damage](path)
+    out2, err2 = ls(env)
+    assert out2 == out1
+    assert loads(err2) == (None, 1) and "reading every index object" in err2
+    assert "Traceback" not in err2 and "WARNING" not in err2.upper().replace("COLDVAULT:", "")
+    assert loads(ls(env)[1]) == (1, 0)  # written again, whole
+
+
+def test_a_cache_of_another_vault_is_not_used(cached, tmp_path):
+    repo, env, src, cache = cached
+    ls(env)
+    mine = cache_file(cache)
+    other_repo, other_env, _ = sample_vault(tmp_path / "other")
+    other_env = other_env | {"COLDVAULT_CACHE_DIR": str(cache)}
+    ls(other_env)
+    theirs = [p for p in glob.glob(os.path.join(str(cache), "*", "index-cache")) if p != mine]
+    # The other vault's file copied over this one's: refused (another vault), read in full.
+    with open(theirs[0], "rb") as f:
+        data = f.read()
+    with open(mine, "wb") as f:
+        f.write(data)
+    out1, err1 = ls(env)
+    assert "of another vault" in err1 and loads(err1) == (None, 1)
+    assert "photo.jpg" in out1
+
+
+@pytest.mark.parametrize("how", ["--no-cache", "COLDVAULT_NO_CACHE"])
+def test_no_cache(cached, how):
+    repo, env, src, cache = cached
+    args = ["--no-cache"] if how == "--no-cache" else []
+    if how == "COLDVAULT_NO_CACHE":
+        env = env | {"COLDVAULT_NO_CACHE": "1"}
+    for _ in range(2):
+        r = run(["-vv", *args, "ls", "latest", "--source", "src"], env)
+        assert loads(r.err) == (None, 1)
+    assert not os.path.exists(cache)  # nothing written
+    ls(dict(env, COLDVAULT_NO_CACHE="0") if how == "COLDVAULT_NO_CACHE" else env)  # now one is made
+    r = run(["-vv", *args, "ls", "latest", "--source", "src"], env)
+    assert loads(r.err) == (None, 1)  # and not used
+
+
+def test_private_files_whatever_the_umask(cached):
+    repo, env, src, cache = cached
+    run(["ls", "latest", "--source", "src"], env, prefix=["sh", "-c", 'umask 000; exec "$@"', "sh"])
+    path = cache_file(cache)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(cache).st_mode) == 0o700
+    leftovers = [n for n in os.listdir(os.path.dirname(path)) if n != "index-cache"]
+    assert leftovers == []
+
+
+def test_a_killed_writers_temporary_file_is_removed(cached):
+    repo, env, src, cache = cached
+    ls(env)
+    d = os.path.dirname(cache_file(cache))
+    stale = os.path.join(d, ".tmp-999999999-1-index-cache")  # no such process
+    with open(stale, "wb") as f:
+        f.write(b"x" * 1000)
+    os.remove(cache_file(cache))
+    ls(env)
+    assert sorted(os.listdir(d)) == ["index-cache"]
+
+
+def test_check_reads_every_index_object(cached):
+    """A damaged index object is found by check even when a warm cache holds its records."""
+    repo, env, src, cache = cached
+    ls(env)
+    idx = index_objects(repo)[0]
+    with open(idx, "r+b") as f:
+        f.truncate(30)
+    assert loads(ls(env)[1]) == (1, 0)  # the cache still answers for it
+    r = run(["-vv", "check", "--json"], env, check=False)
+    assert r.code == ExitCode.DAMAGED
+    assert "index/" + os.path.basename(idx) in {d["object"] for d in r.json()["damage"]}
+    assert "from the cache" not in r.err
+
+
+def test_a_new_object_named_first_that_repeats_a_cached_blob_wins(tmp_path, monkeypatch):
+    """Two index objects naming one blob: the one whose name sorts first is used, cache or not
+    (docs/format.md 6.4). A new object named before the cached ones that repeats a cached blob
+    makes the loader read everything again, as a full load would."""
+    monkeypatch.setenv("COLDVAULT_CACHE_DIR", str(tmp_path / "cache"))
+    store = LocalStore(str(tmp_path / "vault"))
+    from coldvault.index.config import Settings
+
+    v = Vault.init(store, None, Settings())
+    blob = os.urandom(16)
+    first = v.save_index([PackRecord(os.urandom(16).hex(), "data", 10_000, [BlobEntry(blob, 0, 0, 100, 100)])])
+    Vault.open(store, None).load_index()  # builds the cache from `first`
+    while True:  # a second record of the same blob, in an object named before the first
+        rec = PackRecord(os.urandom(16).hex(), "data", 10_000, [BlobEntry(blob, 0, 500, 100, 100)])
+        w = Vault.open(store, None)
+        ids = w.save_index([rec])
+        if ids[0] < first[0]:
+            break
+        store.delete("index/" + ids[0])
+    warm = Vault.open(store, None)
+    warm.load_index()
+    cold = Vault.open(store, None)
+    cold.load_index(cache=False)
+    assert warm.index.lookup(blob) == cold.index.lookup(blob)
+    assert warm.index.pack_of(blob) == rec.id
