@@ -78,19 +78,38 @@ def test_built_by_the_first_command_and_used_by_the_next(cached, tmp_path):
     assert os.path.getsize(path) > 0
 
 
+def _damage_unseen(path: str) -> None:
+    """Flip a byte of `path` and give it back its size and mtime: the listing does not show it."""
+    st = os.stat(path)
+    _flip(path, 40)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
 def test_the_cache_is_all_the_second_command_reads(cached):
     """Proof that a warm command does not read the index objects: with every one of them
-    destroyed, it still answers; without the cache, the same command cannot find the files."""
+    damaged (behind the listing's back: same size, same mtime), it still answers; the same
+    command without the cache reads them, and warns."""
     repo, env, src, cache = cached
     out1, _ = ls(env)
     for name in index_objects(repo):
-        with open(name, "r+b") as f:
-            f.truncate(20)
+        _damage_unseen(name)
     out2, err2 = ls(env)
     assert out2 == out1 and loads(err2) == (1, 0)
     assert "damaged" not in err2
     r = run(["ls", "latest", "--source", "src", "--recursive", "--no-cache"], env, check=False)
     assert "damaged" in r.err  # the full load reads them, and warns
+
+
+def test_an_index_object_changed_in_place_is_read_again(cached):
+    """An index object rewritten in place (damaged: another mtime or size in the listing) is
+    not trusted from the cache: the next command reads everything, and warns."""
+    repo, env, src, cache = cached
+    ls(env)
+    (idx,) = index_objects(repo)
+    _flip(idx, 40)
+    r = run(["-vv", "ls", "latest", "--source", "src"], env, check=False)
+    assert "changed" in r.err and loads(r.err) == (None, 1)
+    assert f"index/{os.path.basename(idx)}" in r.err and "damaged" in r.err
 
 
 def test_a_backup_adds_to_the_cache_and_sees_its_own_blobs(cached, tmp_path):
@@ -223,8 +242,7 @@ def test_check_reads_every_index_object(cached):
     repo, env, src, cache = cached
     ls(env)
     idx = index_objects(repo)[0]
-    with open(idx, "r+b") as f:
-        f.truncate(30)
+    _damage_unseen(idx)
     assert loads(ls(env)[1]) == (1, 0)  # the cache still answers for it
     r = run(["-vv", "check", "--json"], env, check=False)
     assert r.code == ExitCode.DAMAGED

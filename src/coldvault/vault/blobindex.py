@@ -13,10 +13,15 @@ The tables are numpy arrays, not Python objects (issue 10: a 10 TB vault holds a
 per pack (hi, lo, kind u8, size u64) and the order that sorts them by id. A lookup is a
 binary search (`searchsorted`) on `hi`, then a compare of `lo`.
 
-`add_table` merges a whole index object at once (concatenate, one stable sort, first
-row of each id kept: the first index loaded wins, docs/format.md 6.4). `add_pack`, one
-pack at a time during a backup, goes to a small dict overlay that is merged into the
-tables once it grows past a quarter of them (so merges cost O(n log n) in all).
+`add_tables` merges whole index objects at once, as they are decoded: their rows are
+copied into columns made once (each object freed as soon as it is copied), sorted (one
+stable sort, first row of each id kept: the first index loaded wins, docs/format.md 6.4)
+and, when there are tables already, inserted among their rows (`np.insert` at
+`searchsorted` positions: one pass, no sort of the old rows). `add_pack`, one pack at a
+time during a backup, goes to a small dict overlay that is merged into the tables once it
+grows past a quarter of them (so merges cost O(n log n) in all). `columns` and
+`use_columns` hand the tables to and from the local index cache (vault/indexcache.py),
+whose memory-mapped, read-only columns serve as tables unchanged.
 
 Readers run on several threads while a backup adds packs: the tables and the overlay
 are published together as one tuple (`_state`), replaced whole by a merge; a reader
@@ -79,7 +84,7 @@ class _Tables:
     """The merged, sorted tables; never changed once published."""
 
     __slots__ = ("hi", "lo", "pack", "offset", "length", "raw", "type",
-                 "pk_hi", "pk_lo", "pk_kind", "pk_size", "pk_order", "pk_sorted_hi", "pk_hex", "_mv")
+                 "pk_hi", "pk_lo", "pk_kind", "pk_size", "pk_order", "pk_sorted_hi", "pk_hex", "_mv", "done_with")
 
     def __init__(self, blobs: dict, packs: dict):
         """`blobs`: BLOB_COLUMNS, sorted by (hi, lo), each id once; `packs`: PACK_COLUMNS,
@@ -93,6 +98,7 @@ class _Tables:
         sorted_hi = packs.get("sorted_hi")
         self.pk_sorted_hi = self.pk_hi[self.pk_order] if sorted_hi is None else sorted_hi
         self.pk_hex: list[str] | None = None  # pack ids as hex, made when first needed
+        self.done_with = None  # memory-mapped columns: done_with(name) gives their pages back once copied
         # The same columns as memoryviews: one row read as Python ints without numpy's
         # per-call overhead (a lookup is a bisect of `hi`, a few microseconds).
         self._mv = tuple(_mv(a) for a in (self.hi, self.lo, self.pack, self.offset, self.length, self.raw, self.type))
@@ -236,13 +242,16 @@ class BlobIndex:
         with self._lock:
             self._merge(tables, capacity or 0)
 
-    def use_columns(self, blobs: dict, packs: dict) -> None:
+    def use_columns(self, blobs: dict, packs: dict, done_with=None) -> None:
         """Start from these tables (columns as `columns()` gives them, e.g. memory-mapped from
-        the local index cache); only on an index that holds nothing yet."""
+        the local index cache); only on an index that holds nothing yet. `done_with(name)`,
+        if given, is called once a merge has copied blob column `name` into a new table (a
+        mapped file's pages are then dropped from the process: they would count twice)."""
         with self._lock:
             t, ov = self._state
             assert not len(t) and not len(t.pk_hi) and not ov.packs and not ov.blobs
             tables = _Tables(blobs, packs)
+            tables.done_with = done_with
             self._state = (tables, _Overlay(len(tables.pk_hi)))
 
     def columns(self) -> tuple[dict, dict] | None:
@@ -560,7 +569,12 @@ def _insert_sorted(t: _Tables, new: dict) -> dict:
         while p < n and t.hi[p] == h and t.lo[p] < lo:
             p += 1
         pos[j] = p
-    return {k: np.insert(getattr(t, k), pos, new[k]) for k in BLOB_COLUMNS}
+    out = {}
+    for k in BLOB_COLUMNS:
+        out[k] = np.insert(getattr(t, k), pos, new[k])
+        if t.done_with is not None:
+            t.done_with(k)
+    return out
 
 
 class Deduper:

@@ -92,9 +92,21 @@ class Cached:
     """What one cache file holds; the columns are read-only arrays over its mapping."""
 
     index_ids: frozenset[str]
+    stamps: dict  # index id -> [size, mtime or None] in the listing it was built from
     old_format: frozenset[str]  # of them, those of format version 1 (prune rewrites them)
     blobs: dict
     packs: dict
+    mm: mmap.mmap | None = None
+
+    def done_with(self, name: str) -> None:
+        """Drop the pages of blob column `name` from this process (they stay in the page
+        cache, and are read again if the column is used again)."""
+        col = self.blobs[name]
+        if self.mm is None or not hasattr(self.mm, "madvise") or not col.nbytes:
+            return
+        start = col.__array_interface__["data"][0] - np.frombuffer(self.mm, np.uint8, 1).__array_interface__["data"][0]
+        page = start - start % mmap.PAGESIZE
+        self.mm.madvise(mmap.MADV_DONTNEED, page, start + col.nbytes - page)
 
 
 class _Invalid(Exception):
@@ -149,9 +161,11 @@ def _parse(mm: mmap.mmap, vault_id: bytes) -> Cached:
         raise _Invalid("damaged header")
     if h.get("vault") != vault_id.hex():
         raise _Invalid("of another vault")
-    ids, old = h.get("index_ids"), h.get("old_format")
-    if not (isinstance(ids, list) and isinstance(old, list) and all(isinstance(i, str) for i in ids + old)):
-        raise _Invalid("damaged header (index ids)")
+    objs, old = h.get("index_objects"), h.get("old_format")
+    if not (isinstance(objs, list) and isinstance(old, list) and all(isinstance(i, str) for i in old)
+            and all(isinstance(o, list) and len(o) == 3 and isinstance(o[0], str) for o in objs)):
+        raise _Invalid("damaged header (index objects)")
+    stamps = {o[0]: [o[1], o[2]] for o in objs}
     nb, npk, cols = h.get("blobs"), h.get("packs"), h.get("columns")
     if not (type(nb) is int and type(npk) is int and nb >= 0 and npk >= 0 and isinstance(cols, list)
             and len(cols) == len(COLUMNS)):
@@ -170,7 +184,7 @@ def _parse(mm: mmap.mmap, vault_id: bytes) -> Cached:
         out[table][key] = np.frombuffer(mm, dtype=dt, count=count, offset=off)  # read-only, mapped
     if npk and int(out["pack"]["order"].max()) >= npk:
         raise _Invalid("damaged (a row past the pack table)")
-    return Cached(frozenset(ids), frozenset(old), out["blob"], out["pack"])
+    return Cached(frozenset(stamps), stamps, frozenset(old), out["blob"], out["pack"], mm)
 
 
 def _layout(nb: int, npk: int) -> tuple[list, int]:
@@ -203,9 +217,10 @@ def _checksum(mm: mmap.mmap, start: int, end: int) -> str:
     return h.hexdigest()
 
 
-def write(path: str, vault_id: bytes, index_ids, old_format, blobs: dict, packs: dict) -> bool:
+def write(path: str, vault_id: bytes, stamps: dict, old_format, blobs: dict, packs: dict) -> bool:
     """Write the tables (columns as `BlobIndex.columns()` gives them) built from exactly the
-    index objects `index_ids`; False (one warning) if the file could not be written."""
+    index objects of `stamps` (id -> (size, mtime or None) in the listing they were read
+    after); False (one warning) if the file could not be written."""
     directory = os.path.dirname(path)
     nb, npk = len(blobs["hi"]), len(packs["hi"])
     layout, end = _layout(nb, npk)
@@ -227,7 +242,8 @@ def write(path: str, vault_id: bytes, index_ids, old_format, blobs: dict, packs:
                 at = off + len(data)
             assert at == end
             header = json.dumps({
-                "vault": vault_id.hex(), "index_ids": sorted(index_ids), "old_format": sorted(old_format),
+                "vault": vault_id.hex(), "old_format": sorted(old_format),
+                "index_objects": [[i, *stamps[i]] for i in sorted(stamps)],
                 "blobs": nb, "packs": npk, "checksum": h.hexdigest(),
                 "columns": [[t, k, dt.str, off] for (t, k, dt), off in layout],
                 "written_by": f"coldvault, python {sys.version_info[0]}.{sys.version_info[1]}",
@@ -243,7 +259,7 @@ def write(path: str, vault_id: bytes, index_ids, old_format, blobs: dict, packs:
         except OSError:
             pass
         return False
-    log.debug("index cache %s: written, %d blobs from %d index objects", path, nb, len(index_ids))
+    log.debug("index cache %s: written, %d blobs from %d index objects", path, nb, len(stamps))
     return True
 
 

@@ -41,6 +41,7 @@ from coldvault.vault.blobindex import BlobIndex, Location
 log = logging.getLogger(__name__)
 
 CONFIG = "config"
+STREAM_BYTES = 64 * 1024 * 1024  # index objects (bytes as listed) read ahead of the one being merged
 INDEX_PREFIX = "index/"
 SNAPSHOT_PREFIX = "snapshots/"
 
@@ -196,22 +197,28 @@ class Vault:
         with ThreadPoolExecutor(min(self.store.capabilities().connections, len(items))) as ex:
             return list(ex.map(fn, items))
 
-    def _stream(self, fn, items):
+    def _stream(self, fn, items, size=None):
         """fn(i) for i in items, yielded in order as they are done, on as many threads as the
-        store serves requests at once; at most one result more than that waits to be taken
-        (each index object is merged, and freed, before many more are read)."""
+        store serves requests at once, but with at most STREAM_BYTES of `size(i)` (and one item
+        more than there are threads) waiting or in flight: each index object is merged, and
+        freed, before many more are read."""
         n = min(self.store.capabilities().connections, len(items))
         if n <= 1:
             yield from map(fn, items)
             return
+        size = size or (lambda item: 0)
         with ThreadPoolExecutor(n) as ex:
             running: deque = deque()
+            held = 0
             for item in items:
-                running.append(ex.submit(fn, item))
-                if len(running) > n:
-                    yield running.popleft().result()
+                while running and (len(running) > n or held + size(item) > STREAM_BYTES):
+                    done, weight = running.popleft()
+                    held -= weight
+                    yield done.result()
+                running.append((ex.submit(fn, item), size(item)))
+                held += size(item)
             while running:
-                yield running.popleft().result()
+                yield running.popleft()[0].result()
 
     def load_index(self, on_doc=None, listed: dict[str, ObjectInfo] | None = None, cache: bool = True) -> BlobIndex:
         """Read the index objects not read yet. Records of pending (write-ahead) indexes count
@@ -246,13 +253,14 @@ class Vault:
         if cache and on_doc is None and first and indexcache.enabled():
             cache_path = indexcache.cache_path(self.config.vault_id)
         cached = None if cache_path is None else indexcache.read(cache_path, self.config.vault_id)
-        if cached is not None and not cached.index_ids <= sizes.keys():
-            log.debug("index cache %s: built from index objects that are gone (a prune); rebuilding it", cache_path)
+        if cached is not None and any(sizes.get(i) != v for i, v in cached.stamps.items()):
+            log.debug("index cache %s: built from index objects that are gone (a prune) or changed; rebuilding it",
+                      cache_path)
             cached = None
         pending: list[tuple[str, packindex.IndexDoc]] = []
         if cached is not None:
             to_read = [i for i in ids if i not in cached.index_ids]
-            new = list(self._index_tables(to_read, on_doc, pending))
+            new = list(self._index_tables(to_read, sizes, on_doc, pending))
             if _overrides(cached, new):
                 # An object named before some cached ones repeats one of their records: in a
                 # full load it would win (first loaded, by name): load everything instead.
@@ -264,7 +272,7 @@ class Vault:
             else:
                 log.debug("index: %d index objects from the cache %s, %d read", len(cached.index_ids), cache_path,
                           len(to_read))
-                index.use_columns(cached.blobs, cached.packs)
+                index.use_columns(cached.blobs, cached.packs, cached.done_with)
                 index.index_ids.update(cached.index_ids)
                 self.old_format_indexes.update(cached.old_format)
                 rows = sum(len(tb.blobs) for _, tb in new)
@@ -280,10 +288,10 @@ class Vault:
                     index.add_tables([tb for _, tb in new])
         if cached is None:
             new = []
-            capacity = sum(sizes[i] for i in ids) // packindex.BLOB_RECORD.itemsize  # at most this many rows
+            capacity = sum(sizes[i][0] for i in ids) // packindex.BLOB_RECORD.itemsize  # at most this many rows
 
             def tables():
-                for iid, table in self._index_tables(ids, on_doc, pending):
+                for iid, table in self._index_tables(ids, sizes, on_doc, pending):
                     new.append(iid)
                     yield table
 
@@ -293,22 +301,25 @@ class Vault:
             columns = index.columns()
             if columns is not None:
                 merged = index.index_ids - index.pending_ids
-                indexcache.write(cache_path, self.config.vault_id, merged, self.old_format_indexes & merged, *columns)
+                indexcache.write(cache_path, self.config.vault_id, {i: sizes[i] for i in merged},
+                                 self.old_format_indexes & merged, *columns)
         self._adopt(pending, listed)
         return index
 
-    def _index_listing(self) -> dict[str, int]:
-        """Index object id -> size, of every object under index/ named by a content id."""
+    def _index_listing(self) -> dict[str, list]:
+        """Index object id -> [size, mtime or None], of every object under index/ named by a
+        content id (the local index cache is keyed by them: an object rewritten in place, i.e.
+        damaged, no longer matches)."""
         out = {}
         for o in self.store.list(INDEX_PREFIX):
             oid = o.name[len(INDEX_PREFIX):]
             if is_hex_id(oid):
-                out[oid] = o.size
+                out[oid] = [o.size, o.mtime]
             else:
                 log.debug("ignoring stray object %s", o.name)
         return out
 
-    def _index_tables(self, ids: list[str], on_doc, pending: list):
+    def _index_tables(self, ids: list[str], sizes: dict, on_doc, pending: list):
         """(id, table) of each readable, not pending index object among `ids`, in their order,
         as they are read; pending ones go to `pending`, damaged ones to `damaged_indexes`."""
         index = self.index
@@ -326,7 +337,7 @@ class Vault:
             except DamagedError as exc:  # FormatError included
                 return iid, exc
 
-        for iid, doc in self._stream(load, ids):
+        for iid, doc in self._stream(load, ids, lambda iid: sizes[iid][0]):
             if doc is None:
                 continue
             if on_doc is not None:
