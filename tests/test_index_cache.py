@@ -275,3 +275,33 @@ def test_a_new_object_named_first_that_repeats_a_cached_blob_wins(tmp_path, monk
     cold.load_index(cache=False)
     assert warm.index.lookup(blob) == cold.index.lookup(blob)
     assert warm.index.pack_of(blob) == rec.id
+
+
+def test_commands_at_once_each_see_a_whole_file(cached):
+    """Three cold commands at once: each builds and renames its own file; all answer, and the
+    file left is whole (the next command uses it)."""
+    import subprocess
+
+    from cvtools import COLDVAULT
+
+    repo, env, src, cache = cached
+    expected, _ = ls(env)
+    os.remove(cache_file(cache))
+    procs = [subprocess.Popen([*COLDVAULT, "ls", "latest", "--source", "src", "--recursive"], env=os.environ | env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        assert out.decode() == expected
+    assert loads(ls(env)[1]) == (1, 0)
+    assert sorted(os.listdir(os.path.dirname(cache_file(cache)))) == ["index-cache"]
+
+
+def test_a_cache_that_cannot_be_written_costs_a_warning(cached, tmp_path):
+    repo, env, src, cache = cached
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    env = env | {"COLDVAULT_CACHE_DIR": str(blocked)}
+    out, err = ls(env)
+    assert "photo.jpg" in out
+    assert "could not write the index cache" in err and "Traceback" not in err

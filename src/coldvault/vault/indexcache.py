@@ -7,10 +7,12 @@ do not change until an index object is added or removed, so, as kopia does, the 
 command writes them to one file here and the next ones map it read-only (numpy over
 `mmap`): no decode, no sort, and only the pages a command touches are read.
 
-A cache file holds the exact set of index object ids it was built from. `Vault.load_index`
-lists `index/` anyway; it uses the file only if every one of those ids is still listed
-(one missing, say after a prune: the file is ignored and rewritten), and reads and merges
-only the objects listed beyond them (a backup's new ones), rewriting the file after.
+A cache file holds the exact set of index objects it was built from, with the size and
+mtime each had in the listing. `Vault.load_index` lists `index/` anyway; it uses the file
+only if every one of them is still listed alike (one missing, say after a prune, or
+rewritten in place, i.e. damaged: the file is ignored and rewritten), and reads only the
+objects listed beyond them (a backup's new ones): a few records are kept beside the mapped
+tables, more are merged into them and the file is rewritten.
 Pending checkpoints are never in it (their records count only once their packs are seen
 in the store); neither is a vault with a damaged index object (the full load warns about it
 every time). `check`, `prune` and `repair index` never use it: they read every object.
