@@ -37,7 +37,7 @@ def cached(tmp_path):
 def loads(err: str) -> tuple[int | None, int]:
     """(index objects taken from the cache or None if it was not used, index objects read) of
     the -vv log of one command."""
-    m = re.search(r"index: (\d+) index objects from the cache \S+, (\d+) read", err)
+    m = re.search(r"index: (\d+) index objects from the cache, (\d+) read", err)
     if m:
         return int(m.group(1)), int(m.group(2))
     m = re.search(r"index: (\d+) index objects read", err)

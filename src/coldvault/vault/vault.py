@@ -258,53 +258,54 @@ class Vault:
                       cache_path)
             cached = None
         pending: list[tuple[str, packindex.IndexDoc]] = []
-        if cached is not None:
-            to_read = [i for i in ids if i not in cached.index_ids]
-            new = list(self._index_tables(to_read, sizes, on_doc, pending))
-            if _overrides(cached, new):
-                # An object named before some cached ones repeats one of their records: in a
-                # full load it would win (first loaded, by name): load everything instead.
-                log.debug("index cache %s: a new index object repeats cached records; rebuilding it", cache_path)
-                self._forget_loaded()
-                index = self.index
-                pending.clear()
-                cached = None
-            else:
-                log.debug("index: %d index objects from the cache %s, %d read", len(cached.index_ids), cache_path,
-                          len(to_read))
-                index.use_columns(cached.blobs, cached.packs, cached.done_with)
-                index.index_ids.update(cached.index_ids)
-                self.old_format_indexes.update(cached.old_format)
-                rows = sum(len(tb.blobs) for _, tb in new)
-                if len(new) <= indexcache.OVERLAY_OBJECTS and rows <= min(indexcache.OVERLAY_ROWS,
-                                                                          len(index) // 64):
-                    # A few records (last night's backup) beside millions: kept beside the
-                    # tables, and read again next time, rather than rewriting the whole cache.
-                    for _, tb in new:
-                        for rec in tb.records():
-                            index.add_pack(rec)
-                    new = []
-                else:
-                    index.add_tables([tb for _, tb in new])
-        if cached is None:
-            new = []
-            capacity = sum(sizes[i][0] for i in ids) // packindex.BLOB_RECORD.itemsize  # at most this many rows
+        merged = None if cached is None else self._load_beyond_cache(cached, ids, sizes, pending)
+        if merged is None:  # no cache, or one that a full load would contradict: every object read
+            merged = []
 
             def tables():
                 for iid, table in self._index_tables(ids, sizes, on_doc, pending):
-                    new.append(iid)
+                    merged.append(iid)
                     yield table
 
-            index.add_tables(tables(), capacity=capacity)  # in name order: on a blob id given twice, the first wins
+            capacity = sum(sizes[i][0] for i in ids) // packindex.BLOB_RECORD.itemsize  # at most this many rows
+            self.index.add_tables(tables(), capacity=capacity)  # in name order: on a blob id twice, the first wins
             log.debug("index: %d index objects read", len(ids))
-        if cache_path is not None and new and not self.damaged_indexes:
-            columns = index.columns()
+        if cache_path is not None and merged and not self.damaged_indexes:
+            columns = self.index.columns()
             if columns is not None:
-                merged = index.index_ids - index.pending_ids
-                indexcache.write(cache_path, self.config.vault_id, {i: sizes[i] for i in merged},
-                                 self.old_format_indexes & merged, *columns)
+                held = self.index.index_ids - self.index.pending_ids
+                indexcache.write(cache_path, self.config.vault_id, {i: sizes[i] for i in held},
+                                 self.old_format_indexes & held, *columns)
         self._adopt(pending, listed)
-        return index
+        return self.index
+
+    def _load_beyond_cache(self, cached: indexcache.Cached, ids: list[str], sizes: dict, pending: list):
+        """The cache's tables, and the index objects listed beyond them: a few records kept
+        beside the tables, more merged into them. Returns the ids merged into the tables (the
+        cache is then rewritten), or None, having read nothing into the index, when a new
+        object repeats a record of the cache that, loaded in name order, it would replace."""
+        to_read = [i for i in ids if i not in cached.index_ids]
+        new = list(self._index_tables(to_read, sizes, None, pending))
+        if _overrides(cached, new):
+            log.debug("index: a new index object repeats records of the cache; reading every index object")
+            self._forget_loaded()
+            pending.clear()
+            return None
+        log.debug("index: %d index objects from the cache, %d read", len(cached.index_ids), len(to_read))
+        index = self.index
+        index.use_columns(cached.blobs, cached.packs, cached.done_with)
+        index.index_ids.update(cached.index_ids)
+        self.old_format_indexes.update(cached.old_format)
+        rows = sum(len(tb.blobs) for _, tb in new)
+        if len(new) <= indexcache.OVERLAY_OBJECTS and rows <= min(indexcache.OVERLAY_ROWS, len(index) // 64):
+            # A few records (last night's backup) beside millions: kept beside the tables,
+            # and read again next time, rather than rewriting the whole cache for them.
+            for _, tb in new:
+                for rec in tb.records():
+                    index.add_pack(rec)
+            return []
+        index.add_tables([tb for _, tb in new])
+        return [iid for iid, _ in new]
 
     def _index_listing(self) -> dict[str, list]:
         """Index object id -> [size, mtime or None], of every object under index/ named by a
