@@ -305,3 +305,56 @@ def test_a_cache_that_cannot_be_written_costs_a_warning(cached, tmp_path):
     out, err = ls(env)
     assert "photo.jpg" in out
     assert "could not write the index cache" in err and "Traceback" not in err
+
+
+def _records(n: int, per_pack: int = 16) -> list[PackRecord]:
+    recs = []
+    for p in range(0, n, per_pack):
+        blobs = [BlobEntry(os.urandom(16), 0, 1000 * i, 900, 900) for i in range(min(per_pack, n - p))]
+        recs.append(PackRecord(os.urandom(16).hex(), "data", 1000 * per_pack, blobs))
+    return recs
+
+
+def _load(store, caplog) -> tuple[Vault, str]:
+    caplog.clear()
+    v = Vault.open(store, None)
+    v.load_index()
+    return v, caplog.text
+
+
+def test_few_new_records_stay_beside_the_cache_many_are_merged(tmp_path, monkeypatch, caplog):
+    """At scale: a small backup's index object is read by each command and kept beside the
+    mapped tables (the cache is not rewritten for it); many new records are merged and the
+    cache rewritten; more new records than the cache holds: every object is read."""
+    import logging
+
+    from coldvault.index.config import Settings
+
+    caplog.set_level(logging.DEBUG, logger="coldvault")
+    monkeypatch.setenv("COLDVAULT_CACHE_DIR", str(tmp_path / "cache"))
+    store = LocalStore(str(tmp_path / "vault"))
+    Vault.init(store, None, Settings()).save_index(_records(20_000))
+    _, log = _load(store, caplog)
+    assert loads(log) == (None, 1) and "written" in log
+
+    small = _records(10)
+    Vault.open(store, None).save_index(small)
+    for _ in range(2):
+        v, log = _load(store, caplog)
+        assert loads(log) == (1, 1) and "written" not in log  # read again each time, not merged
+        assert v.index.pack_of(small[0].blobs[0].id) == small[0].id
+        assert len(v.index) == 20_010
+
+    more = _records(1_000)  # over 1/64 of the cache: merged, the cache rewritten with both objects
+    Vault.open(store, None).save_index(more)
+    v, log = _load(store, caplog)
+    assert loads(log) == (1, 2) and "written" in log
+    assert loads(_load(store, caplog)[1]) == (3, 0)
+    assert v.index.pack_of(more[-1].blobs[-1].id) == more[-1].id
+
+    huge = _records(60_000)  # more than the cache holds (and than 50,000): a full load is cheaper
+    Vault.open(store, None).save_index(huge)
+    v, log = _load(store, caplog)
+    assert loads(log) == (None, 4) and "written" in log
+    assert len(v.index) == 81_010
+    assert v.index.pack_of(huge[0].blobs[0].id) == huge[0].id

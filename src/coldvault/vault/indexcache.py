@@ -57,7 +57,7 @@ HEAD = struct.Struct("<16sII8x")  # magic, version, 0
 TAIL = struct.Struct("<QQ16s")  # header length, XXH3-64 of the header, magic
 ALIGN = 64
 MAX_HEADER = 64 * 1024 * 1024
-HASH_STEP = 64 * 1024 * 1024  # columns are checked this much at a time, then unmapped from our pages
+HASH_STEP = 16 * 1024 * 1024  # columns are checked this much at a time, then unmapped from our pages
 COLUMNS = [("blob", k, np.dtype(dt).newbyteorder("<")) for k, dt in BLOB_COLUMNS.items()] + \
           [("pack", k, np.dtype(dt).newbyteorder("<")) for k, dt in PACK_COLUMNS.items()]
 

@@ -101,17 +101,9 @@ def _max_index_entries() -> int:
     return n
 
 
-def _overrides(cached: indexcache.Cached, new: list) -> bool:
-    """Whether an index object (id, table) of `new` named before one the cache was built from
-    names a blob or pack that the cache holds (a full load, by name order, would take its
-    record instead of the cache's). Rare: backups index only what the index did not have."""
-    last = max(cached.index_ids, default="")
-    early = [tb for iid, tb in new if iid < last]
-    if not early:
-        return False
-    probe = BlobIndex()
-    probe.use_columns(cached.blobs, cached.packs)
-    return any(probe.holds_any(tb) for tb in early)
+class _Overridden(Exception):
+    """An index object read beyond the local index cache names a record the cache holds, and
+    is named before one the cache was built from (a full load would take its record)."""
 
 
 class Vault:
@@ -280,32 +272,48 @@ class Vault:
         return self.index
 
     def _load_beyond_cache(self, cached: indexcache.Cached, ids: list[str], sizes: dict, pending: list):
-        """The cache's tables, and the index objects listed beyond them: a few records kept
-        beside the tables, more merged into them. Returns the ids merged into the tables (the
-        cache is then rewritten), or None, having read nothing into the index, when a new
-        object repeats a record of the cache that, loaded in name order, it would replace."""
+        """The cache's tables, and the index objects listed beyond them, merged as they are read
+        (a few records are kept beside the tables instead). Returns the ids merged into the
+        tables (the cache is then rewritten), or None, with nothing loaded, when reading every
+        object costs less (more new records than cached ones) or a new object repeats a record
+        of the cache that, loaded in name order, it would replace (docs/format.md 6.4)."""
         to_read = [i for i in ids if i not in cached.index_ids]
-        new = list(self._index_tables(to_read, sizes, None, pending))
-        if _overrides(cached, new):
-            log.debug("index: a new index object repeats records of the cache; reading every index object")
+        rows = sum(sizes[i][0] for i in to_read) // packindex.BLOB_RECORD.itemsize  # at most this many
+        cached_rows = len(cached.blobs["hi"])
+        if rows > max(cached_rows, indexcache.OVERLAY_ROWS):
+            log.debug("index: more new records than the cache holds; reading every index object")
+            return None
+        index = self.index
+        index.use_columns(cached.blobs, cached.packs, cached.done_with)
+        last = max(cached.index_ids)
+        merged = []
+
+        def tables():
+            for iid, table in self._index_tables(to_read, sizes, None, pending):
+                if iid < last and index.holds_any(table):
+                    raise _Overridden(iid)
+                merged.append(iid)
+                yield table
+
+        try:
+            if len(to_read) <= indexcache.OVERLAY_OBJECTS and rows <= min(indexcache.OVERLAY_ROWS, cached_rows // 64):
+                # A few records (last night's backup) beside millions: kept beside the tables,
+                # and read again next time, rather than rewriting the whole cache for them.
+                for table in tables():
+                    for rec in table.records():
+                        index.add_pack(rec)
+                merged = []
+            else:
+                index.add_tables(tables(), capacity=rows)
+        except _Overridden as exc:
+            log.debug("index: index/%s repeats records of the cache; reading every index object", exc)
             self._forget_loaded()
             pending.clear()
             return None
         log.debug("index: %d index objects from the cache, %d read", len(cached.index_ids), len(to_read))
-        index = self.index
-        index.use_columns(cached.blobs, cached.packs, cached.done_with)
         index.index_ids.update(cached.index_ids)
         self.old_format_indexes.update(cached.old_format)
-        rows = sum(len(tb.blobs) for _, tb in new)
-        if len(new) <= indexcache.OVERLAY_OBJECTS and rows <= min(indexcache.OVERLAY_ROWS, len(index) // 64):
-            # A few records (last night's backup) beside millions: kept beside the tables,
-            # and read again next time, rather than rewriting the whole cache for them.
-            for _, tb in new:
-                for rec in tb.records():
-                    index.add_pack(rec)
-            return []
-        index.add_tables([tb for _, tb in new])
-        return [iid for iid, _ in new]
+        return merged
 
     def _index_listing(self) -> dict[str, list]:
         """Index object id -> [size, mtime or None], of every object under index/ named by a
