@@ -56,6 +56,7 @@ FILE_NAME = "index-cache"
 HEAD = struct.Struct("<16sII8x")  # magic, version, 0
 TAIL = struct.Struct("<QQ16s")  # header length, XXH3-64 of the header, magic
 ALIGN = 64
+FREE_MARGIN = 64 * 1024 * 1024  # a cache is written only where twice its size and this much more are free
 MAX_HEADER = 64 * 1024 * 1024
 HASH_STEP = 16 * 1024 * 1024  # columns are checked this much at a time, then unmapped from our pages
 COLUMNS = [("blob", k, np.dtype(dt).newbyteorder("<")) for k, dt in BLOB_COLUMNS.items()] + \
@@ -230,6 +231,14 @@ def write(path: str, vault_id: bytes, stamps: dict, old_format, blobs: dict, pac
     try:
         privatefiles.makedirs(directory)
         _remove_abandoned(directory)
+        st = os.statvfs(directory)
+        free = st.f_bavail * st.f_frsize
+        if free < 2 * end + FREE_MARGIN:
+            # Not the last free bytes of a disk that a backup to a local vault may need.
+            log.warning("index cache %s: not written, it needs %d MiB and %d MiB are free (commands read every "
+                        "index object meanwhile; COLDVAULT_NO_CACHE=1 turns the cache off)",
+                        path, end >> 20, free >> 20)
+            return False
         h = xxhash.xxh3_128()
         with os.fdopen(privatefiles.create(tmp), "wb") as f:
             f.write(HEAD.pack(MAGIC, VERSION, 0))
