@@ -17,6 +17,12 @@ import moto_server  # noqa: E402
 import rclone_server  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _index_cache_dir(tmp_path_factory, monkeypatch):
+    """Each test's local index caches (vault/indexcache.py) in a directory of its own, not ~/.cache."""
+    monkeypatch.setenv("COLDVAULT_CACHE_DIR", str(tmp_path_factory.mktemp("index-cache")))
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint():
     """URL of one moto S3 server for the whole session, with dummy AWS credentials set.

@@ -32,6 +32,8 @@ def _common(p: argparse.ArgumentParser, default) -> None:
                    help=f"download at most this many KiB per second (env {LIMIT_ENV['download']})")
     p.add_argument("--verbose", "-v", action="count", default=default(0), help="more log output (-vv for debug)")
     p.add_argument("--quiet", "-q", action="store_true", default=default(False), help="only errors")
+    p.add_argument("--no-cache", action="store_true", default=default(False),
+                   help="neither use nor write the local index cache (env COLDVAULT_NO_CACHE=1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -160,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"coldvault: error: {exc.message}", file=sys.stderr)
         return exc.exit_code
     _setup_logging(args)
+    if args.no_cache:
+        os.environ["COLDVAULT_NO_CACHE"] = "1"  # read by vault/indexcache.py, and by a mount's child process
     runtime.reuse_freed_buffers()  # every command moves ~1 MiB buffers: backup, restore, check, mount
     use_config_password(*args.config_password)
     throttle.set_limits(args.limit_upload, args.limit_download)

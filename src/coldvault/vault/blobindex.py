@@ -13,10 +13,15 @@ The tables are numpy arrays, not Python objects (issue 10: a 10 TB vault holds a
 per pack (hi, lo, kind u8, size u64) and the order that sorts them by id. A lookup is a
 binary search (`searchsorted`) on `hi`, then a compare of `lo`.
 
-`add_table` merges a whole index object at once (concatenate, one stable sort, first
-row of each id kept: the first index loaded wins, docs/format.md 6.4). `add_pack`, one
-pack at a time during a backup, goes to a small dict overlay that is merged into the
-tables once it grows past a quarter of them (so merges cost O(n log n) in all).
+`add_tables` merges whole index objects at once, as they are decoded: their rows are
+copied into columns made once (each object freed as soon as it is copied), sorted (one
+stable sort, first row of each id kept: the first index loaded wins, docs/format.md 6.4)
+and, when there are tables already, inserted among their rows (`np.insert` at
+`searchsorted` positions: one pass, no sort of the old rows). `add_pack`, one pack at a
+time during a backup, goes to a small dict overlay that is merged into the tables once it
+grows past a quarter of them (so merges cost O(n log n) in all). `columns` and
+`use_columns` hand the tables to and from the local index cache (vault/indexcache.py),
+whose memory-mapped, read-only columns serve as tables unchanged.
 
 Readers run on several threads while a backup adds packs: the tables and the overlay
 are published together as one tuple (`_state`), replaced whole by a merge; a reader
@@ -79,16 +84,21 @@ class _Tables:
     """The merged, sorted tables; never changed once published."""
 
     __slots__ = ("hi", "lo", "pack", "offset", "length", "raw", "type",
-                 "pk_hi", "pk_lo", "pk_kind", "pk_size", "pk_order", "pk_sorted_hi", "pk_hex", "_mv")
+                 "pk_hi", "pk_lo", "pk_kind", "pk_size", "pk_order", "pk_sorted_hi", "pk_hex", "_mv", "done_with")
 
     def __init__(self, blobs: dict, packs: dict):
+        """`blobs`: BLOB_COLUMNS, sorted by (hi, lo), each id once; `packs`: PACK_COLUMNS,
+        with "order" and "sorted_hi" (the rows sorted by id, and their `hi`) if known."""
         self.hi, self.lo = blobs["hi"], blobs["lo"]
         self.pack, self.offset, self.length = blobs["pack"], blobs["offset"], blobs["length"]
         self.raw, self.type = blobs["raw"], blobs["type"]
         self.pk_hi, self.pk_lo, self.pk_kind, self.pk_size = packs["hi"], packs["lo"], packs["kind"], packs["size"]
-        self.pk_order = np.lexsort((self.pk_lo, self.pk_hi))
-        self.pk_sorted_hi = self.pk_hi[self.pk_order]
+        order = packs.get("order")
+        self.pk_order = np.lexsort((self.pk_lo, self.pk_hi)) if order is None else order
+        sorted_hi = packs.get("sorted_hi")
+        self.pk_sorted_hi = self.pk_hi[self.pk_order] if sorted_hi is None else sorted_hi
         self.pk_hex: list[str] | None = None  # pack ids as hex, made when first needed
+        self.done_with = None  # memory-mapped columns: done_with(name) gives their pages back once copied
         # The same columns as memoryviews: one row read as Python ints without numpy's
         # per-call overhead (a lookup is a bisect of `hi`, a few microseconds).
         self._mv = tuple(_mv(a) for a in (self.hi, self.lo, self.pack, self.offset, self.length, self.raw, self.type))
@@ -209,31 +219,88 @@ class BlobIndex:
         """Every record of one index object (`IndexDoc.table`), merged at once."""
         self.add_tables([table])
 
-    def add_tables(self, tables: list[IndexTable]) -> None:
-        """The records of several index objects, merged in one sort; on a blob id given
-        twice, the table earlier in the list wins (and anything indexed before them).
-        Empties `tables` as it copies them, so that each one's memory is freed (if the
-        caller holds no other reference) before the sort: the peak stays near one copy."""
-        with self._lock:
-            todo = [t for t in tables if len(t.packs) or len(t.blobs)]
-            tables.clear()
-            self._merge(todo)
+    def add_tables(self, tables: Iterable[IndexTable], capacity: int | None = None) -> None:
+        """The records of several index objects, merged at once; on a blob id given twice,
+        the table earlier in the order wins (and anything indexed before them).
 
-    def _merge(self, tables: list[IndexTable]) -> None:
-        """Tables, then overlay, then `tables` (in this order of precedence) into new tables."""
+        `tables` may be a list (emptied as it is read) or an iterator (index objects as they
+        are decoded): each table is copied into columns made once and dropped, so the peak
+        is about one copy of the records, not every decoded object and the merged copy.
+        `capacity`: an upper bound of their blob records, if known (else it is counted for a
+        list, or the columns grow as needed)."""
+        if isinstance(tables, list):
+            if capacity is None:
+                capacity = sum(len(t.blobs) for t in tables)
+            todo = tables[::-1]
+            tables.clear()
+
+            def popped():
+                while todo:
+                    yield todo.pop()  # no reference kept here once merged
+
+            tables = popped()
+        with self._lock:
+            self._merge(tables, capacity or 0)
+
+    def use_columns(self, blobs: dict, packs: dict, done_with=None) -> None:
+        """Start from these tables (columns as `columns()` gives them, e.g. memory-mapped from
+        the local index cache); only on an index that holds nothing yet. `done_with(name)`,
+        if given, is called once a merge has copied blob column `name` into a new table (a
+        mapped file's pages are then dropped from the process: they would count twice)."""
+        with self._lock:
+            t, ov = self._state
+            assert not len(t) and not len(t.pk_hi) and not ov.packs and not ov.blobs
+            tables = _Tables(blobs, packs)
+            tables.done_with = done_with
+            self._state = (tables, _Overlay(len(tables.pk_hi)))
+
+    def columns(self) -> tuple[dict, dict] | None:
+        """The merged tables as columns (BLOB_COLUMNS; PACK_COLUMNS and "order", "sorted_hi"),
+        or None while packs added one at a time are not merged into them yet."""
         t, ov = self._state
-        # Packs: the tables' rows stay; then the overlay's (whose rows follow them); then
-        # the new tables' packs, each id once (first wins), rows renumbered accordingly.
-        ov_ids = np.frombuffer(b"".join(bytes.fromhex(p) for p, _, _ in ov.packs), dtype="V16")
-        hi, lo = _split_ids(np.concatenate([ov_ids] + [tb.packs["id"] for tb in tables]))
-        kinds = np.concatenate([np.array([KIND_CODES[k] for _, k, _ in ov.packs], dtype=np.uint8)]
-                               + [tb.packs["kind"] for tb in tables])
-        sizes = np.concatenate([np.array([s for _, _, s in ov.packs], dtype=np.uint64)]
-                               + [tb.packs["size"].astype(np.uint64) for tb in tables])
+        if ov.packs or ov.blobs:
+            return None
+        blobs = {k: getattr(t, k) for k in BLOB_COLUMNS}
+        packs = {"hi": t.pk_hi, "lo": t.pk_lo, "kind": t.pk_kind, "size": t.pk_size,
+                 "order": t.pk_order, "sorted_hi": t.pk_sorted_hi}
+        return blobs, packs
+
+    def _merge(self, tables: Iterable[IndexTable], capacity: int = 0) -> None:
+        """Tables, then overlay, then `tables` (in this order of precedence) into new tables.
+
+        The new rows (overlay and `tables`) are copied into columns of their own, sorted and
+        cut to one row per id; then, if there are tables already, inserted among their rows
+        (`np.insert` at `searchsorted` positions: one pass over them, no sort of them)."""
+        t, ov = self._state
+        rows = _Rows(capacity + len(ov.blobs))
+        # Pack rows: the tables', then the overlay's (whose rows follow them), then each new
+        # table's, numbered in that order; made unique (first wins) once all are known.
+        pk_ids = [np.frombuffer(b"".join(bytes.fromhex(p) for p, _, _ in ov.packs), dtype="V16")]
+        pk_kinds = [np.array([KIND_CODES[k] for _, k, _ in ov.packs], dtype=np.uint8)]
+        pk_sizes = [np.array([s for _, _, s in ov.packs], dtype=np.uint64)]
+        items = list(ov.blobs.items())
+        if items:
+            vals = np.array([v for _, v in items], dtype=np.uint64)
+            rows.append(np.frombuffer(b"".join(k for k, _ in items), dtype="V16"), vals[:, 0], vals[:, 1],
+                        vals[:, 2], vals[:, 3], vals[:, 4])
+            del vals
+        del items
+        base = len(t.pk_hi) + len(ov.packs)
+        for tb in tables:
+            b = tb.blobs
+            rows.append(b["id"], base + b["pack"].astype(np.int64), b["offset"], b["length"], b["raw_length"],
+                        b["type"])
+            pk_ids.append(tb.packs["id"])
+            pk_kinds.append(tb.packs["kind"])
+            pk_sizes.append(tb.packs["size"].astype(np.uint64))
+            base += len(tb.packs)
+            del tb, b  # the decoded object is freed here (the caller keeps no reference)
+        hi, lo = _split_ids(np.concatenate(pk_ids))
         all_hi = np.concatenate([t.pk_hi, hi])
         all_lo = np.concatenate([t.pk_lo, lo])
-        all_kind = np.concatenate([t.pk_kind, kinds])
-        all_size = np.concatenate([t.pk_size, sizes])
+        all_kind = np.concatenate([t.pk_kind] + pk_kinds)
+        all_size = np.concatenate([t.pk_size] + pk_sizes)
+        del hi, lo, pk_ids, pk_kinds, pk_sizes
         order = np.lexsort((np.arange(len(all_hi)), all_lo, all_hi))
         s_hi, s_lo = all_hi[order], all_lo[order]
         first = np.ones(len(order), dtype=bool)
@@ -241,55 +308,24 @@ class BlobIndex:
         canon = np.empty(len(order), dtype=np.int64)  # row -> the row of the first with its id
         group = np.cumsum(first) - 1
         canon[order] = order[first][group]
-        keep = np.sort(order[first])  # unique rows, in their first-seen order
+        keep = np.sort(order[first])  # unique rows, in their first-seen order (the tables' stay)
         new_row = np.full(len(order), -1, dtype=np.int64)
         new_row[keep] = np.arange(len(keep))
-        remap = new_row[canon]  # old row -> new row
+        remap = new_row[canon].astype(np.uint32)  # old row -> new row
         packs = {"hi": all_hi[keep], "lo": all_lo[keep], "kind": all_kind[keep], "size": all_size[keep]}
+        del order, s_hi, s_lo, first, canon, group, keep, new_row, all_hi, all_lo, all_kind, all_size
 
-        # Blobs: the tables (sorted), the overlay, the new tables, copied into columns
-        # made once (each new table is dropped once copied); then one stable sort.
-        items = list(ov.blobs.items())
-        total = len(t) + len(items) + sum(len(tb.blobs) for tb in tables)
-        dtypes = {"hi": np.uint64, "lo": np.uint64, "pack": np.uint32, "offset": np.uint64,
-                  "length": np.uint32, "raw": np.uint32, "type": np.uint8}
-        blobs = {k: np.empty(total, dtype=dt) for k, dt in dtypes.items()}
-        for k in blobs:
-            blobs[k][:len(t)] = getattr(t, k)
-        at = len(t)
-        if items:
-            ohi, olo = _split_ids(np.frombuffer(b"".join(k for k, _ in items), dtype="V16"))
-            vals = np.array([v for _, v in items], dtype=np.uint64)
-            end = at + len(items)
-            blobs["hi"][at:end], blobs["lo"][at:end] = ohi, olo
-            blobs["pack"][at:end] = remap[vals[:, 0].astype(np.int64)]
-            blobs["offset"][at:end], blobs["length"][at:end] = vals[:, 1], vals[:, 2]
-            blobs["raw"][at:end], blobs["type"][at:end] = vals[:, 3], vals[:, 4]
-            at = end
-            del ohi, olo, vals
-        base = len(t.pk_hi) + len(ov.packs)
-        tables.reverse()
-        while tables:
-            tb = tables.pop()  # the first left, and no longer referenced here once copied
-            b = tb.blobs
-            end = at + len(b)
-            blobs["hi"][at:end], blobs["lo"][at:end] = _split_ids(b["id"])
-            blobs["pack"][at:end] = remap[base + b["pack"].astype(np.int64)]
-            blobs["offset"][at:end], blobs["length"][at:end] = b["offset"], b["length"]
-            blobs["raw"][at:end], blobs["type"][at:end] = b["raw_length"], b["type"]
-            at, base = end, base + len(tb.packs)
-            del tb, b
-        order = _sort_order(blobs["hi"], blobs["lo"])
-        for k in blobs:
-            blobs[k] = blobs[k][order]
-        del order
-        s_hi, s_lo = blobs["hi"], blobs["lo"]
-        dup = (s_hi[1:] == s_hi[:-1]) & (s_lo[1:] == s_lo[:-1])
-        if dup.any():  # the same blob in two records: the first one loaded stays
-            first = np.ones(len(s_hi), dtype=bool)
-            first[1:] = ~dup
-            for k in blobs:
-                blobs[k] = blobs[k][first]
+        new = rows.finish(remap)
+        del rows
+        if len(t):
+            found = t.find_many(new["hi"], new["lo"])
+            if found.any():  # the tables' word stands
+                for k in new:
+                    new[k] = new[k][~found]
+            del found
+            blobs = _insert_sorted(t, new) if len(new["hi"]) else {k: getattr(t, k) for k in BLOB_COLUMNS}
+        else:
+            blobs = new
         self._state = (_Tables(blobs, packs), _Overlay(len(packs["hi"])))
 
     # ---- blobs ------------------------------------------------------------------------
@@ -309,6 +345,20 @@ class BlobIndex:
     def __len__(self) -> int:
         t, ov = self._state
         return len(t) + len(ov.blobs)
+
+    def holds_any(self, table: IndexTable) -> bool:
+        """Whether any blob or pack that `table` names is in the merged tables."""
+        t, _ = self._state
+        if len(table.blobs) and t.find_many(*_split_ids(table.blobs["id"])).any():
+            return True
+        if not len(table.packs) or not len(t.pk_hi):
+            return False
+        hi, lo = _split_ids(table.packs["id"])
+        at = np.minimum(t.pk_sorted_hi.searchsorted(hi), len(t.pk_hi) - 1)
+        for j in np.flatnonzero(t.pk_sorted_hi[at] == hi):  # a candidate: compare the whole id
+            if t.pack_row(bytes(table.packs["id"][j]).hex()) >= 0:
+                return True
+        return False
 
     def contains_all(self, bids: Iterable[bytes]) -> bool:
         bids = list(bids)
@@ -455,6 +505,76 @@ def _sort_order(hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
         rows = order[at]  # runs of equal hi, in slots of their own; ordered by (lo, row) within
         order[at] = rows[np.lexsort((rows, lo[rows], hi[rows]))]
     return order
+
+
+BLOB_COLUMNS = {"hi": np.uint64, "lo": np.uint64, "pack": np.uint32, "offset": np.uint64,
+                "length": np.uint32, "raw": np.uint32, "type": np.uint8}
+PACK_COLUMNS = {"hi": np.uint64, "lo": np.uint64, "kind": np.uint8, "size": np.uint64,
+                "order": np.int64, "sorted_hi": np.uint64}  # order, sorted_hi: the rows sorted by id
+
+
+class _Rows:
+    """New blob rows, copied into columns as they come (grown when `capacity` was too
+    small), then sorted by id and cut to the first row of each id (`finish`)."""
+
+    def __init__(self, capacity: int):
+        self.n = 0
+        self.cols = {k: np.empty(max(capacity, 0), dtype=dt) for k, dt in BLOB_COLUMNS.items()}
+
+    def append(self, ids, pack, offset, length, raw, btype) -> None:
+        k = len(ids)
+        if not k:
+            return
+        end = self.n + k
+        if end > len(self.cols["hi"]):
+            size = max(end, 2 * len(self.cols["hi"]))
+            for name, col in self.cols.items():
+                grown = np.empty(size, dtype=col.dtype)
+                grown[:self.n] = col[:self.n]
+                self.cols[name] = grown
+        c, at = self.cols, self.n
+        c["hi"][at:end], c["lo"][at:end] = _split_ids(ids)
+        c["pack"][at:end] = pack  # a row of all the pack records seen: renumbered in `finish`
+        c["offset"][at:end], c["length"][at:end] = offset, length
+        c["raw"][at:end], c["type"][at:end] = raw, btype
+        self.n = end
+
+    def finish(self, remap: np.ndarray) -> dict:
+        cols = {k: c[:self.n] for k, c in self.cols.items()}
+        self.cols = {}
+        pack = cols["pack"]
+        for i in range(0, len(pack), 1 << 20):  # in steps: no temporary column of 8-byte rows
+            pack[i:i + (1 << 20)] = remap[pack[i:i + (1 << 20)]]
+        order = _sort_order(cols["hi"], cols["lo"])
+        for k in cols:
+            cols[k] = cols[k][order]  # the old column is freed as the new one is made
+        del order
+        s_hi, s_lo = cols["hi"], cols["lo"]
+        dup = (s_hi[1:] == s_hi[:-1]) & (s_lo[1:] == s_lo[:-1])
+        if dup.any():  # the same blob in two records: the first one loaded stays
+            first = np.ones(len(s_hi), dtype=bool)
+            first[1:] = ~dup
+            for k in cols:
+                cols[k] = cols[k][first]
+        return cols
+
+
+def _insert_sorted(t: _Tables, new: dict) -> dict:
+    """The tables' columns with the rows of `new` (sorted, ids not in `t`) inserted in order."""
+    pos = t.hi.searchsorted(new["hi"], side="left")
+    n = len(t.hi)
+    near = np.flatnonzero(pos < n)
+    for j in near[t.hi[pos[near]] == new["hi"][near]]:  # ids sharing their first 8 bytes: rare
+        p, h, lo = int(pos[j]), new["hi"][j], new["lo"][j]
+        while p < n and t.hi[p] == h and t.lo[p] < lo:
+            p += 1
+        pos[j] = p
+    out = {}
+    for k in BLOB_COLUMNS:
+        out[k] = np.insert(getattr(t, k), pos, new[k])
+        if t.done_with is not None:
+            t.done_with(k)
+    return out
 
 
 class Deduper:

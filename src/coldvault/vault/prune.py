@@ -83,7 +83,7 @@ class PruneResult:
 def plan_prune(vault: Vault, prices: PriceTable, now: float | None = None) -> PrunePlan:
     """What a prune would delete and keep; loads the index if not loaded yet. Writes nothing.
     `now` (unix seconds) ages the cold packs for the early-deletion fee."""
-    vault.load_index()
+    vault.load_index(cache=False)  # every object read: what prune deletes must not rest on a local cache
     if vault.damaged_indexes:
         # Packs only a damaged index names look like leftovers in no index: never delete them.
         raise DamagedError(

@@ -79,7 +79,7 @@ class RepairPlan:
 def plan(vault: Vault) -> RepairPlan:
     """What a repair would do; reads the index objects, the pack listings and the headers of
     the packs that no readable index names. Writes nothing."""
-    vault.load_index()
+    vault.load_index(cache=False)  # every object read, not the local index cache
     p = RepairPlan(damaged_indexes=sorted(vault.damaged_indexes))
     index = vault.index
     unindexed: list[tuple[str, ObjectInfo]] = []  # (kind, info)

@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -37,11 +37,13 @@ from coldvault.index.ids import BlobId, content_id, is_hex_id
 from coldvault.index.pack import FinishedPack, object_name
 from coldvault.store.base import ArchivedError, NotFoundError, ObjectInfo, RestoreInProgressError, Store
 from coldvault.vault import keys as vaultkeys
+from coldvault.vault import indexcache
 from coldvault.vault.blobindex import BlobIndex, Location
 
 log = logging.getLogger(__name__)
 
 CONFIG = "config"
+STREAM_BYTES = 64 * 1024 * 1024  # index objects (bytes as listed) read ahead of the one being merged
 INDEX_PREFIX = "index/"
 SNAPSHOT_PREFIX = "snapshots/"
 
@@ -99,6 +101,11 @@ def _max_index_entries() -> int:
         raise UserError(f"COLDVAULT_MAX_INDEX_ENTRIES must be a number from 1 to {packindex.MAX_INDEX_ENTRIES}, "
                         f"not {value!r}")
     return n
+
+
+class _Overridden(Exception):
+    """An index object read beyond the local index cache names a record the cache holds, and
+    is named before one the cache was built from (a full load would take its record)."""
 
 
 class Vault:
@@ -184,7 +191,30 @@ class Vault:
         with ThreadPoolExecutor(min(self.store.capabilities().connections, len(items))) as ex:
             return list(ex.map(fn, items))
 
-    def load_index(self, on_doc=None, listed: dict[str, ObjectInfo] | None = None) -> BlobIndex:
+    def _stream(self, fn, items, size=None):
+        """fn(i) for i in items, yielded in order as they are done, on as many threads as the
+        store serves requests at once, but with at most STREAM_BYTES of `size(i)` (and one item
+        more than there are threads) waiting or in flight: each index object is merged, and
+        freed, before many more are read."""
+        n = min(self.store.capabilities().connections, len(items))
+        if n <= 1:
+            yield from map(fn, items)
+            return
+        size = size or (lambda item: 0)
+        with ThreadPoolExecutor(n) as ex:
+            running: deque = deque()
+            held = 0
+            for item in items:
+                while running and (len(running) > n or held + size(item) > STREAM_BYTES):
+                    done, weight = running.popleft()
+                    held -= weight
+                    yield done.result()
+                running.append((ex.submit(fn, item), size(item)))
+                held += size(item)
+            while running:
+                yield running.popleft()[0].result()
+
+    def load_index(self, on_doc=None, listed: dict[str, ObjectInfo] | None = None, cache: bool = True) -> BlobIndex:
         """Read the index objects not read yet. Records of pending (write-ahead) indexes count
         only where their pack is in the store: one HEAD per such pack that no other index names,
         or a look into `listed` (object name -> ObjectInfo of a listing) when given.
@@ -194,48 +224,143 @@ class Vault:
         A damaged index object is left out with one warning and kept in `damaged_indexes`:
         every snapshot whose blobs other indexes name stays readable, and a blob only it
         named is "not in any index" until `coldvault repair index` rebuilds the index from
-        the packs' headers (vault/repair.py). A newer-format index object still stops the
+        the packs' own headers (vault/repair.py). A newer-format index object still stops the
         command (exit 12): what it says cannot be guessed, and it is not damage.
 
-        `on_doc(iid, doc)` sees each index object, in name order, before the tables are merged
-        (all at once, after the loop): its IndexDoc (records it drops with `doc.keep_packs`
-        are not merged), or
-        the DamagedError or UnsupportedFormatError that leaves it out. With it, those errors
-        are the caller's to report (check): nothing is logged or raised for them here."""
-        skip = self.index.index_ids | self.damaged_indexes.keys()
+        `on_doc(iid, doc)` sees each index object, in name order, before its table is merged:
+        its IndexDoc (records it drops with `doc.keep_packs` are not merged), or the
+        DamagedError or UnsupportedFormatError that leaves it out. With it, those errors are
+        the caller's to report (check): nothing is logged or raised for them here.
+
+        The local index cache (vault/indexcache.py) is used on the first load, unless `cache`
+        is False, `on_doc` is given (check sees every object) or COLDVAULT_NO_CACHE is set:
+        the tables of the objects it was built from are mapped, only the objects listed beyond
+        them are read, and the cache is rewritten when it did not hold them all."""
+        index = self.index
+        skip = index.index_ids | self.damaged_indexes.keys()
+        sizes = self._index_listing()
         # In the order of their names, whatever the store lists first: on a blob id given
         # twice, the first loaded wins (docs/format.md 6.4), the same in every store.
-        names = [INDEX_PREFIX + i for i in sorted(self._object_ids(INDEX_PREFIX)) if i not in skip]
+        ids = [i for i in sorted(sizes) if i not in skip]
+        first = not skip and not len(index) and not index.pack_count()
+        cache_path = None
+        if cache and on_doc is None and first and indexcache.enabled():
+            cache_path = indexcache.cache_path(self.config.vault_id)
+        cached = None if cache_path is None else indexcache.read(cache_path, self.config.vault_id)
+        if cached is not None and any(sizes.get(i) != v for i, v in cached.stamps.items()):
+            log.debug("index cache %s: built from index objects that are gone (a prune) or changed; rebuilding it",
+                      cache_path)
+            cached = None
+        pending: list[tuple[str, packindex.IndexDoc]] = []
+        merged = None if cached is None else self._load_beyond_cache(cached, ids, sizes, pending)
+        if merged is None:  # no cache, or one that a full load would contradict: every object read
+            merged = []
 
-        def load(name):
+            def tables():
+                for iid, table in self._index_tables(ids, sizes, on_doc, pending):
+                    merged.append(iid)
+                    yield table
+
+            capacity = sum(sizes[i][0] for i in ids) // packindex.BLOB_RECORD.itemsize  # at most this many rows
+            self.index.add_tables(tables(), capacity=capacity)  # in name order: on a blob id twice, the first wins
+            log.debug("index: %d index objects read", len(ids))
+        if cache_path is not None and merged and not self.damaged_indexes:
+            columns = self.index.columns()
+            if columns is not None:
+                held = self.index.index_ids - self.index.pending_ids
+                indexcache.write(cache_path, self.config.vault_id, {i: sizes[i] for i in held},
+                                 self.old_format_indexes & held, *columns)
+        self._adopt(pending, listed)
+        return self.index
+
+    def _load_beyond_cache(self, cached: indexcache.Cached, ids: list[str], sizes: dict, pending: list):
+        """The cache's tables, and the index objects listed beyond them, merged as they are read
+        (a few records are kept beside the tables instead). Returns the ids merged into the
+        tables (the cache is then rewritten), or None, with nothing loaded, when reading every
+        object costs less (more new records than cached ones) or a new object repeats a record
+        of the cache that, loaded in name order, it would replace (docs/format.md 6.4)."""
+        to_read = [i for i in ids if i not in cached.index_ids]
+        rows = sum(sizes[i][0] for i in to_read) // packindex.BLOB_RECORD.itemsize  # at most this many
+        cached_rows = len(cached.blobs["hi"])
+        if rows > max(cached_rows, indexcache.OVERLAY_ROWS):
+            log.debug("index: more new records than the cache holds; reading every index object")
+            return None
+        index = self.index
+        index.use_columns(cached.blobs, cached.packs, cached.done_with)
+        last = max(cached.index_ids)
+        merged = []
+
+        def tables():
+            for iid, table in self._index_tables(to_read, sizes, None, pending):
+                if iid < last and index.holds_any(table):
+                    raise _Overridden(iid)
+                merged.append(iid)
+                yield table
+
+        try:
+            if len(to_read) <= indexcache.OVERLAY_OBJECTS and rows <= min(indexcache.OVERLAY_ROWS, cached_rows // 64):
+                # A few records (last night's backup) beside millions: kept beside the tables,
+                # and read again next time, rather than rewriting the whole cache for them.
+                for table in tables():
+                    for rec in table.records():
+                        index.add_pack(rec)
+                merged = []
+            else:
+                index.add_tables(tables(), capacity=rows)
+        except _Overridden as exc:
+            log.debug("index: index/%s repeats records of the cache; reading every index object", exc)
+            self._forget_loaded()
+            pending.clear()
+            return None
+        log.debug("index: %d index objects from the cache, %d read", len(cached.index_ids), len(to_read))
+        index.index_ids.update(cached.index_ids)
+        self.old_format_indexes.update(cached.old_format)
+        return merged
+
+    def _index_listing(self) -> dict[str, list]:
+        """Index object id -> [size, mtime or None], of every object under index/ named by a
+        content id (the local index cache is keyed by them: an object rewritten in place, i.e.
+        damaged, no longer matches)."""
+        out = {}
+        for o in self.store.list(INDEX_PREFIX):
+            oid = o.name[len(INDEX_PREFIX):]
+            if is_hex_id(oid):
+                out[oid] = [o.size, o.mtime]
+            else:
+                log.debug("ignoring stray object %s", o.name)
+        return out
+
+    def _index_tables(self, ids: list[str], sizes: dict, on_doc, pending: list):
+        """(id, table) of each readable, not pending index object among `ids`, in their order,
+        as they are read; pending ones go to `pending`, damaged ones to `damaged_indexes`."""
+        index = self.index
+
+        def load(iid):
+            name = INDEX_PREFIX + iid
             try:
-                return name, self._read_checked(name, lambda d: packindex.decode(d, self.sealer, name))
+                return iid, self._read_checked(name, lambda d: packindex.decode(d, self.sealer, name))
             except NotFoundError:  # a checkpoint that a finishing run deleted after our listing
-                return name, None
+                return iid, None
             except UnsupportedFormatError as exc:
                 if on_doc is None:
                     raise
-                return name, exc
+                return iid, exc
             except DamagedError as exc:  # FormatError included
-                return name, exc
+                return iid, exc
 
-        index = self.index
-        pending: list[tuple[str, packindex.IndexDoc]] = []
-        tables: list[packindex.IndexTable] = []  # merged at once: one sort, not one per object
-        for name, doc in self._parallel(load, names):
+        for iid, doc in self._stream(load, ids, lambda iid: sizes[iid][0]):
             if doc is None:
                 continue
             if on_doc is not None:
-                on_doc(name[len(INDEX_PREFIX):], doc)
+                on_doc(iid, doc)
             if isinstance(doc, UnsupportedFormatError):
                 continue
             if isinstance(doc, DamagedError):
                 if on_doc is None:
                     log.warning("%s; ignoring it (the blobs only it names are unknown until "
                                 "'coldvault repair index')", doc.message)
-                self.damaged_indexes[name[len(INDEX_PREFIX):]] = doc
+                self.damaged_indexes[iid] = doc
                 continue
-            iid = name[len(INDEX_PREFIX):]
             index.index_ids.add(iid)
             if doc.version < packindex.VERSION:
                 self.old_format_indexes.add(iid)  # `prune` rewrites it (docs/format.md 6.4)
@@ -243,9 +368,19 @@ class Vault:
                 index.pending_ids.add(iid)
                 pending.append((iid, doc))
             else:
-                tables.append(doc.table)
-        index.add_tables(tables)  # in name order: on a blob id given twice, the first wins
-        del tables
+                table = doc.table
+                del doc
+                yield iid, table
+
+    def _forget_loaded(self) -> None:
+        """Back to an index that holds nothing (the first load starts over)."""
+        self.index = BlobIndex()
+        self.damaged_indexes.clear()
+        self.old_format_indexes.clear()
+
+    def _adopt(self, pending: list[tuple[str, packindex.IndexDoc]], listed) -> None:
+        """The records of pending checkpoints whose packs are stored (see `load_index`)."""
+        index = self.index
         unknown: dict[str, packindex.PackRecord] = {}  # a pack's blobs may be spread over several checkpoints
         for _, doc in pending:
             for p in doc.packs:
@@ -270,7 +405,6 @@ class Vault:
         for iid, doc in pending:
             if all(p.id in stored for p in doc.packs):
                 index.adoptable.add(iid)
-        return index
 
     def _pack_stored(self, rec: packindex.PackRecord) -> bool:
         try:
