@@ -643,6 +643,8 @@ def main(argv=None) -> int:
     finally:
         FuseMount.close_all()
         shutil.rmtree(os.path.join(work, "coldvault-cache"), ignore_errors=True)  # the mounts' chunk cache
+        if not args.keep:  # the index caches of every vault of the run (XDG_CACHE_HOME of cv_env)
+            shutil.rmtree(os.path.join(work, "xdg-cache"), ignore_errors=True)
 
     verdicts = []
     print(f"whole parts took (set-up and waits included): {'; '.join(took)}")
