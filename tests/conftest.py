@@ -19,8 +19,11 @@ import rclone_server  # noqa: E402
 
 @pytest.fixture(autouse=True)
 def _index_cache_dir(tmp_path_factory, monkeypatch):
-    """Each test's local index caches (vault/indexcache.py) in a directory of its own, not ~/.cache."""
+    """Each test's local caches in directories of its own, not ~/.cache: the index caches
+    (vault/indexcache.py), and the restore logs and mount chunk caches under XDG_CACHE_HOME
+    (a test that sets either in a command's environment wins)."""
     monkeypatch.setenv("COLDVAULT_CACHE_DIR", str(tmp_path_factory.mktemp("index-cache")))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
 
 
 @pytest.fixture(scope="session")
