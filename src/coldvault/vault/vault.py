@@ -46,6 +46,7 @@ CONFIG = "config"
 STREAM_BYTES = 64 * 1024 * 1024  # index objects (bytes as listed) read ahead of the one being merged
 INDEX_PREFIX = "index/"
 SNAPSHOT_PREFIX = "snapshots/"
+NODE_ENTRY_BYTES = 440  # memory of one decoded tree entry, for the tree cache's budget
 
 
 def tree_cache_bytes() -> int:
@@ -118,7 +119,9 @@ class Vault:
         self.settings = configfmt.open_settings(cfg, keys)
         self.index = BlobIndex()
         self._tree_packs = LRU(256 * 1024 * 1024)
-        self._tree_nodes = LRU(tree_cache_bytes(), size=lambda n: 200 * len(n.entries) + 64)
+        # A decoded entry of a one-chunk file takes about 440 bytes (tracemalloc, 1M-file tree): the
+        # budget counts that, so COLDVAULT_TREE_CACHE_MB bounds what the nodes really hold.
+        self._tree_nodes = LRU(tree_cache_bytes(), size=lambda n: NODE_ENTRY_BYTES * len(n.entries) + 64)
         # Single flight per tree pack: requests for one pack share its GET, other packs
         # are fetched meanwhile (one slow GET must not stall every listing).
         self._fetch_guard = threading.Lock()
