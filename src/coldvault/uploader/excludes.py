@@ -102,6 +102,21 @@ class Excludes:
                 return True
         return False
 
+    def leaves_out_contents(self, dir_path: bytes) -> bool:
+        """Does the directory `dir_path` keep its contents out (a marker of --exclude-if-present,
+        or a CACHEDIR.TAG with --exclude-caches)? The walk's rule, by path, for a caller without
+        the walk's descriptors (backup dir --watch); False if the directory cannot be opened."""
+        if not (self.markers or self.caches):
+            return False
+        try:
+            fd = os.open(dir_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            return any(_exists(fd, m) for m in self.markers) or (self.caches and _is_cache(fd))
+        finally:
+            os.close(fd)
+
     def _contents_left_out(self, dir_fd: int, dir_path: bytes) -> bool:
         if not (self.markers or self.caches):
             return False

@@ -49,7 +49,6 @@ from watchdog.observers.inotify_c import InotifyFD
 
 from coldvault.errors import BadPasswordError, ColdvaultError, NoVaultError, UnsupportedFormatError, UserError
 from coldvault.uploader import sqlite
-from coldvault.uploader.excludes import CACHEDIR_SIGNATURE, CACHEDIR_TAG
 
 log = logging.getLogger(__name__)
 
@@ -164,21 +163,11 @@ class Ignore:
         """A directory from the root down to the path's parent keeps its contents out."""
         d = os.path.dirname(path)
         while True:
-            if any(os.path.lexists(os.path.join(d, m)) for m in self.excludes.markers):
-                return True
-            if self.excludes.caches and _is_cache(os.path.join(d, CACHEDIR_TAG)):
+            if self.excludes.leaves_out_contents(d):
                 return True
             if d == root or len(d) <= len(root):
                 return False
             d = os.path.dirname(d)
-
-
-def _is_cache(tag: bytes) -> bool:
-    try:
-        with open(tag, "rb") as f:
-            return f.read(len(CACHEDIR_SIGNATURE)) == CACHEDIR_SIGNATURE
-    except OSError:
-        return False
 
 
 class ChangeWatcher(FileSystemEventHandler):
