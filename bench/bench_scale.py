@@ -31,8 +31,9 @@ then restic:
                       command until find ends; then unmounted
 
 For every step: wall time, user+sys CPU of the command (os.wait4; for a mount, of the filesystem
-process from /proc), its peak RSS (ru_maxrss; VmHWM for a mount), and the CPU the rest of the machine
-used meanwhile. Then the coldvault/restic ratios and issue 10's targets. Figures to read, never
+process from /proc), its peak RSS (the larger of ru_maxrss and the sum of PSS over the command's
+processes, sampled every 0.1 s: a restore runs writer processes; VmHWM for a mount), and the CPU the
+rest of the machine used meanwhile. Then the coldvault/restic ratios and issue 10's targets. Figures to read, never
 assertions (STYLE.md item 12). coldvault runs from this checkout's src/ (`python -m coldvault`).
 
     python bench/bench_scale.py --blobs 100k --files 10k          # quick look, about a minute

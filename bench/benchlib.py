@@ -128,8 +128,10 @@ def timed(cmd: list[str], env: dict, log_path: str) -> tuple[float, int, float, 
         busy0 = busy_cpu_seconds()
         t0 = time.monotonic()
         p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+        sampler = TreeRss(p.pid)
         _, status, ru = os.wait4(p.pid, 0)
         seconds = time.monotonic() - t0
+        tree_kib = sampler.stop()
         busy = busy_cpu_seconds() - busy0
     p.returncode = os.waitstatus_to_exitcode(status)
     with open(log_path + ".out", "rb") as f:
@@ -139,7 +141,58 @@ def timed(cmd: list[str], env: dict, log_path: str) -> tuple[float, int, float, 
             stderr = f.read().decode(errors="replace")
         raise ChildFailedError(f"{' '.join(cmd)} exited with {p.returncode}:\n{stderr[-3000:]}")
     cpu = ru.ru_utime + ru.ru_stime
-    return seconds, ru.ru_maxrss, cpu, max(0.0, busy - cpu), stdout
+    return seconds, max(ru.ru_maxrss, tree_kib), cpu, max(0.0, busy - cpu), stdout
+
+
+def _cmdline(pid: int) -> bytes:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read()
+
+
+class TreeRss:
+    """The peak of the summed memory of a process and its descendants, sampled every `period`
+    seconds. `ru_maxrss` alone is the largest single process: a command that runs helper
+    processes (coldvault's restore writers) uses their sum. Each process counts its PSS (pages
+    shared with the others, such as the Python binary, count in shares, not once per process);
+    a child between fork and exec (whose pages are its parent's, and whose ru_maxrss therefore
+    says so too) is not counted. `timed` reports the larger of this and ru_maxrss."""
+
+    def __init__(self, pid: int, period: float = 0.1):
+        self.pid, self.period, self.peak = pid, period, 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(self.period):
+            parents = {}
+            for name in os.listdir("/proc"):
+                if name.isdigit():
+                    try:
+                        with open(f"/proc/{name}/stat", "rb") as f:
+                            parents[int(name)] = int(f.read().rsplit(b")", 1)[1].split()[1])
+                    except (OSError, IndexError, ValueError):
+                        pass
+            tree, grew = {self.pid}, True
+            while grew:
+                more = {c for c, pp in parents.items() if pp in tree} - tree
+                tree |= more
+                grew = bool(more)
+            total = 0
+            for pid in tree:
+                try:
+                    if pid != self.pid and _cmdline(pid) == _cmdline(parents[pid]):
+                        continue  # forked, not yet exec'ed: its pages are its parent's
+                    with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+                        total += next(int(line.split()[1]) for line in f if line.startswith(b"Pss:"))
+                except (OSError, IndexError, ValueError, KeyError, StopIteration):
+                    pass
+            self.peak = max(self.peak, total)
+
+    def stop(self) -> int:
+        self._done.set()
+        self._thread.join()
+        return self.peak
 
 
 def untimed(cmd: list[str], env: dict) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 import trio
 
@@ -151,3 +152,87 @@ def test_a_damaged_chunk_inside_a_large_file_costs_only_that_file(tmp_path):
     assert sorted(os.listdir(target)) == ["big0", "big2"]
     for name in ("big0", "big2"):
         assert (target / name).read_bytes() == (src / name).read_bytes()
+
+
+# ---- writer processes --------------------------------------------------------------------
+
+
+def writers_of(target) -> list[int]:
+    """Pids of restore writer processes that hold the directory `target` open."""
+    target = os.path.realpath(target)
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                if b"coldvault.restore.writer" not in f.read():
+                    continue
+            fds = os.listdir(f"/proc/{name}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{name}/fd/{fd}") == target:
+                    pids.append(int(name))
+                    break
+            except OSError:
+                pass
+    return pids
+
+
+def gone_within(target, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while writers_of(target):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def leftovers(root) -> list[str]:
+    return [os.path.join(d, n) for d, _, names in os.walk(root) for n in names if n.startswith(".coldvault-restore-")]
+
+
+def small_and_large(tmp_path):
+    """A vault holding 3,000 small files and three files of several chunks."""
+    src = tmp_path / "src"
+    small_files(src, {"small": 3_000})
+    for i in range(3):
+        (src / f"big{i}").write_bytes(os.urandom(3 * MiB))
+    env = vault_env(str(tmp_path / "vault"))
+    run(["init", "--pack-size", "1"], env)
+    run(["backup", "dir", str(src), "--name", "src"], env)
+    return src, env
+
+
+def test_a_killed_writer_stops_the_restore_with_one_line_and_leaves_nothing(tmp_path):
+    src, env = small_and_large(tmp_path)
+    target = tmp_path / "out"
+    r = run(["restore", "dir", "latest", "--target", str(target)], env | {"COLDVAULT_CRASH_AT": "restore-writer:2"},
+            check=False)
+    assert r.code == 1, r
+    assert "coldvault: error: a restore writer process was killed by signal 9 before the restore was done" in r.err
+    assert "Traceback" not in r.err
+    assert gone_within(target, 10)  # the other writers stopped too
+    assert leftovers(target) == []  # the temporary files of the large files were removed
+    # What was restored is whole; a second run completes the rest.
+    run(["restore", "dir", "latest", "--target", str(target), "--overwrite"], env)
+    assert diff_signatures(signature(src), signature(target)) == []
+
+
+def test_a_killed_restore_takes_its_writers_with_it(tmp_path):
+    src = tmp_path / "src"
+    small_files(src, {"small": 6_000})
+    env = vault_env(str(tmp_path / "vault"))
+    run(["init", "--pack-size", "1"], env)
+    run(["backup", "dir", str(src), "--name", "src"], env)
+    target = tmp_path / "out"
+    # SIGKILL to the restoring process after its third message to a writer.
+    r = run(["restore", "dir", "latest", "--target", str(target)], env | {"COLDVAULT_CRASH_AT": "restore-sent:3"},
+            check=False)
+    assert r.code == -9, r
+    assert gone_within(target, 10)  # each writer saw its stdin close, finished its message and left
+    run(["restore", "dir", "latest", "--target", str(target), "--overwrite"], env)
+    assert diff_signatures(signature(src), signature(target)) == []
+    assert writers_of(target) == []

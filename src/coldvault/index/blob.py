@@ -84,6 +84,19 @@ def encode_compressed(plaintext, packed, bid: BlobId, sealer: Sealer) -> bytes:
     return bytes((flags,)) + bytes(payload)
 
 
+def decode_located(stored, bid: BlobId, sealer: Sealer, what: str, length: int, raw_length: int, btype: int,
+                   chunker_max: int) -> bytes:
+    """Open a blob read where the index put it (`length` stored bytes, `raw_length` plain
+    bytes, of type `btype`), in a vault whose chunks are at most `chunker_max` bytes."""
+    if len(stored) != length:
+        raise FormatError(f"{what} is truncated ({len(stored)} of {length} bytes)")
+    if btype == DATA and raw_length > chunker_max:
+        # No chunk of this vault can be larger: its index entry is damaged or hostile.
+        raise FormatError(f"{what}: the index says {raw_length} bytes, more than the vault's "
+                          f"largest chunk ({chunker_max})")
+    return decode(stored, bid, sealer, what, raw_length)
+
+
 def decode(stored, bid: BlobId, sealer: Sealer, what: str, raw_length: int | None = None) -> bytes:
     """Open one stored blob and check its id; `what` names it in errors."""
     if len(stored) < 1:

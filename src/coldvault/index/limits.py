@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import msgpack
 import zstandard
@@ -95,6 +96,15 @@ def hostile(what: str):
 
 
 ZSTD_STEP = 1024 * 1024  # output read at a time from a frame that does not say its size
+_tls = threading.local()
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """This thread's decompressor: making one per blob cost more than decompressing a small blob."""
+    dctx = getattr(_tls, "dctx", None)
+    if dctx is None:
+        dctx = _tls.dctx = zstandard.ZstdDecompressor()
+    return dctx
 
 
 def zstd_decompress(payload, limit: int, what: str) -> bytes:
@@ -110,7 +120,7 @@ def zstd_decompress(payload, limit: int, what: str) -> bytes:
         raise FormatError(f"{what}: bad compressed data ({exc})") from None
     if claimed > limit:
         raise FormatError(f"{what}: compressed data claims {claimed} bytes, more than {limit}")
-    dctx = zstandard.ZstdDecompressor()
+    dctx = _decompressor()
     try:
         if claimed >= 0:
             return dctx.decompress(payload)

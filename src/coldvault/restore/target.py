@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import secrets
 import stat
@@ -42,9 +43,13 @@ class TargetTree:
     """The restore target. One descriptor is held, the target's; others are opened per call
     (or kept by a `DirFds`)."""
 
-    def __init__(self, root: bytes):
+    def __init__(self, root: bytes, fd: int | None = None):
+        """The target at `root`, opened here, or given as the open descriptor `fd` (a
+        writer process inherits it: then `root` only names it in messages)."""
         self.root = root
-        self.fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if fd is None else fd
+        self._tag = secrets.token_hex(4).encode()  # temporary names: this, and a count
+        self._count = itertools.count()
 
     def close(self) -> None:
         os.close(self.fd)
@@ -102,8 +107,15 @@ class TargetTree:
             st = _lstat(name, parent)
             if st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
                 raise self._in_the_way(rel)
-        tmp = TMP_PREFIX + secrets.token_hex(4).encode() + b"-" + name[:200]
-        return os.open(tmp, _TMP_FLAGS, 0o600, dir_fd=parent), tmp
+        for _ in range(8):
+            # Unique per process and call without asking the kernel for randomness each time;
+            # a name someone placed there (O_EXCL refuses it) gets a fresh random part.
+            tmp = b"%s%s%x-%s" % (TMP_PREFIX, self._tag, next(self._count), name[:200])
+            try:
+                return os.open(tmp, _TMP_FLAGS, 0o600, dir_fd=parent), tmp
+            except FileExistsError:
+                self._tag = secrets.token_hex(4).encode()
+        raise self._in_the_way(rel)
 
     def _in_the_way(self, rel: bytes) -> UserError:
         return UserError(f"cannot restore {self.show(rel)}: something else is in the way")

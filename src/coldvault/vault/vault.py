@@ -543,6 +543,19 @@ class Vault:
             raise DamagedError(message, hint=hint)
         return loc
 
+    def locate_many(self, bids: list[bytes], what: str = "blob") -> list[Location]:
+        """`locate` of each of `bids` (one vectorised search); the first missing one raises."""
+        locs = self.index.lookup_many(bids)
+        for bid, loc in zip(bids, locs):
+            if loc is None:
+                self.locate(BlobId(bid), what)  # raises, naming it
+        return locs
+
+    def bound_tree_cache(self, max_bytes: int) -> None:
+        """Keep at most `max_bytes` of decoded tree nodes from now on (never more than the
+        configured bound): for a command whose walks would gain nothing from more."""
+        self._tree_nodes.max_bytes = min(self._tree_nodes.max_bytes, max_bytes)
+
     def get_range(self, name: str, start: int = 0, length: int | None = None) -> bytes:
         """Bytes of a pack, with cold and missing packs turned into errors for people."""
         try:
@@ -561,14 +574,9 @@ class Vault:
 
     def decode_stored(self, stored: bytes, bid: BlobId, loc: Location) -> bytes:
         what = f"blob {bid.hex()[:16]} in pack {loc.object_name}"
-        if len(stored) != loc.length:
-            raise DamagedError(f"{what} is truncated ({len(stored)} of {loc.length} bytes)")
-        if loc.type == blobfmt.DATA and loc.raw_length > self.settings.chunker_max:
-            # No chunk of this vault can be larger: its index entry is damaged or hostile.
-            raise DamagedError(f"{what}: the index says {loc.raw_length} bytes, more than the vault's "
-                               f"largest chunk ({self.settings.chunker_max})")
         try:
-            return blobfmt.decode(stored, bid, self.sealer, what, loc.raw_length)
+            return blobfmt.decode_located(stored, bid, self.sealer, what, loc.length, loc.raw_length, loc.type,
+                                          self.settings.chunker_max)
         except FormatError as exc:
             raise DamagedError(str(exc)) from None
 
