@@ -578,7 +578,11 @@ def _insert_sorted(t: _Tables, new: dict) -> dict:
 
 
 class Deduper:
-    """Which blobs this run must store: those in neither the index nor claimed earlier."""
+    """Which blobs this run must store: those in neither the index nor claimed earlier.
+
+    A claimed id is kept only until its pack is in the index (`release`, once the pack's
+    checkpoint is written): the set holds the blobs in flight (encoder jobs, packers,
+    uploads), not every new blob of the run."""
 
     def __init__(self, index: BlobIndex):
         self._index = index
@@ -590,7 +594,14 @@ class Deduper:
         if bid in self._index:
             return False
         with self._lock:
-            if bid in self._claimed:
+            # Looked up again under the lock: `release` drops an id only after its pack is
+            # in the index, so an id is always in one of the two.
+            if bid in self._claimed or bid in self._index:
                 return False
             self._claimed.add(bid)
             return True
+
+    def release(self, bids: Iterable[bytes]) -> None:
+        """Forget these claimed ids: their pack is in the index now."""
+        with self._lock:
+            self._claimed.difference_update(bids)
