@@ -10,10 +10,13 @@ The checkpoint goes first so that no stored pack is ever unnamed: a crash at
 any point leaves packs that the next run reuses (a checkpoint whose pack never
 arrived is ignored by readers and removed by prune).
 
-Memory: the records of stored packs are written out (and dropped) every
-FLUSH_BLOBS blobs, and the deduper forgets a claimed blob once its pack is in the
-index, so a run holds the records of a few packs, not one object per new blob
-(issue 10: a first backup of millions of small files).
+Memory: the records of a stored pack are kept as a numpy table (37 bytes a blob,
+no object per blob), written out and dropped every FLUSH_BLOBS blobs, and the
+deduper forgets a claimed blob once its pack is in the index: a run holds the
+records of the packs in flight and of at most FLUSH_BLOBS stored blobs, not
+objects for every new blob until its end (issue 10: a first backup of millions
+of small files). Long-lived small objects cost more than their size: they keep
+the allocator's arenas from being given back.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import trio
 
 from coldvault.faults import crash_point
 from coldvault.index.pack import FinishedPack
-from coldvault.index.packindex import PackRecord
+from coldvault.index.packindex import IndexTable, PackRecord
 from coldvault.index.snapshot import SnapshotRecord
 from coldvault.uploader.packer import Packer
 from coldvault.vault.blobindex import Deduper
@@ -48,7 +51,7 @@ class PackPipeline:
         self.packs_uploaded = 0
         self.bytes_uploaded = 0
         # Stored packs whose records are not written yet (as a part of the run's index), and their checkpoints:
-        self._stored: list[tuple[PackRecord, list[str]]] = []
+        self._stored: list[tuple[IndexTable, list[str]]] = []
         self._stored_blobs = 0
         self._ours: set[str] = set()  # ids of every pack this run stored (one string per pack)
         self._send, self._recv = trio.open_memory_channel(1)
@@ -78,8 +81,10 @@ class PackPipeline:
                 self.packs_uploaded += 1
                 self.bytes_uploaded += rec.size
                 self._ours.add(rec.id)
-                self._stored.append((rec, iids))
-                self._stored_blobs += len(rec.blobs)
+                table = IndexTable.from_records([rec])
+                del rec
+                self._stored.append((table, iids))
+                self._stored_blobs += len(table.blobs)
                 if self._stored_blobs >= min(FLUSH_BLOBS, self.vault.max_index_entries):
                     await self._flush()
 
@@ -89,10 +94,11 @@ class PackPipeline:
         done, self._stored, self._stored_blobs = self._stored, [], 0
         if not done:
             return
-        recs = [r for r, _ in done]
+        table = IndexTable.concat([t for t, _ in done])
         sup = [i for _, iids in done for i in iids]
+        del done
         async with self._index_lock:
-            await trio.to_thread.run_sync(lambda: self.vault.save_index(recs, supersedes=sup))
+            await trio.to_thread.run_sync(lambda: self.vault.save_index_table(table, supersedes=sup))
         crash_point("index-part-stored")
         for iid in sup:
             await trio.to_thread.run_sync(self.vault.delete_index, iid)
@@ -124,13 +130,14 @@ class PackPipeline:
         stored under pending checkpoints and this run found (`BlobIndex.adopted`), so
         readers stop checking that those exist, and supersedes those checkpoints."""
         index = self.vault.index
-        mine = [r for r, _ in self._stored]
-        recs = mine + [r for r in index.adopted if r.id not in self._ours]
+        others = [r for r in index.adopted if r.id not in self._ours]
+        tables = [t for t, _ in self._stored] + ([IndexTable.from_records(others)] if others else [])
         # The checkpoints this index repeats whole: ours not written yet, and those whose packs it adopted.
         checkpoints = [i for _, iids in self._stored for i in iids]
         supersedes = checkpoints + sorted(index.adoptable - set(checkpoints))
-        if recs:
-            await trio.to_thread.run_sync(lambda: self.vault.save_index(recs, supersedes=supersedes))
+        if tables:
+            table = IndexTable.concat(tables)
+            await trio.to_thread.run_sync(lambda: self.vault.save_index_table(table, supersedes=supersedes))
         crash_point("index-stored")
         sid = await trio.to_thread.run_sync(self.vault.save_snapshot, rec)
         crash_point("snapshot-stored")

@@ -51,7 +51,7 @@ from coldvault.index.ids import BlobId, PackId
 from coldvault.index.pack import PACK_KINDS, BlobEntry, object_name
 from coldvault.index.packindex import KIND_CODES, IndexTable, PackRecord
 
-MERGE_AT = 50_000  # overlay entries merged into the tables once past this and an eighth of them
+MERGE_AT = 20_000  # overlay entries merged into the tables once past this and an eighth of them
 MERGE_SHARE = 8
 # An overlay entry's row, packed: pack row, offset, length, raw_length, type.
 OVERLAY_ROW = struct.Struct("<IQIIB")
