@@ -19,10 +19,11 @@ stable sort, first row of each id kept: the first index loaded wins, docs/format
 and, when there are tables already, inserted among their rows (`np.insert` at
 `searchsorted` positions: one pass, no sort of the old rows). `add_pack`, one pack at a
 time during a backup, goes to a small dict overlay that is merged into the tables once it
-grows past an eighth of them (so merges cost O(n log n) in all). An overlay entry is the
-blob id and its row packed in one 21-byte bytes object (OVERLAY_ROW), about 160 bytes with
-the dict's share: a first backup of millions of small files holds up to an eighth of its
-blobs there (a tuple of five ints cost about 280 bytes, for a quarter of them). `columns` and
+grows past an eighth of them (so merges cost O(n log n) in all). An overlay entry is
+the blob id and its row packed in one 21-byte bytes object (OVERLAY_ROW): about 160
+bytes with the id and the dict's share (tracemalloc), where a tuple of five ints took
+about 320; a first backup of millions of small files holds up to an eighth of its
+blobs there. `columns` and
 `use_columns` hand the tables to and from the local index cache (vault/indexcache.py),
 whose memory-mapped, read-only columns serve as tables unchanged.
 
