@@ -132,8 +132,10 @@ def partial_writes(repo: str) -> list[str]:
 # "checkpoint-stored:3" between the third checkpoint and its pack, "pack-stored:2" right
 # after the second pack is stored (the moment that used to leave a pack no index named),
 # "store-rename:5" inside a put (the object written to its temporary file, not renamed).
-CRASH_POINTS = ["pack-upload:2", "checkpoint-stored:3", "pack-stored:2", "store-rename:5", "index-stored",
-                "snapshot-stored"]
+# "index-part-stored:2" right after the second part of the run's index (written every 2
+# blobs here, COLDVAULT_MAX_INDEX_ENTRIES), before the checkpoints it supersedes are deleted.
+CRASH_POINTS = ["pack-upload:2", "checkpoint-stored:3", "pack-stored:2", "store-rename:5", "index-part-stored:2",
+                "index-stored", "snapshot-stored"]
 
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
@@ -155,7 +157,10 @@ def test_killed_backup_leaves_a_consistent_vault_and_resumes(tmp_path, point):
         (src / f"f{i}.bin").write_bytes(rng.randbytes(700_000))
 
     packs_before, indexed_before = data_pack_bytes(repo), indexed_data_bytes(repo)
-    r = run(["backup", "dir", str(src), "--name", "src", "--json"], {**env, "COLDVAULT_CRASH_AT": point}, check=False)
+    crash_env = {**env, "COLDVAULT_CRASH_AT": point}
+    if point.startswith("index-part-stored"):
+        crash_env["COLDVAULT_MAX_INDEX_ENTRIES"] = "2"
+    r = run(["backup", "dir", str(src), "--name", "src", "--json"], crash_env, check=False)
     assert r.code == -9, r.err  # killed where we asked
     stored_by_crash = data_pack_bytes(repo) - packs_before
     kept_by_crash = indexed_data_bytes(repo) - indexed_before  # what the next run can reuse
@@ -172,8 +177,10 @@ def test_killed_backup_leaves_a_consistent_vault_and_resumes(tmp_path, point):
     assert report["leftovers"]["unindexed_packs"] == []
     if point.startswith("checkpoint-stored"):
         assert report["leftovers"]["unstored_packs"], "the third checkpoint names a pack never stored"
-    if point.startswith("pack-stored"):
+    if point.startswith(("pack-stored", "index-part-stored")):
         assert stored_by_crash > 0 and kept_by_crash > 0
+    if point.startswith("index-part-stored"):  # the checkpoints the part repeats are leftovers
+        assert report["leftovers"]["superseded_indexes"]
     # Every stored pack is reusable: nothing the crashed run stored is lost to the next one.
     assert kept_by_crash >= stored_by_crash - 64 * 1024 * (stored_by_crash // 900_000 + 1)
 

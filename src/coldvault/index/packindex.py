@@ -91,6 +91,47 @@ class IndexTable:
             blobs["type"], blobs["offset"], blobs["length"], blobs["raw_length"] = t[:, 0], t[:, 1], t[:, 2], t[:, 3]
         return cls(packs, blobs)
 
+    @classmethod
+    def concat(cls, tables: list["IndexTable"]) -> "IndexTable":
+        """The records of several tables as one (each table's blob records pointing at its
+        own pack records, renumbered)."""
+        packs = np.concatenate([t.packs.astype(PACK_RECORD, copy=False) for t in tables] or
+                               [np.zeros(0, dtype=PACK_RECORD)])
+        parts, base = [], 0
+        for t in tables:
+            b = t.blobs.astype(BLOB_RECORD)  # a copy: its pack positions change
+            b["pack"] += base
+            parts.append(b)
+            base += len(t.packs)
+        return cls(packs, np.concatenate(parts or [np.zeros(0, dtype=BLOB_RECORD)]))
+
+    def split(self, max_entries: int = MAX_INDEX_ENTRIES) -> list["IndexTable"]:
+        """This table as parts of at most `max_entries` blob records and pack records each,
+        one part per index object (as `split` does for PackRecords): a pack whose blobs are
+        cut between two parts is named in both."""
+        assert max_entries >= 1
+        if len(self.blobs) <= max_entries and len(self.packs) <= max_entries:
+            return [self]
+        blobs = self.blobs[np.argsort(self.blobs["pack"], kind="stable")]
+        out = []
+        for i in range(0, len(blobs), max_entries):
+            part = blobs[i:i + max_entries].copy()
+            used, part["pack"] = np.unique(part["pack"], return_inverse=True)
+            out.append(IndexTable(self.packs[used], part))
+        empty = np.setdiff1d(np.arange(len(self.packs)), self.blobs["pack"])  # packs without blobs
+        for i in range(0, len(empty), max_entries):
+            out.append(IndexTable(self.packs[empty[i:i + max_entries]], np.zeros(0, dtype=BLOB_RECORD)))
+        return out
+
+    def select_packs(self, rows: np.ndarray) -> "IndexTable":
+        """The records of these pack rows only (and their blobs)."""
+        keep = np.isin(self.blobs["pack"], rows)
+        blobs = self.blobs[keep].copy()
+        new_row = np.full(len(self.packs), -1, dtype=np.int64)
+        new_row[rows] = np.arange(len(rows))
+        blobs["pack"] = new_row[blobs["pack"]]
+        return IndexTable(self.packs[rows], blobs)
+
     def pack_items(self) -> list[tuple[str, str, int]]:
         """(pack id, kind, size) of each pack record, without the blobs."""
         return [(bytes(i).hex(), PACK_KINDS[k], s)

@@ -89,7 +89,7 @@ class BackupSession:
             "bytes_new": c.bytes_new,
             "bytes_stored": c.bytes_stored,
             "chunks_new": c.chunks_new,
-            "packs": len(self.pipeline.uploaded),
+            "packs": self.pipeline.packs_uploaded,
             "bytes_uploaded": self.pipeline.bytes_uploaded,
             "duration": round(time.monotonic() - self.started, 3),
         }

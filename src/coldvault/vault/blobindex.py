@@ -19,7 +19,11 @@ stable sort, first row of each id kept: the first index loaded wins, docs/format
 and, when there are tables already, inserted among their rows (`np.insert` at
 `searchsorted` positions: one pass, no sort of the old rows). `add_pack`, one pack at a
 time during a backup, goes to a small dict overlay that is merged into the tables once it
-grows past a quarter of them (so merges cost O(n log n) in all). `columns` and
+grows past an eighth of them (so merges cost O(n log n) in all). An overlay entry is
+the blob id and its row packed in one 21-byte bytes object (OVERLAY_ROW): about 160
+bytes with the id and the dict's share (tracemalloc), where a tuple of five ints took
+about 320; a first backup of millions of small files holds up to an eighth of its
+blobs there. `columns` and
 `use_columns` hand the tables to and from the local index cache (vault/indexcache.py),
 whose memory-mapped, read-only columns serve as tables unchanged.
 
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import struct
 import threading
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
@@ -47,7 +52,12 @@ from coldvault.index.ids import BlobId, PackId
 from coldvault.index.pack import PACK_KINDS, BlobEntry, object_name
 from coldvault.index.packindex import KIND_CODES, IndexTable, PackRecord
 
-MERGE_AT = 100_000  # overlay entries merged into the tables once past this and a quarter of them
+MERGE_AT = 20_000  # overlay entries merged into the tables once past this and an eighth of them
+MERGE_SHARE = 8
+# An overlay entry's row, packed: pack row, offset, length, raw_length, type.
+OVERLAY_ROW = struct.Struct("<IQIIB")
+OVERLAY_DTYPE = np.dtype([("pack", "<u4"), ("offset", "<u8"), ("length", "<u4"), ("raw", "<u4"), ("type", "u1")])
+assert OVERLAY_DTYPE.itemsize == OVERLAY_ROW.size
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +187,7 @@ class _Overlay:
 
     def __init__(self, base: int):
         self.base = base  # pack rows of the overlay start here (after the tables' packs)
-        self.blobs: dict[bytes, tuple] = {}  # id -> (pack row, offset, length, raw_length, type)
+        self.blobs: dict[bytes, bytes] = {}  # id -> OVERLAY_ROW of (pack row, offset, length, raw_length, type)
         self.packs: list[tuple[str, str, int]] = []  # (pack id, kind, size), row = base + position
         self.pack_rows: dict[str, int] = {}
 
@@ -209,10 +219,11 @@ class BlobIndex:
                 hi, lo = _split_ids(np.frombuffer(b"".join(ids), dtype="V16"))
                 known = t.find_many(hi, lo)
                 blobs = ov.blobs
+                pack = OVERLAY_ROW.pack
                 for b, k in zip(rec.blobs, known.tolist()):
                     if not k and b.id not in blobs:
-                        blobs[b.id] = (row, b.offset, b.length, b.raw_length, b.type)
-            if len(ov.blobs) > max(MERGE_AT, len(t) // 4):
+                        blobs[b.id] = pack(row, b.offset, b.length, b.raw_length, b.type)
+            if len(ov.blobs) > max(MERGE_AT, len(t) // MERGE_SHARE):
                 self._merge([])
 
     def add_table(self, table: IndexTable) -> None:
@@ -278,13 +289,11 @@ class BlobIndex:
         pk_ids = [np.frombuffer(b"".join(bytes.fromhex(p) for p, _, _ in ov.packs), dtype="V16")]
         pk_kinds = [np.array([KIND_CODES[k] for _, k, _ in ov.packs], dtype=np.uint8)]
         pk_sizes = [np.array([s for _, _, s in ov.packs], dtype=np.uint64)]
-        items = list(ov.blobs.items())
-        if items:
-            vals = np.array([v for _, v in items], dtype=np.uint64)
-            rows.append(np.frombuffer(b"".join(k for k, _ in items), dtype="V16"), vals[:, 0], vals[:, 1],
-                        vals[:, 2], vals[:, 3], vals[:, 4])
+        if ov.blobs:
+            vals = np.frombuffer(b"".join(ov.blobs.values()), dtype=OVERLAY_DTYPE)
+            rows.append(np.frombuffer(b"".join(ov.blobs), dtype="V16"), vals["pack"], vals["offset"],
+                        vals["length"], vals["raw"], vals["type"])
             del vals
-        del items
         base = len(t.pk_hi) + len(ov.packs)
         for tb in tables:
             b = tb.blobs
@@ -335,7 +344,7 @@ class BlobIndex:
         t, ov = self._state
         o = ov.blobs.get(bid)
         if o is not None:
-            return t, ov, -1, o
+            return t, ov, -1, OVERLAY_ROW.unpack(o)
         return t, ov, t.find(bid), None
 
     def __contains__(self, bid: bytes) -> bool:
@@ -446,7 +455,8 @@ class BlobIndex:
             self._entries(t, rows, out)
         wanted_set = None if pids is None else set(pids)
         extra: dict[str, list[BlobEntry]] = {}
-        for bid, (row, off, ln, raw, ty) in list(ov.blobs.items()):
+        for bid, packed in list(ov.blobs.items()):
+            row, off, ln, raw, ty = OVERLAY_ROW.unpack(packed)
             pid = self._pack_at(t, ov, row)[0]
             if wanted_set is None or pid in wanted_set:
                 extra.setdefault(pid, []).append(BlobEntry(bid, ty, off, ln, raw))
@@ -614,7 +624,11 @@ def _insert_sorted(t: _Tables, new: dict) -> dict:
 
 
 class Deduper:
-    """Which blobs this run must store: those in neither the index nor claimed earlier."""
+    """Which blobs this run must store: those in neither the index nor claimed earlier.
+
+    A claimed id is kept only until its pack is in the index (`release`, once the pack's
+    checkpoint is written): the set holds the blobs in flight (encoder jobs, packers,
+    uploads), not every new blob of the run."""
 
     def __init__(self, index: BlobIndex):
         self._index = index
@@ -626,7 +640,14 @@ class Deduper:
         if bid in self._index:
             return False
         with self._lock:
-            if bid in self._claimed:
+            # Looked up again under the lock: `release` drops an id only after its pack is
+            # in the index, so an id is always in one of the two.
+            if bid in self._claimed or bid in self._index:
                 return False
             self._claimed.add(bid)
             return True
+
+    def release(self, bids: Iterable[bytes]) -> None:
+        """Forget these claimed ids: their pack is in the index now."""
+        with self._lock:
+            self._claimed.difference_update(bids)
