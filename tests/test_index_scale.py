@@ -343,6 +343,11 @@ def test_blob_index_answers_like_a_dict():
     assert not any(b in index for b in missing)
     assert index.lookup(missing[0]) is None and index.raw_length(missing[0]) is None
     assert index.contains_all(sample) and index.contains_all([]) and not index.contains_all(sample + missing[:1])
+    # lookup_many (one vectorised search; a restore's walk): the same answers, in order,
+    # with None for a missing id, whether the id is in the tables or the overlay.
+    mixed = sample[:500] + missing + sample[500:1000] + [sample[1]]
+    assert index.lookup_many(mixed) == [index.lookup(b) for b in mixed]
+    assert index.lookup_many([]) == []
     assert not index.has_pack("00" * 16) and index.pack("00" * 16) is None
     some = rng.sample(list(pack_info), 20)
     by_pack = index.blobs_by_pack(some)

@@ -400,10 +400,11 @@ class BlobIndex:
         out: list[Location | None] = [None] * len(bids)
         rest = []
         for j, bid in enumerate(bids):
-            o = ov.blobs.get(bid)
-            if o is not None:
-                pid, kind, _ = self._pack_at(t, ov, o[0])
-                out[j] = Location(pid, kind, o[1], o[2], o[3], o[4])
+            packed = ov.blobs.get(bid)
+            if packed is not None:
+                row, off, length, raw, btype = OVERLAY_ROW.unpack(packed)
+                pid, kind, _ = self._pack_at(t, ov, row)
+                out[j] = Location(pid, kind, off, length, raw, btype)
             else:
                 rest.append(j)
         if not rest or not len(t):
