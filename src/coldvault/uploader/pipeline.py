@@ -21,6 +21,7 @@ the allocator's arenas from being given back.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import trio
@@ -71,7 +72,7 @@ class PackPipeline:
                 crash_point("pack-upload")
                 rec = PackRecord(pack.id, pack.kind, len(pack.data), pack.blobs)  # without the bytes
                 async with self._index_lock:
-                    iids = await trio.to_thread.run_sync(lambda: self.vault.save_index([rec], pending=True))
+                    iids = await trio.to_thread.run_sync(functools.partial(self.vault.save_index, [rec], pending=True))
                 # Its blobs are in the index now (a pending record of this run's): no longer claims.
                 self.deduper.release([b.id for b in rec.blobs])
                 crash_point("checkpoint-stored")
