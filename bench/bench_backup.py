@@ -121,8 +121,9 @@ def summarize(runs: list[Run]) -> list[Summary]:
 
 def coldvault_runs(args, man: dict, work: str) -> list[Run]:
     vault = os.path.join(work, f"coldvault-{man['name']}")
+    cache = os.path.join(work, "xdg-cache")  # the vault's index cache, not in ~/.cache
     shutil.rmtree(vault, ignore_errors=True)
-    env = clean_env() | {"COLDVAULT_REPO": vault, "COLDVAULT_PASSWORD": PASSWORD}
+    env = clean_env() | {"COLDVAULT_REPO": vault, "COLDVAULT_PASSWORD": PASSWORD, "XDG_CACHE_HOME": cache}
     untimed([args.coldvault, "init", "--quiet"], env)
     runs = []
     for which in ("first", "second"):
@@ -139,6 +140,7 @@ def coldvault_runs(args, man: dict, work: str) -> list[Run]:
         runs.append(Run(man["name"], "coldvault", which, secs, man["bytes"], rss, cpu, du(vault), note, other))
     if not args.keep:
         shutil.rmtree(vault, ignore_errors=True)
+        shutil.rmtree(cache, ignore_errors=True)
     return runs
 
 
