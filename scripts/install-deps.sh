@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-want=(fuse3 libfuse3-dev pkg-config zfs-fuse restic gcc python3-dev attr)
+want=(fuse3 libfuse3-dev pkg-config zfs-fuse restic gcc python3-dev attr strace)
 missing=()
 for pkg in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -51,3 +51,54 @@ def test_first_backup_memory_does_not_grow_with_the_number_of_new_files(tmp_path
     # blob's pack record and claim until its end grew by some 75 MB.
     print(f"peak RSS: {few} kB backing up 10,000 new files, {many} kB 100,000")
     assert many - few < 40 * 1024, (few, many)
+
+
+def source_file_fds(trace: str) -> tuple[int, int, int]:
+    """From `strace -e openat,fadvise64,close` of one thread: (files opened relative to a
+    directory, fadvise64 WILLNEED calls on them, most of them open at once)."""
+    opened, advised, most = 0, 0, 0
+    open_now: set[str] = set()
+    for line in open(trace, errors="replace"):
+        name, _, rest = line.partition("(")
+        args, _, result = rest.rpartition(" = ")
+        args = args.strip().removesuffix(")")
+        if name == "openat" and not args.startswith("AT_FDCWD") and "O_DIRECTORY" not in args:
+            if result.split()[0].isdigit():
+                opened += 1
+                open_now.add(result.split()[0])
+                most = max(most, len(open_now))
+        elif name == "fadvise64" and "POSIX_FADV_WILLNEED" in args and args.split(",")[0] in open_now:
+            advised += 1
+        elif name == "close":
+            open_now.discard(args)
+    return opened, advised, most
+
+
+def test_files_ahead_of_the_read_are_opened_and_announced_to_the_kernel_within_a_bound(tmp_path):
+    """A first backup on a cold page cache waited for the disk one small file at a time (issue
+    10): the walk now opens the next files of a directory and asks the kernel to read them
+    (posix_fadvise WILLNEED) before it reads them, at most READ_AHEAD_FILES at once."""
+    from coldvault.uploader.dirbackup import READ_AHEAD_FILES
+
+    src = tmp_path / "src"
+    small_files(src, 300, seed=7)  # 3 directories of 100 files
+    (src / "empty").write_bytes(b"")
+    env = vault_env(str(tmp_path / "vault"))
+    run(["init"], env)
+    trace = tmp_path / "trace"
+    strace = ["strace", "-f", "-ff", "-qq", "-e", "trace=openat,fadvise64,close", "-o", str(trace)]
+    r = run(["backup", "dir", str(src), "--name", "small", "--json"], env, prefix=strace)
+    assert r.json()["files_read"] == 301
+    # The walking thread is the one that opened the source files.
+    (opened, advised, most), = [c for c in (source_file_fds(str(p)) for p in tmp_path.glob("trace.*"))
+                                if c[0]]
+    assert opened == 301  # each file once
+    assert advised == 300  # each non-empty file announced to the kernel
+    assert 2 <= most <= READ_AHEAD_FILES, most  # read ahead, within its bound
+    out = tmp_path / "out"
+    run(["restore", "dir", "latest", "--source", "small", "--target", str(out)], env)
+    for d, _, names in os.walk(src):
+        for n in names:
+            p = os.path.join(d, n)
+            with open(p, "rb") as a, open(os.path.join(out, os.path.relpath(p, src)), "rb") as b:
+                assert a.read() == b.read(), p

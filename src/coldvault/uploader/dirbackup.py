@@ -30,6 +30,7 @@ descriptors; split apart they would hand that state across modules.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import socket
@@ -53,6 +54,10 @@ MAX_ERRORS_KEPT = 1000
 MAX_OPEN_DIRS = 64  # descriptors the walk keeps open; deeper trees reopen parents as `..`
 O_NOATIME = getattr(os, "O_NOATIME", 0)
 O_DIR = os.O_RDONLY | os.O_DIRECTORY
+# Files of a directory opened, and their reading started by the kernel (posix_fadvise WILLNEED),
+# before the walk reads them: at most this many files and bytes ahead of the one being read.
+READ_AHEAD_FILES = 32
+READ_AHEAD_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -139,6 +144,21 @@ def _open_noatime(name: bytes, dir_fd: int) -> int:
     except PermissionError:
         # O_NOATIME is only allowed to the file's owner (or root).
         return os.open(name, os.O_RDONLY, dir_fd=dir_fd)
+
+
+def _open_ahead(name: bytes, dir_fd: int, size: int) -> tuple[int, OSError | None]:
+    """Open a file the walk reads soon and have the kernel start reading its first `size`
+    bytes in the background: (descriptor, None), or (-1, the error of the open)."""
+    try:
+        fd = _open_noatime(name, dir_fd)
+    except OSError as exc:
+        return -1, exc
+    if size > 0:
+        try:
+            os.posix_fadvise(fd, 0, size, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass  # only advice: a file system without it is read as before
+    return fd, None
 
 
 def _read_all(fd: int, expected: int) -> bytes:
@@ -425,10 +445,41 @@ class DirBackup:
             else:
                 log.info("skipping socket %s", os.fsdecode(path + b"/" + name))
         del listing
-        for name, st, e in files:
-            if self._read_file(fd, path, name, st, e):
-                entries.append(e)
+        self._read_files(fd, path, files, entries)
         return frame
+
+    def _read_files(self, dir_fd: int, dir_path: bytes,
+                    files: list[tuple[bytes, os.stat_result, tree.Entry]], entries: list[tree.Entry]) -> None:
+        """Read the changed files of one directory in order, adding the entries of those read.
+
+        On a cold cache each small file costs a disk round trip, and one walking thread
+        would wait for them one at a time (issue 10: 100,000 files took 20 s cold, 5 s warm).
+        So the files ahead of the one being read are opened and their reading started by the
+        kernel (posix_fadvise WILLNEED): the disk serves many at once, and the reads find the
+        bytes in the page cache. At most READ_AHEAD_FILES descriptors and READ_AHEAD_BYTES are
+        ahead; a large file is announced up to one chunk, the kernel's own read-ahead does the rest.
+        """
+        limit = self.vault.settings.chunker_max
+        ahead: collections.deque[tuple[int, OSError | None, int]] = collections.deque()
+        ahead_bytes = 0
+        nxt = 0
+        try:
+            for name, st, e in files:
+                while nxt < len(files) and len(ahead) < READ_AHEAD_FILES and (
+                        not ahead or ahead_bytes < READ_AHEAD_BYTES):
+                    n, s, _ = files[nxt]
+                    size = min(s.st_size, limit)
+                    ahead.append((*_open_ahead(n, dir_fd, size), size))
+                    ahead_bytes += size
+                    nxt += 1
+                fd, err, size = ahead.popleft()
+                ahead_bytes -= size
+                if self._read_file(dir_fd, dir_path, name, st, e, (fd, err)):
+                    entries.append(e)
+        finally:
+            for fd, _, _ in ahead:
+                if fd >= 0:
+                    os.close(fd)
 
     def _mount_point(self, frame: "_Frame", name: bytes, st: os.stat_result) -> tree.Entry:
         """--one-file-system: the entry of a directory on another file system, without its contents."""
@@ -444,11 +495,18 @@ class DirBackup:
             return old
         return e
 
-    def _read_file(self, dir_fd: int, dir_path: bytes, name: bytes, st: os.stat_result, e: tree.Entry) -> bool:
-        """Read, chunk and store one file of the directory open as `dir_fd`; False if it could not be read."""
+    def _read_file(self, dir_fd: int, dir_path: bytes, name: bytes, st: os.stat_result, e: tree.Entry,
+                   opened: tuple[int, OSError | None] | None = None) -> bool:
+        """Read, chunk and store one file of the directory open as `dir_fd`; False if it could not be read.
+        `opened`: what `_open_ahead` gave for it (the descriptor is closed here), else it is opened here."""
         chunker = self.session.chunker
         try:
-            fd = _open_noatime(name, dir_fd)
+            if opened is None:
+                fd = _open_noatime(name, dir_fd)
+            else:
+                fd, err = opened
+                if err is not None:
+                    raise err
             try:
                 if self.sqlite_consistent and sqlite.is_database(fd):
                     e.chunks, e.size = sqlite.chunk_copy(dir_path + b"/" + name, chunker)
