@@ -36,8 +36,8 @@ it starts in a few tens of milliseconds.
 from __future__ import annotations
 
 import gc
-import os
 import marshal
+import os
 import signal
 import struct
 import sys
