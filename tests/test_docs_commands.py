@@ -43,6 +43,9 @@ RUN = {
     ("docs/restore.md", "coldvault: error: no snapshot '2024-05-13' of source 'photos' in the vault: none that UTC day"):
         "test_readme_use_block_and_the_restore_guide",
     ("docs/restore.md", "coldvault mount /mnt/vault"): "test_readme_use_block_and_the_restore_guide",
+    ("docs/restore.md", "coldvault: error: cannot write /srv/photos-restored/2024/summer/IMG_0412.jpg: "
+                        "No space left on device"):
+        "test_restore_target_errors.py::test_restore_onto_a_full_disk_stops_with_one_line_and_a_rerun_finishes",
     ("docs/restore.md", "coldvault snapshots --source zfs:tank/photos     # each stream and its base"):
         "test_readme_use_block_and_the_restore_guide",
     ("docs/restore.md", "coldvault mount /mnt/vault --cold wait"): "test_readme_use_block_and_the_restore_guide",

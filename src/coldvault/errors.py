@@ -23,6 +23,7 @@ class ExitCode:
     LOCKED = 16  # another coldvault process holds the lock
     PERMISSION = 17  # the store refused access
     NO_SPACE = 18  # the store's disk (or quota) is full
+    TARGET = 19  # a restore or dump could not write its target (full, read-only, no permission)
 
 
 class ColdvaultError(Exception):
@@ -83,3 +84,19 @@ class ColdDataError(ColdvaultError):
 
 class LockedError(ColdvaultError):
     exit_code = ExitCode.LOCKED
+
+
+class TargetWriteError(ColdvaultError):
+    """Writing where the user asked the data to go failed (a full disk or quota, a read-only
+    file system, no permission, ...). Names the path and the system's reason."""
+
+    exit_code = ExitCode.TARGET
+
+    def __init__(self, path: str, reason: str, hint: str | None = None):
+        super().__init__(f"cannot write {path}: {reason}", hint)
+        self.path = path
+        self.reason = reason
+
+    @classmethod
+    def of(cls, path: str, exc: OSError, hint: str | None = None) -> TargetWriteError:
+        return cls(path, exc.strerror or str(exc), hint)

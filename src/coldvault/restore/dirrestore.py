@@ -23,6 +23,11 @@ Then a second walk writes, in bounded memory whatever the number of files:
   that fails is never left half-written. A file of several chunks gets its
   temporary file here, as the walk meets it; writers write its pieces at their
   offsets, and it is set and renamed here once every piece is in.
+- A target that cannot be written (a full disk or quota, a read-only file system,
+  no permission) stops the restore with one TargetWriteError naming the file or
+  directory, whichever process met it: the writers finish and exit, the temporary
+  files of unfinished files are removed, completed files stay (a rerun with
+  --overwrite finishes the job).
 - A directory's metadata (owner, mode, mtime) is set once nothing more is written
   in it: the walk notes each directory whose subtree it has left, with the batch it
   was cutting, and those are applied, deepest first, when that batch and every
@@ -53,12 +58,12 @@ from typing import Generator, Iterator
 
 import trio
 
-from coldvault.errors import ColdDataError, DamagedError, UserError
+from coldvault.errors import ColdDataError, DamagedError, TargetWriteError, UserError
 from coldvault.index import tree
 from coldvault.index.snapshot import SnapshotRecord
 from coldvault.restore import writer as wire
 from coldvault.restore.readplan import Read, coalesce
-from coldvault.restore.target import DirFds, TargetTree
+from coldvault.restore.target import RERUN_HINT, DirFds, TargetTree
 from coldvault.restore.writerpool import writer_pool
 from coldvault.vault import thaw
 from coldvault.vault.blobindex import Location
@@ -230,8 +235,11 @@ class DirRestore:
         packs = await trio.to_thread.run_sync(self._packs_needed)
         await trio.to_thread.run_sync(self._check_packs, packs)
         self._check_target()
-        os.makedirs(self.target, exist_ok=True)
-        self.out = TargetTree(self.target)
+        try:
+            os.makedirs(self.target, exist_ok=True)
+            self.out = TargetTree(self.target)
+        except OSError as exc:
+            raise TargetWriteError.of(os.fsdecode(self.target), exc) from None
         self.dirs = DirFds(self.out)
         try:
             await self._restore()
@@ -294,7 +302,8 @@ class DirRestore:
             while stack and not rel.startswith(stack[-1][0] + b"/"):
                 batch.dirs_done.append(stack.pop())
             if e.type == tree.DIR:
-                self.out.make_dir(rel, replace=self.overwrite)
+                with self.out.writing(rel):
+                    self.out.make_dir(rel, replace=self.overwrite)
                 self.stats.dirs += 1
                 stack.append((rel, e))
             elif e.type == tree.FILE:
@@ -345,7 +354,7 @@ class DirRestore:
         if e.type in (tree.CHARDEV, tree.BLOCKDEV) and not self.is_root:
             log.warning("not restoring device %s (needs root)", os.fsdecode(rel))
             return
-        with self.out.free_name(rel) as (parent, name):
+        with self.out.writing(rel), self.out.free_name(rel) as (parent, name):
             if e.type == tree.SYMLINK:
                 os.symlink(e.target, name, dir_fd=parent)
                 self.stats.symlinks += 1
@@ -428,6 +437,8 @@ class DirRestore:
     @staticmethod
     def _writer_error(answer: tuple) -> BaseException:
         kind = answer[1]
+        if kind == "target":
+            return TargetWriteError(answer[2], answer[3], hint=RERUN_HINT)
         if kind == "user":
             return UserError(answer[2], hint=answer[3])
         if kind == "os":
@@ -438,7 +449,7 @@ class DirRestore:
 
     def _write_empty(self, job: FileJob) -> None:
         e = job.entry
-        with self._parent(job) as parent:
+        with self.out.writing(job.rel), self._parent(job) as parent:
             wire.write_whole(self.out, parent, job.rel, e.size, e.mode, e.uid, e.gid, e.mtime, b"",
                              self.overwrite, self.is_root)
         with self._lock:
@@ -446,7 +457,7 @@ class DirRestore:
 
     def _make_tmp(self, job: FileJob) -> None:
         """The temporary file of a file of several pieces, which writers write into."""
-        with self._parent(job) as parent:
+        with self.out.writing(job.rel), self._parent(job) as parent:
             fd, job.tmp = self.out.new_tmp(parent, job.rel, look=self.overwrite)
             os.close(fd)
         job.key = next(self._keys)
@@ -465,7 +476,7 @@ class DirRestore:
     def _finish(self, job: FileJob) -> None:
         """All pieces are in (or failed): set and rename the file, or remove what was written."""
         e = job.entry
-        with self._parent(job) as parent:
+        with self.out.writing(job.rel), self._parent(job) as parent:
             try:
                 if job.error is None and job.written != e.size:
                     job.error = f"restored {job.written} bytes, the snapshot says {e.size}"
@@ -513,7 +524,7 @@ class DirRestore:
         """Owner, mode and mtime of directories nothing more is written in, deepest first."""
         for rel, e in dirs:
             if e is not None:
-                with self.out.directory(rel) as fd:
+                with self.out.writing(rel), self.out.directory(rel) as fd:
                     self._set_meta_fd(fd, e)
 
     def _set_meta_fd(self, fd: int, e: tree.Entry) -> None:

@@ -24,12 +24,14 @@ import stat
 import threading
 from collections import OrderedDict
 
-from coldvault.errors import UserError
+from coldvault.errors import TargetWriteError, UserError
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _TMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _REOPEN_FLAGS = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 TMP_PREFIX = b".coldvault-restore-"
+RERUN_HINT = ("the files restored so far are complete and no file was left half-written; make room (or make the "
+              "target writable) and run the same restore again with --overwrite to finish")
 
 
 def _lstat(name: bytes, dir_fd: int) -> os.stat_result | None:
@@ -56,6 +58,15 @@ class TargetTree:
 
     def show(self, rel: bytes) -> str:
         return os.fsdecode(self.root + b"/" + rel if rel else self.root)
+
+    @contextlib.contextmanager
+    def writing(self, rel: bytes):
+        """A system error in this block (a full disk, a read-only file system, no permission)
+        stops the restore as a TargetWriteError naming `rel`."""
+        try:
+            yield
+        except OSError as exc:
+            raise TargetWriteError.of(self.show(rel), exc, hint=RERUN_HINT) from exc
 
     def open_dir(self, rel: bytes) -> int:
         """A new descriptor of the directory at `rel`, reached without following any symlink."""

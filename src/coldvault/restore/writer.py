@@ -19,6 +19,7 @@ per ranged read of a pack, and the writer answers each on its stdout, in order:
     target  := (WHOLE, path, size, mode, uid, gid, mtime)  a file of this one blob
              | (PIECE, key, path, temporary name, offset)    a piece of a file of several
     answer  := ("ok", files, bytes, damaged [(path, why)], pieces [(key, bytes, why)])
+             | ("error", "target", path, reason)            the target cannot be written
              | ("error", kind, ...)                         the restore must stop
 
 A file of one blob is written whole here: a temporary name beside it, the bytes,
@@ -35,15 +36,15 @@ it starts in a few tens of milliseconds.
 from __future__ import annotations
 
 import gc
-import os
 import marshal
+import os
 import signal
 import struct
 import sys
 import traceback
 
 from coldvault import faults
-from coldvault.errors import DamagedError, UserError
+from coldvault.errors import DamagedError, TargetWriteError, UserError
 from coldvault.index import blob as blobfmt
 from coldvault.index.crypto import MasterKeys, Sealer
 from coldvault.index.errors import FormatError
@@ -162,14 +163,17 @@ class Writer:
                         damaged.append((rel, why))
                         continue
                     head = rel.rpartition(b"/")[0]
-                    parent = self.dirs.get(head)
                     try:
-                        write_whole(self.out, parent, rel, size, mode, uid, gid, mtime, plain, self.look, self.is_root)
+                        with self.out.writing(rel):
+                            parent = self.dirs.get(head)
+                            try:
+                                write_whole(self.out, parent, rel, size, mode, uid, gid, mtime, plain, self.look,
+                                            self.is_root)
+                            finally:
+                                self.dirs.put(head)
                     except DamagedError as exc:
                         damaged.append((rel, exc.message))
                         continue
-                    finally:
-                        self.dirs.put(head)
                     files += 1
                     written += len(plain)
                 else:
@@ -178,21 +182,24 @@ class Writer:
                         pieces.append((key, 0, why))
                         continue
                     head = rel.rpartition(b"/")[0]
-                    parent = self.dirs.get(head)
-                    try:
-                        fd = self.out.reopen_tmp(parent, tmp)
+                    with self.out.writing(rel):
+                        parent = self.dirs.get(head)
                         try:
-                            write_all(fd, plain, at)
+                            fd = self.out.reopen_tmp(parent, tmp)
+                            try:
+                                write_all(fd, plain, at)
+                            finally:
+                                os.close(fd)
                         finally:
-                            os.close(fd)
-                    finally:
-                        self.dirs.put(head)
+                            self.dirs.put(head)
                     pieces.append((key, len(plain), None))
         return "ok", files, written, damaged, pieces
 
 
 def answer_for(exc: BaseException):
     """The answer that stops the restore, for an error writing the target."""
+    if isinstance(exc, TargetWriteError):
+        return "error", "target", exc.path, exc.reason
     if isinstance(exc, UserError):
         return "error", "user", exc.message, exc.hint
     if isinstance(exc, OSError):

@@ -16,8 +16,8 @@ import collections
 import contextlib
 import fcntl
 import logging
-import os
 import marshal
+import os
 import subprocess
 import sys
 from typing import Awaitable, Callable
@@ -108,14 +108,21 @@ class WriterPool:
         return answer
 
     async def _pick(self) -> _Writer:
+        w = self._choose()
+        if w is not None:
+            return w
         async with self._starting:  # one start at a time: a start waits, and others must see it
-            alive = [w for w in self._writers if not w.dead]
-            idle = [w for w in alive if not w.outstanding]
-            if idle:
-                return idle[0]
-            if len(alive) < self.most:
-                return await self._start()
-            return min(alive, key=lambda w: w.outstanding)
+            return self._choose() or await self._start()
+
+    def _choose(self) -> _Writer | None:
+        """An idle writer, else the least busy one when no more may start; None: start one."""
+        alive = [w for w in self._writers if not w.dead]
+        idle = next((w for w in alive if not w.outstanding), None)
+        if idle is not None:
+            return idle
+        if len(alive) < self.most:
+            return None
+        return min(alive, key=lambda w: w.outstanding)
 
     async def _start(self) -> _Writer:
         proc = await trio.lowlevel.open_process(
