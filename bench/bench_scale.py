@@ -37,6 +37,7 @@ rest of the machine used meanwhile. Then the coldvault/restic ratios and issue 1
 assertions (STYLE.md item 12). coldvault runs from this checkout's src/ (`python -m coldvault`).
 
     python bench/bench_scale.py --blobs 100k --files 10k          # quick look, about a minute
+    python bench/bench_scale.py --blobs none --files 100k --repeat 3   # restore and mount: medians of 3
     python bench/bench_scale.py                                    # full: 1M,3M,10M blobs; 100k,1M files
 """
 
@@ -90,6 +91,7 @@ MAX_FILE_SIZE = 4 * KiB
 RESTIC_BYTES_PER_BLOB = "70-80"  # restic's in-memory index, as published (issue 10 quotes it)
 INDEX_STEPS = ("ls", "ls again", "snapshots", "restore", "mount + cat", "backup 10")
 TREE_STEPS = ("first backup", "unchanged rerun", "restore", "mount + find")
+REPEATABLE = ("restore", "mount + find")  # tree steps --repeat runs again (they leave the vault as it was)
 STEP_KEYS = {"ls": "ls", "ls again": "ls", "snapshots": "snapshots", "restore": "restore",
              "mount + cat": "mount", "backup 10": "backup10", "first backup": "backup",
              "unchanged rerun": "rerun", "mount + find": "mount"}
@@ -375,51 +377,76 @@ class Bench:
         entries = tree["files"] + tree["dirs"] + 1  # what find prints: files, directories and the root
         try:
             for step in TREE_STEPS:
-                for tool in ("coldvault", "restic"):
-                    if step in ("first backup", "unchanged rerun"):
-                        if tool == "coldvault":
-                            cmd, env = self.cv + ["backup", "dir", src, "--name", "files", "--json"], cv_env
-                        else:
-                            cmd, env = [args.restic, "--repo", repo, "backup", src], self.restic_env
-                        if self.skipped(step):
-                            if step == "first backup":  # the later steps need a snapshot
-                                untimed(cmd, env)
-                            continue
-                        s, out = self.run(part, step, tool, cmd, env, drop=step == "first backup" and args.drop_caches)
-                        s.note = "; ".join(x for x in (s.note, backup_note(tool, out, tree)) if x)
-                        if step == "first backup":
-                            s.note += f"; {du(vault if tool == 'coldvault' else repo) / MiB:.1f} MiB stored"
-                    elif self.skipped(step):
-                        continue
-                    elif step == "restore":
-                        target = os.path.join(self.work, f"restore-{tool}")
-                        shutil.rmtree(target, ignore_errors=True)
-                        if tool == "coldvault":
-                            cmd, env = self.cv + ["restore", "dir", "latest", "--source", "files", "--target", target], cv_env
-                        else:
-                            cmd, env = [args.restic, "--repo", repo, "restore", "latest", "--target", target], self.restic_env
-                        s, _ = self.run(part, step, tool, cmd, env)
-                        got = count_files(target)
-                        shutil.rmtree(target, ignore_errors=True)
-                        if got != tree["files"]:
-                            raise ChildFailedError(f"{tool} restored {got} files, expected {tree['files']}")
-                        s.note = f"{got:,} files"
-                    else:
-                        # `latest` is a symlink in both mounts: the trailing slash makes find follow it
-                        inner = os.path.join("files", "files", "latest", "") if tool == "coldvault" else \
-                            os.path.join("snapshots", "latest", src.lstrip("/"), "")
-                        s, out = self.mounted(part, step, tool, vault if tool == "coldvault" else repo, inner,
-                                              ["sh", "-c", 'find "$0" | wc -l'])
-                        got = int(out.strip() or 0)
-                        if got != entries:
-                            raise ChildFailedError(f"find in the {tool} mount printed {got} lines, expected {entries}")
-                        s.note += f", find printed {got:,} lines"
-                    self.record(s)
+                if self.skipped(step) and step != "first backup":
+                    continue
+                runs: dict[str, list[Step]] = {"coldvault": [], "restic": []}
+                for _ in range(args.repeat if step in REPEATABLE else 1):
+                    for tool in runs:  # alternating, so both meet the same minutes of the machine
+                        s = self.tree_step(part, step, tool, tree, src, vault, repo, entries)
+                        if s is not None:
+                            runs[tool].append(s)
+                for tool, done in runs.items():
+                    if done:
+                        self.record(median_step(done))
         finally:
             if not args.keep:
                 for p in (vault, repo, os.path.join(self.work, "restic-cache")):
                     shutil.rmtree(p, ignore_errors=True)
                 gen_data.remove(os.path.join(self.work, "data"), tree["name"])
+
+
+    def tree_step(self, part: str, step: str, tool: str, tree: dict, src: str, vault: str, repo: str,
+                  entries: int) -> Step | None:
+        """One timed step of `tool` on the tree; None for a skipped one (a skipped first backup still
+        runs, untimed: the later steps need a snapshot)."""
+        args = self.args
+        cv_env = self.cv_env(vault)
+        if step in ("first backup", "unchanged rerun"):
+            if tool == "coldvault":
+                cmd, env = self.cv + ["backup", "dir", src, "--name", "files", "--json"], cv_env
+            else:
+                cmd, env = [args.restic, "--repo", repo, "backup", src], self.restic_env
+            if self.skipped(step):
+                untimed(cmd, env)
+                return None
+            s, out = self.run(part, step, tool, cmd, env, drop=step == "first backup" and args.drop_caches)
+            s.note = "; ".join(x for x in (s.note, backup_note(tool, out, tree)) if x)
+            if step == "first backup":
+                s.note += f"; {du(vault if tool == 'coldvault' else repo) / MiB:.1f} MiB stored"
+            return s
+        if step == "restore":
+            target = os.path.join(self.work, f"restore-{tool}")
+            shutil.rmtree(target, ignore_errors=True)
+            if tool == "coldvault":
+                cmd, env = self.cv + ["restore", "dir", "latest", "--source", "files", "--target", target], cv_env
+            else:
+                cmd, env = [args.restic, "--repo", repo, "restore", "latest", "--target", target], self.restic_env
+            s, _ = self.run(part, step, tool, cmd, env)
+            got = count_files(target)
+            shutil.rmtree(target, ignore_errors=True)
+            if got != tree["files"]:
+                raise ChildFailedError(f"{tool} restored {got} files, expected {tree['files']}")
+            s.note = f"{got:,} files"
+            return s
+        # `latest` is a symlink in both mounts: the trailing slash makes find follow it
+        inner = os.path.join("files", "files", "latest", "") if tool == "coldvault" else \
+            os.path.join("snapshots", "latest", src.lstrip("/"), "")
+        s, out = self.mounted(part, step, tool, vault if tool == "coldvault" else repo, inner,
+                              ["sh", "-c", 'find "$0" | wc -l'])
+        got = int(out.strip() or 0)
+        if got != entries:
+            raise ChildFailedError(f"find in the {tool} mount printed {got} lines, expected {entries}")
+        s.note += f", find printed {got:,} lines"
+        return s
+
+
+def median_step(runs: list[Step]) -> Step:
+    """The run of median wall time (the lower of the middle two), its note naming every run's time."""
+    if len(runs) == 1:
+        return runs[0]
+    pick = sorted(runs, key=lambda s: s.seconds)[(len(runs) - 1) // 2]
+    pick.note += f"; median of {len(runs)} runs: " + " / ".join(f"{s.seconds:.2f}" for s in runs) + " s"
+    return pick
 
 
 def count_files(root: str) -> int:
@@ -597,6 +624,9 @@ def main(argv=None) -> int:
                     help="before each timed step, wait up to this many seconds for an idle machine (default 30)")
     ap.add_argument("--prefault", type=int, default=2048, metavar="MIB",
                     help="then touch and free this many MiB (benchlib.prefault; default 2048, 0 turns it off)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="trees: run restore and mount + find this many times, the tools alternating, and "
+                         "report the median run (file creation on this VM's disk varies run to run)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--coldvault", help="coldvault command line (default: python -m coldvault from this checkout's src/)")
     ap.add_argument("--restic", default=shutil.which("restic") or "restic", help="restic command")

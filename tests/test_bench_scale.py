@@ -32,7 +32,7 @@ def test_bench_scale_tiny_run_prints_every_step_and_ratio(tmp_path):
     work = tmp_path / "work"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COLDVAULT_", "RESTIC_"))}
     p = subprocess.run(
-        [sys.executable, SCRIPT, "--blobs", "3k", "--blobs-per-index", "1k", "--files", "200",
+        [sys.executable, SCRIPT, "--blobs", "3k", "--blobs-per-index", "1k", "--files", "200", "--repeat", "2",
          "--no-drop-caches", "--settle", "0", "--prefault", "0", "--workdir", str(work)],
         env=env, capture_output=True, text=True, timeout=600,
     )
@@ -57,6 +57,9 @@ def test_bench_scale_tiny_run_prints_every_step_and_ratio(tmp_path):
         notes = {(r[0], r[1], r[2]): r[7] for r in steps}
         assert "200 files" in notes[("files 200", "restore", "coldvault")]
         assert "200 files" in notes[("files 200", "restore", "restic")]
+        assert "median of 2 runs" in notes[("files 200", "restore", "coldvault")]  # --repeat 2
+        assert "median of 2 runs" in notes[("files 200", "mount + find", "restic")]
+        assert "median of" not in notes[("files 200", "first backup", "coldvault")]  # run once: it fills the vault
         assert "200 files unchanged" in notes[("files 200", "unchanged rerun", "coldvault")]
         assert "find printed" in notes[("files 200", "mount + find", "restic")]
         assert "10 files" in notes[("index 3k", "backup 10", "coldvault")]
