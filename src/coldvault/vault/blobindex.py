@@ -598,18 +598,29 @@ class _Rows:
         pack = cols["pack"]
         for i in range(0, len(pack), 1 << 20):  # in steps: no temporary column of 8-byte rows
             pack[i:i + (1 << 20)] = remap[pack[i:i + (1 << 20)]]
-        order, cols["hi"], ties = _sort_order(cols["hi"], cols["lo"])
+        hi = cols["hi"]
+        order, cols["hi"], ties = _sort_order(hi, cols["lo"])
 
-        def gather(k: str) -> None:
-            cols[k] = cols[k][order]  # the old column is freed as the new one is made
+        def gather(keys: list[str], spare: np.ndarray | None) -> None:
+            """Each column in sorted order, into the buffer of the column gathered before it
+            (the same dtype): fresh pages cost more than the gathering on some machines."""
+            for k in keys:
+                col = cols[k]
+                out = np.empty_like(col) if spare is None else spare
+                np.take(col, order, out=out, mode="clip")  # clip: no check, so no buffered copy
+                cols[k], spare = out, col
+            del spare  # the buffer gathered from last is freed
 
-        rest = [k for k in cols if k != "hi"]
+        # Two chains, one per column width (the sorted `hi` left its old buffer free).
+        chains = [(["lo", "offset"], hi), (["pack", "length", "raw"], None), (["type"], None)]
+        del hi
         if len(order) < PARALLEL_ROWS:
-            for k in rest:
-                gather(k)
+            for keys, spare in chains:
+                gather(keys, spare)
         else:  # on both cores: numpy lets go of the GIL while it gathers
             with ThreadPoolExecutor(2) as pool:
-                list(pool.map(gather, rest))
+                list(pool.map(lambda chain: gather(*chain), chains))
+        chains.clear()
         del order
         s_hi, s_lo = cols["hi"], cols["lo"]
         dup = (s_hi[1:] == s_hi[:-1]) & (s_lo[1:] == s_lo[:-1]) if ties else None
