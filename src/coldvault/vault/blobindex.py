@@ -14,9 +14,9 @@ per pack (hi, lo, kind u8, size u64) and the order that sorts them by id. A look
 binary search (`searchsorted`) on `hi`, then a compare of `lo`.
 
 `add_tables` merges whole index objects at once, as they are decoded: their rows are
-copied into columns made once (each object freed as soon as it is copied), sorted (by id,
-equal ids in the order loaded, the first row of each kept: the first index loaded wins, docs/format.md 6.4)
-and, when there are tables already, inserted among their rows (`np.insert` at
+copied into columns made once (each object freed as soon as it is copied), sorted by id
+(equal ids in the order loaded, the first row of each kept: the first index loaded wins,
+docs/format.md 6.4) and, when there are tables already, inserted among their rows (`np.insert` at
 `searchsorted` positions: one pass, no sort of the old rows). `add_pack`, one pack at a
 time during a backup, goes to a small dict overlay that is merged into the tables once it
 grows past an eighth of them (so merges cost O(n log n) in all). An overlay entry is
@@ -601,7 +601,7 @@ class _Rows:
         hi = cols["hi"]
         order, cols["hi"], ties = _sort_order(hi, cols["lo"])
 
-        def gather(keys: list[str], spare: np.ndarray | None) -> None:
+        def gather(keys: list[str], spare: np.ndarray | None, order: np.ndarray) -> None:
             """Each column in sorted order, into the buffer of the column gathered before it
             (the same dtype): fresh pages cost more than the gathering on some machines."""
             for k in keys:
@@ -616,10 +616,11 @@ class _Rows:
         del hi
         if len(order) < PARALLEL_ROWS:
             for keys, spare in chains:
-                gather(keys, spare)
+                gather(keys, spare, order)
         else:  # on both cores: numpy lets go of the GIL while it gathers
             with ThreadPoolExecutor(2) as pool:
-                list(pool.map(lambda chain: gather(*chain), chains))
+                for done in [pool.submit(gather, keys, spare, order) for keys, spare in chains]:
+                    done.result()
         chains.clear()
         del order
         s_hi, s_lo = cols["hi"], cols["lo"]

@@ -203,9 +203,9 @@ class Vault:
 
     def _stream(self, fn, items, size=None):
         """fn(i) for i in items, yielded in order as they are done, on as many threads as the
-        store serves requests at once (at most one per core where reads are local), but with at most STREAM_BYTES of `size(i)` (and one item
-        more than there are threads) waiting or in flight: each index object is merged, and
-        freed, before many more are read."""
+        store serves requests at once (at most one per core where reads are local), but with
+        at most STREAM_BYTES of `size(i)` (and one item more than there are threads) waiting
+        or in flight: each index object is merged, and freed, before many more are read."""
         caps = self.store.capabilities()
         n = min(caps.connections, len(items))
         if caps.local_reads:  # a read is CPU, like the decoding: more threads than cores only
