@@ -358,6 +358,59 @@ def test_blob_index_answers_like_a_dict():
     assert sum(len(v) for v in everything.values()) == len(expected)
 
 
+def test_merge_of_a_million_rows_keeps_the_first_record_of_each_id():
+    """A merge large enough to gather its columns on two threads, sorted with numpy's
+    unstable sort: ids repeated across objects and inside one, ids sharing their first 8
+    bytes, a pack named in two objects. Each id keeps the record loaded first, each pack
+    its first record, against a plain dict of the same facts."""
+    rng = np.random.default_rng(11)
+    per_table, per_pack = 400_000, 16  # 1.2 million rows: past blobindex.PARALLEL_ROWS
+    tables, expected, packs_seen, special = [], {}, {}, []
+    earlier = None
+    for t in range(3):
+        ids = rng.integers(0, 256, size=(per_table, 16), dtype=np.uint8)
+        if earlier is not None:
+            ids[:2000] = earlier[rng.choice(len(earlier), 2000, replace=False)]  # loaded before: they lose
+            ids[2000:3000, :8] = earlier[:1000, :8]  # same first 8 bytes, other ids
+        ids[3000:3500] = ids[4000:4500]  # twice in one object: its first row wins
+        special += [bytes(i) for i in ids[:4500]]
+        n_packs = per_table // per_pack
+        packs = np.zeros(n_packs, dtype=PACK_RECORD)
+        packs["id"] = rng.integers(0, 256, size=(n_packs, 16), dtype=np.uint8).view("V16")[:, 0]
+        if t == 1:
+            packs["id"][:3] = tables[0].packs["id"][:3]  # the same packs again: their first record stands
+        packs["size"] = 1 << 30
+        packs["kind"] = rng.integers(0, 2, n_packs)
+        blobs = np.zeros(per_table, dtype=BLOB_RECORD)
+        blobs["id"] = ids.view("V16")[:, 0]
+        blobs["pack"] = np.arange(per_table) // per_pack
+        blobs["offset"] = rng.integers(0, 1 << 29, per_table)
+        blobs["length"] = rng.integers(1, 1000, per_table)
+        blobs["raw_length"] = blobs["length"]
+        blobs["type"] = rng.integers(0, 3, per_table)
+        order = np.argsort(blobs["id"], kind="stable")  # as writers store them: sorted by id
+        blobs = blobs[order]
+        tables.append(packindex.IndexTable(packs, blobs))
+        for p in packs.tolist():
+            packs_seen.setdefault(bytes(p[0]).hex(), (packindex.PACK_KINDS[p[2]], p[1]))
+        pack_ids = [bytes(i).hex() for i in packs["id"].tolist()]
+        for b in blobs.tolist():  # (id, pack, type, offset, length, raw_length)
+            expected.setdefault(bytes(b[0]), (pack_ids[b[1]], b[3], b[4], b[2]))
+        earlier = ids
+    index = BlobIndex()
+    index.add_tables(list(tables))
+    assert len(index) == len(expected) < 3 * per_table
+    assert index.pack_count() == len(packs_seen)
+    assert sorted(index.packs()) == sorted((p, k, s) for p, (k, s) in packs_seen.items())
+    assert all(index.pack(p) == v for p, v in packs_seen.items())
+    keys = list(expected)
+    sample = [keys[i] for i in rng.choice(len(keys), 20_000, replace=False)]
+    sample += special
+    for bid, loc in zip(sample, index.lookup_many(sample)):
+        assert (loc.pack, loc.offset, loc.length, loc.type) == expected[bid]
+    assert index.lookup_many([b"\0" * 16]) == [None]
+
+
 def test_loaded_index_leaves_nothing_for_the_cycle_gc(tmp_path):
     """200,000 blobs loaded: a few objects for the cycle GC to track, not one per blob."""
     repo = str(tmp_path / "vault")
