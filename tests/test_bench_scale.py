@@ -41,6 +41,7 @@ def test_bench_scale_tiny_run_prints_every_step_and_ratio(tmp_path):
         out = p.stdout
         assert re.search(r"^restic:\s+restic \d", out, re.M) and re.search(r"^coldvault: coldvault ", out, re.M)
         assert re.search(r"^host:\s+.*CPUs", out, re.M) and re.search(r"^kernel:", out, re.M)
+        assert re.search(r"^restores:\s+onto a fresh ext4", out, re.M)  # as root: not the VM's worn root fs
 
         steps = table_rows(out, "## Every step")
         got = {(r[0], r[1], r[2]) for r in steps}
@@ -78,6 +79,8 @@ def test_bench_scale_tiny_run_prints_every_step_and_ratio(tmp_path):
 
         assert "## Projection to 10M blobs" in out  # nothing projected from sizes this small, but the section is there
 
+        with open("/proc/mounts") as f:
+            assert str(work) not in f.read()  # the restores' ext4 is unmounted (and its loop device freed)
         leftovers = [d for d in os.listdir(work) if d not in ("logs", "data", "mnt")]
         assert leftovers == [], leftovers  # vaults and repositories are removed without --keep
         assert os.listdir(work / "data") == []
@@ -85,5 +88,6 @@ def test_bench_scale_tiny_run_prints_every_step_and_ratio(tmp_path):
         with open("/proc/self/mounts") as f:
             stale = [line.split()[1] for line in f if str(tmp_path) in line]
         for m in stale:
-            subprocess.run(["fusermount3", "-u", "-z", m], capture_output=True)
+            if subprocess.run(["fusermount3", "-u", "-z", m], capture_output=True).returncode:
+                subprocess.run(["umount", "-l", m], capture_output=True)  # the restores' ext4
         assert stale == [], f"mounts left behind: {stale}"
