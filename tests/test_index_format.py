@@ -910,26 +910,26 @@ def test_tree_decode_keeps_good_entries_sorted():
     assert [e.name for e in out.entries] == [b"A", b"a", b"b", b"c", b"\xff"]
 
 
-@pytest.mark.parametrize(
-    "entry",
-    [
-        pytest.param([1, 2], id="not-a-map"),
-        pytest.param({"name": b"x", "type": "socket"}, id="unknown-type"),
-        pytest.param({"name": b"x"}, id="no-type"),
-        pytest.param({"name": b"x", "type": "file", "mode": "0644"}, id="mode-str"),
-        pytest.param({"name": b"x", "type": "file", "uid": True}, id="uid-bool"),
-        pytest.param({"name": b"x", "type": "file", "mtime": 1.5}, id="mtime-float"),
-        pytest.param({"name": b"x", "type": "file", "size": -1}, id="negative-size"),
-        pytest.param({"name": b"x", "type": "file", "chunks": [b"\0" * 15]}, id="short-chunk-id"),
-        pytest.param({"name": b"x", "type": "file", "chunks": b"\0" * 16}, id="chunks-bin"),
-        pytest.param({"name": b"x", "type": "dir"}, id="dir-without-tree"),
-        pytest.param({"name": b"x", "type": "dir", "tree": b"\0" * 17}, id="dir-long-tree"),
-        pytest.param({"name": b"x", "type": "symlink"}, id="symlink-without-target"),
-        pytest.param({"name": b"x", "type": "symlink", "target": b"a\0b"}, id="symlink-nul"),
-        pytest.param({"name": b"x", "type": ["file"]}, id="type-list"),
-        pytest.param({"name": b"x", "type": {"file": 1}}, id="type-map"),
-    ],
-)
+HOSTILE_ENTRIES = [
+    pytest.param([1, 2], id="not-a-map"),
+    pytest.param({"name": b"x", "type": "socket"}, id="unknown-type"),
+    pytest.param({"name": b"x"}, id="no-type"),
+    pytest.param({"name": b"x", "type": "file", "mode": "0644"}, id="mode-str"),
+    pytest.param({"name": b"x", "type": "file", "uid": True}, id="uid-bool"),
+    pytest.param({"name": b"x", "type": "file", "mtime": 1.5}, id="mtime-float"),
+    pytest.param({"name": b"x", "type": "file", "size": -1}, id="negative-size"),
+    pytest.param({"name": b"x", "type": "file", "chunks": [b"\0" * 15]}, id="short-chunk-id"),
+    pytest.param({"name": b"x", "type": "file", "chunks": b"\0" * 16}, id="chunks-bin"),
+    pytest.param({"name": b"x", "type": "dir"}, id="dir-without-tree"),
+    pytest.param({"name": b"x", "type": "dir", "tree": b"\0" * 17}, id="dir-long-tree"),
+    pytest.param({"name": b"x", "type": "symlink"}, id="symlink-without-target"),
+    pytest.param({"name": b"x", "type": "symlink", "target": b"a\0b"}, id="symlink-nul"),
+    pytest.param({"name": b"x", "type": ["file"]}, id="type-list"),
+    pytest.param({"name": b"x", "type": {"file": 1}}, id="type-map"),
+]
+
+
+@pytest.mark.parametrize("entry", HOSTILE_ENTRIES)
 def test_tree_decode_hostile_entry(entry):
     with pytest.raises(FormatError):
         tree.decode(_raw_node([tree.Entry(b"ok", tree.FIFO).to_map(), entry]))
@@ -997,6 +997,48 @@ def test_tree_decode_arbitrary_bytes(data):
         names = [e.name for e in node.entries]
         assert names == sorted(set(names))
         assert all(tree.name_problem(n) is None for n in names)
+
+
+def _outcome(fn, data):
+    """What `fn(data)` gives: ("ok", value) or ("error", its type, its message)."""
+    try:
+        return "ok", fn(data)
+    except Exception as exc:  # noqa: BLE001 - compared, whatever it is
+        return "error", type(exc), str(exc)
+
+
+def _outline_of(node: tree.TreeNode) -> list:
+    return [(e.name, e.type, e.chunks if e.type == tree.FILE else e.tree if e.type == tree.DIR else None)
+            for e in node.entries]
+
+
+@hostile
+@given(data=st.one_of(st.binary(max_size=200), tree_docs.map(limits.pack)))
+def test_tree_outline_checks_what_decode_checks(data):
+    """A restore's check walk reads outlines and its write walk decodes: the same bytes must
+    fail the same way in both (nothing written first) and name the same blobs."""
+    full, light = _outcome(tree.decode, data), _outcome(tree.outline, data)
+    if full[0] == "ok":
+        assert light == ("ok", _outline_of(full[1]))
+    else:
+        assert light == full
+
+
+@pytest.mark.parametrize("entry", HOSTILE_ENTRIES)
+def test_tree_outline_refuses_each_hostile_entry(entry):
+    data = _raw_node([tree.Entry(b"ok", tree.FIFO).to_map(), entry])
+    assert _outcome(tree.outline, data) == _outcome(tree.decode, data)
+    assert _outcome(tree.outline, data)[0] == "error"
+
+
+def test_tree_outline_drops_what_decode_drops():
+    maps = [tree.Entry(b"b", tree.FILE, chunks=[b"\1" * 16]).to_map(), tree.Entry(b"a/b", tree.FILE).to_map(),
+            tree.Entry(b"a", tree.DIR, tree=b"\2" * 16).to_map(), tree.Entry(b"b", tree.FIFO).to_map(),
+            tree.Entry(b"l", tree.SYMLINK, target=b"t").to_map()]
+    data = _raw_node(maps)
+    assert tree.outline(data) == [(b"a", tree.DIR, b"\2" * 16), (b"b", tree.FILE, [b"\1" * 16]),
+                                  (b"l", tree.SYMLINK, None)]
+    assert tree.outline(data) == _outline_of(tree.decode(data))
 
 
 # -- snapshots -------------------------------------------------------------------------------

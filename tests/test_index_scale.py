@@ -348,6 +348,12 @@ def test_blob_index_answers_like_a_dict():
     mixed = sample[:500] + missing + sample[500:1000] + [sample[1]]
     assert index.lookup_many(mixed) == [index.lookup(b) for b in mixed]
     assert index.lookup_many([]) == []
+    # pack_names (a restore's check): the packs of those ids, and where the first missing one is.
+    found = sample[:500] + sample[500:1000] + [sample[1]]
+    assert index.pack_names(found) == ({loc.object_name for loc in index.lookup_many(found)}, None)
+    assert index.pack_names(mixed)[1] == 500
+    assert index.pack_names([]) == (set(), None)
+    assert BlobIndex().pack_names(sample[:3]) == (set(), 0)
     assert not index.has_pack("00" * 16) and index.pack("00" * 16) is None
     some = rng.sample(list(pack_info), 20)
     by_pack = index.blobs_by_pack(some)

@@ -209,3 +209,55 @@ def decode(data: bytes, what: str = "tree node") -> TreeNode:
         entries.append(e)
     entries.sort(key=_by_name)
     return TreeNode(entries, rejected)
+
+
+def outline(data: bytes, what: str = "tree node") -> list[tuple[bytes, str, object]]:
+    """(name, type, chunk ids of a file | tree id of a directory | None) of each entry of a
+    tree node, in name order: `decode` without its `Entry` objects, for a walk that needs
+    only which blobs a subtree uses (a restore's check). Every check `decode` makes is made
+    here, so the same bytes raise the same error, and the same entries are dropped."""
+    doc = limits.unpack(data, what)
+    limits.check_version(doc, what, VERSION)
+    raw = doc.get("entries")
+    if not isinstance(raw, list):
+        raise FormatError(f"{what}: no entry list")
+    out: list[tuple[bytes, str, object]] = []
+    seen: set[bytes] = set()
+    for m in raw:
+        if type(m) is not dict:
+            raise FormatError(f"{what}: entry is not a map")
+        get = m.get
+        t = get("type")
+        if type(t) is not str or t not in TYPES:
+            raise FormatError(f"{what}: unknown entry type {t!r}")
+        size = get("size", 0)
+        if not (type(get("mode", 0)) is int and type(get("uid", 0)) is int and type(get("gid", 0)) is int
+                and type(get("mtime", 0)) is int and type(get("ctime", 0)) is int and type(size) is int
+                and type(get("ino", 0)) is int and type(get("nlink", 1)) is int and type(get("rdev", 0)) is int):
+            raise _bad_int(m, what)
+        if size < 0:
+            raise FormatError(f"{what}: negative size")
+        ref = None
+        if t == FILE:
+            ref = get("chunks", [])
+            if type(ref) is not list:
+                raise FormatError(f"{what}: bad chunk list")
+            for c in ref:
+                if type(c) is not bytes or len(c) != ID_LEN:
+                    raise FormatError(f"{what}: bad chunk list")
+        elif t == DIR:
+            ref = get("tree")
+            if not (type(ref) is bytes and len(ref) == ID_LEN):
+                raise FormatError(f"{what}: directory without a tree id")
+        elif t == SYMLINK:
+            target = get("target")
+            if type(target) is not bytes or b"\0" in target:
+                raise FormatError(f"{what}: bad symlink target")
+        name = get("name")
+        if name_problem(name) is not None or name in seen:
+            continue
+        seen.add(name)
+        out.append((name, t, ref))
+    out.sort()
+    return out
+

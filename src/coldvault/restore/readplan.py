@@ -10,6 +10,7 @@ bounds: bytes of a small gap cost less than another request. Pure planning, no I
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Generic, Iterable, TypeVar
 
 MiB = 1024 * 1024
@@ -18,6 +19,7 @@ GAP_MAX = 1 * MiB  # bytes between two needed blobs that are read rather than sk
 BLOBS_MAX = 256  # blobs per read: more reads let more threads decode and write at once
 
 K = TypeVar("K")
+_offset_length = itemgetter(0, 1)
 
 
 @dataclass
@@ -44,7 +46,7 @@ def coalesce(blobs: Iterable[tuple[str, int, int, K]], read_max: int = READ_MAX,
         by_pack.setdefault(pack, []).append((offset, length, key))
     reads: list[Read[K]] = []
     for pack in sorted(by_pack):
-        parts = sorted(by_pack[pack], key=lambda p: (p[0], p[1]))
+        parts = sorted(by_pack[pack], key=_offset_length)
         cur: Read[K] | None = None
         end = 0
         for offset, length, key in parts:

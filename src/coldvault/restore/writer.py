@@ -49,7 +49,7 @@ from coldvault.index import blob as blobfmt
 from coldvault.index.crypto import MasterKeys, Sealer
 from coldvault.index.errors import FormatError
 from coldvault.index.ids import BlobId
-from coldvault.restore.target import DirFds, TargetTree
+from coldvault.restore.target import RERUN_HINT, DirFds, TargetTree
 
 WHOLE = 0
 PIECE = 1
@@ -148,51 +148,55 @@ class Writer:
         damaged: list[tuple[bytes, str]] = []
         pieces: list[tuple[int, int, str | None]] = []
         view = memoryview(data)
-        for offset, length, bid, raw_length, btype, targets in parts:
-            what = f"blob {bid.hex()[:16]} in pack {pack}"
-            plain, why = None, None
-            try:
-                plain = blobfmt.decode_located(view[offset:offset + length], BlobId(bid), self.sealer, what, length,
-                                               raw_length, btype, self.chunker_max)
-            except FormatError as exc:
-                why = str(exc)
-            for t in targets:
-                if t[0] == WHOLE:
-                    _, rel, size, mode, uid, gid, mtime = t
+        out, look, is_root = self.out, self.look, self.is_root
+        head, parent = None, -1  # the directory of the files just written (most share one), held
+        try:
+            for offset, length, bid, raw_length, btype, targets in parts:
+                what = f"blob {bid.hex()[:16]} in pack {pack}"
+                plain, why = None, None
+                try:
+                    plain = blobfmt.decode_located(view[offset:offset + length], BlobId(bid), self.sealer, what,
+                                                   length, raw_length, btype, self.chunker_max)
+                except FormatError as exc:
+                    why = str(exc)
+                for t in targets:
+                    rel = t[1] if t[0] == WHOLE else t[2]
                     if plain is None:
-                        damaged.append((rel, why))
+                        if t[0] == WHOLE:
+                            damaged.append((rel, why))
+                        else:
+                            pieces.append((t[1], 0, why))
                         continue
-                    head = rel.rpartition(b"/")[0]
-                    try:
-                        with self.out.writing(rel):
-                            parent = self.dirs.get(head)
-                            try:
-                                write_whole(self.out, parent, rel, size, mode, uid, gid, mtime, plain, self.look,
-                                            self.is_root)
-                            finally:
+                    try:  # as `out.writing(rel)`, without a context manager per file
+                        here = rel.rpartition(b"/")[0]
+                        if here != head:
+                            if head is not None:
                                 self.dirs.put(head)
-                    except DamagedError as exc:
-                        damaged.append((rel, exc.message))
-                        continue
-                    files += 1
-                    written += len(plain)
-                else:
-                    _, key, rel, tmp, at = t
-                    if plain is None:
-                        pieces.append((key, 0, why))
-                        continue
-                    head = rel.rpartition(b"/")[0]
-                    with self.out.writing(rel):
-                        parent = self.dirs.get(head)
-                        try:
-                            fd = self.out.reopen_tmp(parent, tmp)
+                                head = None
+                            parent = self.dirs.get(here)
+                            head = here
+                        if t[0] == WHOLE:
+                            _, rel, size, mode, uid, gid, mtime = t
+                            try:
+                                write_whole(out, parent, rel, size, mode, uid, gid, mtime, plain, look, is_root)
+                            except DamagedError as exc:
+                                damaged.append((rel, exc.message))
+                                continue
+                            files += 1
+                            written += len(plain)
+                        else:
+                            _, key, rel, tmp, at = t
+                            fd = out.reopen_tmp(parent, tmp)
                             try:
                                 write_all(fd, plain, at)
                             finally:
                                 os.close(fd)
-                        finally:
-                            self.dirs.put(head)
-                    pieces.append((key, len(plain), None))
+                            pieces.append((key, len(plain), None))
+                    except OSError as exc:
+                        raise TargetWriteError.of(out.show(rel), exc, hint=RERUN_HINT) from exc
+        finally:
+            if head is not None:
+                self.dirs.put(head)
         return "ok", files, written, damaged, pieces
 
 

@@ -585,6 +585,24 @@ class Vault:
                 self.locate(BlobId(bid), what)  # raises, naming it
         return locs
 
+    def pack_names(self, bids: list[bytes], what: str = "blob") -> set[str]:
+        """The object names of the packs holding `bids` (one vectorised search); the first
+        missing one raises, as `locate_many`."""
+        names, missing = self.index.pack_names(bids)
+        if missing is not None:
+            self.locate(BlobId(bids[missing]), what)  # raises, naming it
+        return names
+
+    def load_outline(self, bid: BlobId) -> list[tuple[bytes, str, object]]:
+        """`tree.outline` of a tree node: what `load_tree` checks, without entries or the cache."""
+        data = self.read_blob(bid)
+        what = f"tree node {bid.hex()[:16]}"
+        try:
+            with limits.hostile(what):
+                return tree.outline(data, what)
+        except FormatError as exc:
+            raise DamagedError(str(exc)) from None
+
     def bound_tree_cache(self, max_bytes: int) -> None:
         """Keep at most `max_bytes` of decoded tree nodes from now on (never more than the
         configured bound): for a command whose walks would gain nothing from more."""

@@ -49,3 +49,21 @@ def walk(vault: Vault, root: bytes, prefix: bytes = b"", *, seen: set[bytes] | N
             if seen is not None:
                 seen.add(e.tree)
             stack.append((path, e, iter(vault.load_tree(BlobId(e.tree)).entries)))
+
+
+def chunks_below(vault: Vault, root: bytes) -> Iterator[list[bytes]]:
+    """The chunk ids of each file below the tree node `root`, in `walk`'s order, reading
+    each node's outline (`tree.outline`: the same checks, no entry objects). For a caller
+    that needs only which blobs a subtree uses."""
+    stack = [iter(vault.load_outline(BlobId(root)))]
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+            continue
+        _, kind, ref = item
+        if kind == tree.FILE:
+            yield ref
+        elif kind == tree.DIR:
+            stack.append(iter(vault.load_outline(BlobId(ref))))
+
