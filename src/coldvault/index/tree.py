@@ -150,12 +150,7 @@ def _shared(v: int) -> int:
 def _entry(m, what: str) -> Entry:
     """One entry of a tree node, every field type-checked. Written out field by field:
     this runs once per file of every directory listed (a mount's `ls -R`)."""
-    if type(m) is not dict:
-        raise FormatError(f"{what}: entry is not a map")
-    get = m.get
-    t = get("type")
-    if type(t) is not str or t not in TYPES:
-        raise FormatError(f"{what}: unknown entry type {t!r}")
+    get, t = _typed(m, what)
     mode, uid, gid, mtime, ctime = get("mode", 0), get("uid", 0), get("gid", 0), get("mtime", 0), get("ctime", 0)
     size, ino, nlink, rdev = get("size", 0), get("ino", 0), get("nlink", 1), get("rdev", 0)
     if not (type(mode) is int and type(uid) is int and type(gid) is int and type(mtime) is int
@@ -167,6 +162,30 @@ def _entry(m, what: str) -> Entry:
     e = Entry(get("name"), _TYPE_NAMES[t], _shared(mode & 0o7777), _shared(uid), _shared(gid),
               mtime, ctime, size, ino, nlink)
     e.rdev = rdev
+    ref = _ref(get, t, what)
+    if t == FILE:
+        e.chunks = ref
+    elif t == DIR:
+        e.tree = BlobId(ref)
+    elif t == SYMLINK:
+        e.target = ref
+    return e
+
+
+def _typed(m, what: str):
+    """An entry map's `get` and its type, checked."""
+    if type(m) is not dict:
+        raise FormatError(f"{what}: entry is not a map")
+    get = m.get
+    t = get("type")
+    if type(t) is not str or t not in TYPES:
+        raise FormatError(f"{what}: unknown entry type {t!r}")
+    return get, t
+
+
+def _ref(get, t: str, what: str):
+    """What an entry map of type `t` points to, checked: a file's chunk ids, a directory's
+    tree id, a symlink's target; None for other types."""
     if t == FILE:
         chunks = get("chunks", [])
         if type(chunks) is not list:
@@ -174,18 +193,18 @@ def _entry(m, what: str) -> Entry:
         for c in chunks:
             if type(c) is not bytes or len(c) != ID_LEN:
                 raise FormatError(f"{what}: bad chunk list")
-        e.chunks = chunks
-    elif t == DIR:
+        return chunks
+    if t == DIR:
         tree = get("tree")
         if not (type(tree) is bytes and len(tree) == ID_LEN):
             raise FormatError(f"{what}: directory without a tree id")
-        e.tree = BlobId(tree)
-    elif t == SYMLINK:
+        return tree
+    if t == SYMLINK:
         target = get("target")
         if type(target) is not bytes or b"\0" in target:
             raise FormatError(f"{what}: bad symlink target")
-        e.target = target
-    return e
+        return target
+    return None
 
 
 def decode(data: bytes, what: str = "tree node") -> TreeNode:
@@ -224,12 +243,7 @@ def outline(data: bytes, what: str = "tree node") -> list[tuple[bytes, str, obje
     out: list[tuple[bytes, str, object]] = []
     seen: set[bytes] = set()
     for m in raw:
-        if type(m) is not dict:
-            raise FormatError(f"{what}: entry is not a map")
-        get = m.get
-        t = get("type")
-        if type(t) is not str or t not in TYPES:
-            raise FormatError(f"{what}: unknown entry type {t!r}")
+        get, t = _typed(m, what)
         size = get("size", 0)
         if not (type(get("mode", 0)) is int and type(get("uid", 0)) is int and type(get("gid", 0)) is int
                 and type(get("mtime", 0)) is int and type(get("ctime", 0)) is int and type(size) is int
@@ -237,22 +251,9 @@ def outline(data: bytes, what: str = "tree node") -> list[tuple[bytes, str, obje
             raise _bad_int(m, what)
         if size < 0:
             raise FormatError(f"{what}: negative size")
-        ref = None
-        if t == FILE:
-            ref = get("chunks", [])
-            if type(ref) is not list:
-                raise FormatError(f"{what}: bad chunk list")
-            for c in ref:
-                if type(c) is not bytes or len(c) != ID_LEN:
-                    raise FormatError(f"{what}: bad chunk list")
-        elif t == DIR:
-            ref = get("tree")
-            if not (type(ref) is bytes and len(ref) == ID_LEN):
-                raise FormatError(f"{what}: directory without a tree id")
-        elif t == SYMLINK:
-            target = get("target")
-            if type(target) is not bytes or b"\0" in target:
-                raise FormatError(f"{what}: bad symlink target")
+        ref = _ref(get, t, what)
+        if t == SYMLINK:
+            ref = None  # a target names no blob
         name = get("name")
         if name_problem(name) is not None or name in seen:
             continue
