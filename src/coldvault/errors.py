@@ -10,7 +10,7 @@ from __future__ import annotations
 
 class ExitCode:
     OK = 0
-    ERROR = 1  # unexpected error (a bug): traceback in the log
+    ERROR = 1  # failed: zfs, a hook, a restore writer (one line); or a bug (traceback)
     USAGE = 2  # bad command line
     PARTIAL = 3  # finished, but some source files could not be read
     COMMAND_FAILED = 4  # `backup stdin --command`: the command failed, no snapshot was saved
