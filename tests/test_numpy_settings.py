@@ -8,7 +8,8 @@ import os
 import subprocess
 import sys
 
-PROBE = ("import os, coldvault, numpy._core.multiarray as m\n"
+PROBE = ("import os, coldvault, numpy\n"
+         "m = numpy._core.multiarray if hasattr(numpy, '_core') else numpy.core.multiarray  # numpy 2 / 1\n"
          "print(m._get_madvise_hugepage(), os.environ['OPENBLAS_NUM_THREADS'])\n")
 
 

@@ -153,6 +153,19 @@ def test_restore_into_a_directory_it_cannot_create_names_it(backed_up, tmp_path)
         assert r.err.splitlines() == [f"coldvault: error: cannot write {target}: Read-only file system"]
 
 
+def test_restore_into_a_directory_it_cannot_list_names_it(backed_up, tmp_path):
+    src, env = backed_up
+    target = tmp_path / "theirs"
+    os.makedirs(target)
+    os.chown(target, 1234, 1234)
+    os.chmod(target, 0o300)  # its owner may enter and write, not list
+    # Without the capabilities that let root read anything, like an ordinary user.
+    drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    r = run(["restore", "dir", "latest", "--target", str(target)], env, check=False, prefix=drop)
+    assert r.code == TARGET_ERROR and "Traceback" not in r.err, r.err
+    assert r.err.splitlines() == [f"coldvault: error: cannot write {target}: Permission denied"]
+
+
 @pytest.mark.zfs
 def test_dump_of_a_zfs_stream_onto_a_full_disk_or_into_a_closed_pipe(zpool, tmp_path):
     name, root = zpool

@@ -235,7 +235,11 @@ class DirRestore:
         t = self.target
         if os.path.lexists(t) and not os.path.isdir(t):
             raise UserError(f"target {os.fsdecode(t)} exists and is not a directory")
-        if os.path.isdir(t) and os.listdir(t) and not self.overwrite:
+        try:
+            listed = os.path.isdir(t) and os.listdir(t)
+        except OSError as exc:  # a directory this user may not read (its names are not ours to see)
+            raise TargetWriteError.of(os.fsdecode(t), exc) from exc
+        if listed and not self.overwrite:
             raise UserError(
                 f"target {os.fsdecode(t)} is not empty", hint="choose an empty directory, or pass --overwrite"
             )

@@ -31,6 +31,7 @@ descriptors; split apart they would hand that state across modules.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import socket
@@ -479,7 +480,8 @@ class DirBackup:
         finally:
             for fd, _, _ in ahead:
                 if fd >= 0:
-                    os.close(fd)
+                    with contextlib.suppress(OSError):  # only read from: nothing to lose, close the rest
+                        os.close(fd)
 
     def _mount_point(self, frame: "_Frame", name: bytes, st: os.stat_result) -> tree.Entry:
         """--one-file-system: the entry of a directory on another file system, without its contents."""
