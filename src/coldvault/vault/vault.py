@@ -595,11 +595,16 @@ class Vault:
 
     def load_outline(self, bid: BlobId) -> list[tuple[bytes, str, object]]:
         """`tree.outline` of a tree node: what `load_tree` checks, without entries or the cache."""
+        return self._read_tree(bid, tree.outline)
+
+    def _read_tree(self, bid: BlobId, decode):
+        """`decode(bytes, what)` of the tree node `bid` (`tree.decode` or `tree.outline`), run as
+        hostile input; a node that does not decode is a DamagedError."""
         data = self.read_blob(bid)
         what = f"tree node {bid.hex()[:16]}"
         try:
             with limits.hostile(what):
-                return tree.outline(data, what)
+                return decode(data, what)
         except FormatError as exc:
             raise DamagedError(str(exc)) from None
 
@@ -671,13 +676,7 @@ class Vault:
         (a backup reads each node of the previous snapshot once)."""
         node = self._tree_nodes.get(bid)
         if node is None:
-            data = self.read_blob(bid)
-            what = f"tree node {bid.hex()[:16]}"
-            try:
-                with limits.hostile(what):
-                    node = tree.decode(data, what)
-            except FormatError as exc:
-                raise DamagedError(str(exc)) from None
+            node = self._read_tree(bid, tree.decode)
             for why in node.rejected:
                 log.warning("tree node %s: dropped an entry: %s", bid.hex()[:16], why)
             if cache:
