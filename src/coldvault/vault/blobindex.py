@@ -173,6 +173,11 @@ class _Tables:
             return self.pk_hex[row]
         return (int(self.pk_hi[row]).to_bytes(8, "big") + int(self.pk_lo[row]).to_bytes(8, "big")).hex()
 
+    def pack_hexes(self, rows: list[int]) -> dict[int, str]:
+        """`pack_hex` of each of `rows`: for a command that meets a few packs of many
+        (`all_pack_hex` of a 10 TB vault's 625,000 packs costs 0.7 s and 80 MB)."""
+        return {r: self.pack_hex(r) for r in set(rows)}
+
     def all_pack_hex(self) -> list[str]:
         if self.pk_hex is None:
             ids = np.empty((len(self.pk_hi), 2), dtype=">u8")
@@ -416,8 +421,10 @@ class BlobIndex:
         rows = self._rows_of(t, [bids[j] for j in rest])
         found = np.flatnonzero(rows >= 0)
         r = rows[found]
-        hexes, pk = t.all_pack_hex(), t.pack[r]
-        for k, p, kind, off, length, raw, btype in zip(found.tolist(), pk.tolist(), t.pk_kind[pk].tolist(),
+        pk = t.pack[r]
+        pks = pk.tolist()
+        hexes = t.pack_hexes(pks)
+        for k, p, kind, off, length, raw, btype in zip(found.tolist(), pks, t.pk_kind[pk].tolist(),
                                                         t.offset[r].tolist(), t.length[r].tolist(), t.raw[r].tolist(),
                                                         t.type[r].tolist()):
             out[rest[k]] = Location(hexes[p], PACK_KINDS[kind], off, length, raw, btype)
@@ -441,9 +448,8 @@ class BlobIndex:
             return names, None
         rows = self._rows_of(t, [bids[j] for j in rest]) if len(t) else np.full(len(rest), -1, dtype=np.int64)
         missing = np.flatnonzero(rows < 0)
-        hexes = t.all_pack_hex() if len(t) else []
         for p in np.unique(t.pack[rows[rows >= 0]]).tolist() if len(t) else []:
-            names.add(object_name(PACK_KINDS[int(t.pk_kind[p])], hexes[p]))
+            names.add(object_name(PACK_KINDS[int(t.pk_kind[p])], t.pack_hex(p)))
         return names, (rest[int(missing[0])] if len(missing) else None)
 
     @staticmethod
